@@ -1,0 +1,447 @@
+/*
+ * keystonectl.c: the control tool.  `status` maps the state file
+ * read-only; `reload` and `stop` talk to the master's control socket;
+ * `configtest` loads the configuration itself.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "keystoned/util.h"
+#include "master/config.h"
+#include "shm/shm.h"
+#include "shm/table.h"
+
+#define DEFAULT_CONFIG KS_SYSCONFDIR "/keystone/keystone.yaml"
+#define EXIT_NOT_RUNNING 1
+#define CONTROL_TIMEOUT_MS 60000
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: keystonectl [-c config | -s state_file] command [-j]\n"
+                    "commands: status [-j], health [-j], reload, stop, configtest\n");
+    exit(2);
+}
+
+struct ctl {
+    const char *config_path;
+    const char *state_path;
+    bool json;
+    struct ks_shm shm;
+    struct ks_table *table;
+};
+
+/* ---- finding and mapping the daemon -------------------------------------- */
+
+static const char *state_file_of(struct ctl *c, char *buf, size_t len)
+{
+    if (c->state_path != NULL)
+        return c->state_path;
+    char err[512];
+    if (ks_config_state_file(c->config_path, buf, len, err, sizeof(err)) < 0) {
+        fprintf(stderr, "keystonectl: %s\n", err);
+        exit(EXIT_NOT_RUNNING);
+    }
+    return buf;
+}
+
+/* Map the state file and make sure a master is behind it. */
+static void attach(struct ctl *c)
+{
+    char buf[PATH_MAX], err[512];
+    const char *path = state_file_of(c, buf, sizeof(buf));
+    if (ks_shm_open_readonly(&c->shm, path, err, sizeof(err)) < 0) {
+        if (errno == ENOENT)
+            fprintf(stderr, "keystonectl: keystoned is not running (no state file %s)\n", path);
+        else
+            fprintf(stderr, "keystonectl: keystoned is not running or its state file is unusable: %s\n", err);
+        exit(EXIT_NOT_RUNNING);
+    }
+    pid_t pid = c->shm.hdr->master_pid;
+    if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH)) {
+        fprintf(stderr, "keystonectl: keystoned is not running (stale state file %s: master pid %d is gone)\n",
+                path, (int)pid);
+        exit(EXIT_NOT_RUNNING);
+    }
+}
+
+static void load_table(struct ctl *c)
+{
+    size_t cap = ks_shm_count(&c->shm, KS_REGION_ROUTES0);
+    c->table = malloc(cap ? cap : 1);
+    uint64_t gen;
+    char err[256];
+    ssize_t n = c->table ? ks_shm_routes_copy(&c->shm, c->table, cap, &gen, NULL) : -1;
+    if (n < 0 || ks_table_check(c->table, (size_t)n, err, sizeof(err)) < 0) {
+        fprintf(stderr, "keystonectl: the route table in the state file is unreadable%s%s\n",
+                n < 0 ? "" : ": ", n < 0 ? "" : err);
+        exit(EXIT_NOT_RUNNING);
+    }
+}
+
+/* ---- output helpers ------------------------------------------------------------ */
+
+static void json_str(FILE *f, const char *s)
+{
+    char buf[4096];
+    size_t pos = 0;
+    ks_json_escape(buf, sizeof(buf), &pos, s, strlen(s));
+    fprintf(f, "\"%s\"", buf);
+}
+
+/* Copy an advisory scoreboard string (a worker may be writing it). */
+static void safe_copy(char *dst, const char *src, size_t n)
+{
+    memcpy(dst, src, n);
+    dst[n - 1] = '\0';
+    for (char *p = dst; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+}
+
+static void format_duration(int64_t s, char *buf, size_t len)
+{
+    if (s >= 86400)
+        snprintf(buf, len, "%lldd %lldh %lldm", (long long)(s / 86400), (long long)(s % 86400 / 3600),
+                 (long long)(s % 3600 / 60));
+    else if (s >= 3600)
+        snprintf(buf, len, "%lldh %lldm %llds", (long long)(s / 3600), (long long)(s % 3600 / 60),
+                 (long long)(s % 60));
+    else if (s >= 60)
+        snprintf(buf, len, "%lldm %llds", (long long)(s / 60), (long long)(s % 60));
+    else
+        snprintf(buf, len, "%llds", (long long)s);
+}
+
+static const char *reload_name(enum ks_reload_result r)
+{
+    switch (r) {
+    case KS_RELOAD_APPLIED: return "applied";
+    case KS_RELOAD_INVALID: return "failed";
+    case KS_RELOAD_RESTART: return "restart required";
+    default: return "none";
+    }
+}
+
+static const char *health_state_name(unsigned s)
+{
+    return s == KS_HEALTH_UP ? "up" : s == KS_HEALTH_DOWN ? "down" : "unknown";
+}
+
+/* ---- status ---------------------------------------------------------------- */
+
+struct worker_row {
+    uint32_t slot;
+    int32_t pid;
+    uint64_t gen, requests;
+    uint32_t state;
+    char client[KS_SCORE_CLIENT_LEN];
+    char request[KS_SCORE_REQUEST_LEN];
+};
+
+static size_t read_workers(const struct ctl *c, struct worker_row *rows, size_t max, int *busy,
+                           int *idle)
+{
+    size_t n = 0;
+    *busy = *idle = 0;
+    uint64_t slots = ks_shm_count(&c->shm, KS_REGION_SCOREBOARD);
+    for (uint64_t i = 0; i < slots && n < max; i++) {
+        const struct ks_score *sc = ks_shm_score(&c->shm, (uint32_t)i);
+        int32_t pid = atomic_load(&sc->pid);
+        if (pid <= 0)
+            continue;
+        struct worker_row *r = &rows[n++];
+        r->slot = (uint32_t)i;
+        r->pid = pid;
+        r->gen = atomic_load(&sc->generation);
+        r->requests = atomic_load(&sc->requests);
+        r->state = atomic_load(&sc->state);
+        safe_copy(r->client, sc->client, sizeof(r->client));
+        safe_copy(r->request, sc->request, sizeof(r->request));
+        if (r->state == KS_WS_IDLE || r->state == KS_WS_STARTING)
+            (*idle)++;
+        else
+            (*busy)++;
+    }
+    return n;
+}
+
+static void print_upstreams_text(const struct ctl *c, const struct ks_t_tenant *tn)
+{
+    const struct ks_table *t = c->table;
+    for (uint32_t k = 0; k < tn->nupstreams; k++) {
+        const struct ks_t_upstream *u = &ks_t_upstreams(t)[tn->upstreams + k];
+        const struct ks_health *h = ks_shm_health(&c->shm, u->health_slot);
+        uint64_t w = atomic_load(&h->word);
+        unsigned reason = atomic_load(&h->last_reason);
+        char since[64] = "-";
+        if (KS_HW_SINCE(w) > 0)
+            format_duration(ks_wall_ms() / 1000 - KS_HW_SINCE(w), since, sizeof(since));
+        char why[64] = "";
+        if (reason == KS_HR_BAD_STATUS)
+            snprintf(why, sizeof(why), "bad status %u", atomic_load(&h->last_status));
+        else if (reason != KS_HR_NONE)
+            snprintf(why, sizeof(why), "%s", ks_health_reason_name((enum ks_health_reason)reason));
+        printf("    %-16s %-28s %-8s since %-12s latency %6.1f ms %s\n", ks_t_str(t, u->name),
+               ks_t_str(t, u->url), health_state_name(KS_HW_STATE(w)), since,
+               atomic_load(&h->last_latency_us) / 1000.0, why);
+    }
+}
+
+static int cmd_status(struct ctl *c, bool health_only)
+{
+    attach(c);
+    load_table(c);
+    const struct ks_shm_header *h = c->shm.hdr;
+    const struct ks_table *t = c->table;
+    enum ks_reload_result rr;
+    int64_t rwall;
+    char rmsg[KS_RELOAD_MSG_LEN];
+    uint64_t rok, rfail;
+    ks_shm_get_reload(&c->shm, &rr, &rwall, rmsg, sizeof(rmsg), &rok, &rfail);
+    int64_t uptime = (ks_now_ms() - h->start_mono_ms) / 1000;
+    uint64_t gen = atomic_load(&h->generation);
+    struct worker_row *rows = calloc(ks_shm_count(&c->shm, KS_REGION_SCOREBOARD) + 1, sizeof(*rows));
+    int busy = 0, idle = 0;
+    size_t nrows = rows ? read_workers(c, rows, ks_shm_count(&c->shm, KS_REGION_SCOREBOARD), &busy, &idle) : 0;
+    char when[40] = "-";
+    if (rwall > 0)
+        ks_format_rfc3339(rwall, when, sizeof(when));
+
+    if (c->json) {
+        printf("{\"version\":");
+        json_str(stdout, h->version);
+        printf(",\"master_pid\":%d,\"uptime_s\":%lld,\"generation\":%llu,\"stopping\":%s,",
+               h->master_pid, (long long)uptime, (unsigned long long)gen,
+               atomic_load(&h->stopping) ? "true" : "false");
+        printf("\"config\":");
+        json_str(stdout, h->config_path);
+        printf(",\"reload\":{\"result\":\"%s\",\"time\":", reload_name(rr));
+        json_str(stdout, rwall > 0 ? when : "");
+        printf(",\"message\":");
+        json_str(stdout, rmsg);
+        printf(",\"ok\":%llu,\"failed\":%llu},", (unsigned long long)rok, (unsigned long long)rfail);
+        printf("\"requests\":%llu,\"connections\":%llu,",
+               (unsigned long long)atomic_load(&h->requests), (unsigned long long)atomic_load(&h->connections));
+        if (!health_only) {
+            printf("\"workers\":{\"busy\":%d,\"idle\":%d,\"total\":%zu,\"list\":[", busy, idle, nrows);
+            for (size_t i = 0; i < nrows; i++) {
+                printf("%s{\"slot\":%u,\"pid\":%d,\"generation\":%llu,\"state\":\"%s\",\"requests\":%llu,\"client\":",
+                       i ? "," : "", rows[i].slot, rows[i].pid, (unsigned long long)rows[i].gen,
+                       ks_worker_state_name((enum ks_worker_state)rows[i].state),
+                       (unsigned long long)rows[i].requests);
+                json_str(stdout, rows[i].client);
+                printf(",\"request\":");
+                json_str(stdout, rows[i].request);
+                printf("}");
+            }
+            printf("]},");
+        }
+        printf("\"tenants\":[");
+        for (uint32_t i = 0; i < t->ntenants; i++) {
+            const struct ks_t_tenant *tn = &ks_t_tenants(t)[i];
+            const struct ks_tenant_stats *ts = ks_shm_tenant_stats(&c->shm, tn->stats_slot);
+            printf("%s{\"name\":", i ? "," : "");
+            json_str(stdout, ks_t_str(t, tn->name));
+            printf(",\"base_path\":");
+            json_str(stdout, ks_t_str(t, tn->base_path));
+            printf(",\"requests\":%llu,\"responses_4xx\":%llu,\"responses_5xx\":%llu,\"upstreams\":[",
+                   (unsigned long long)atomic_load(&ts->requests),
+                   (unsigned long long)atomic_load(&ts->responses_4xx),
+                   (unsigned long long)atomic_load(&ts->responses_5xx));
+            for (uint32_t k = 0; k < tn->nupstreams; k++) {
+                const struct ks_t_upstream *u = &ks_t_upstreams(t)[tn->upstreams + k];
+                const struct ks_health *hr = ks_shm_health(&c->shm, u->health_slot);
+                uint64_t w = atomic_load(&hr->word);
+                unsigned reason = atomic_load(&hr->last_reason);
+                printf("%s{\"name\":", k ? "," : "");
+                json_str(stdout, ks_t_str(t, u->name));
+                printf(",\"url\":");
+                json_str(stdout, ks_t_str(t, u->url));
+                printf(",\"state\":\"%s\",\"since\":%lld,\"reason\":\"%s\",\"last_status\":%u,"
+                       "\"latency_us\":%u,\"weight\":%d,\"requests\":%llu,\"failures\":%llu}",
+                       health_state_name(KS_HW_STATE(w)), (long long)KS_HW_SINCE(w),
+                       ks_health_reason_name((enum ks_health_reason)reason),
+                       atomic_load(&hr->last_status), atomic_load(&hr->last_latency_us), u->weight,
+                       (unsigned long long)atomic_load(&hr->requests),
+                       (unsigned long long)atomic_load(&hr->failures));
+            }
+            printf("]}");
+        }
+        printf("]}\n");
+    } else {
+        char up[64];
+        format_duration(uptime, up, sizeof(up));
+        printf("keystoned %s, master pid %d, up %s%s\n", h->version, h->master_pid, up,
+               atomic_load(&h->stopping) ? " (stopping)" : "");
+        printf("config %s\n", h->config_path);
+        printf("generation %llu, last reload: %s%s%s%s\n", (unsigned long long)gen, reload_name(rr),
+               rr != KS_RELOAD_NONE ? " at " : "", rr != KS_RELOAD_NONE ? when : "",
+               rr == KS_RELOAD_INVALID || rr == KS_RELOAD_RESTART ? "" : "");
+        if (rr == KS_RELOAD_INVALID || rr == KS_RELOAD_RESTART)
+            printf("  last reload %s\n", rmsg);
+        printf("requests %llu, connections %llu\n", (unsigned long long)atomic_load(&h->requests),
+               (unsigned long long)atomic_load(&h->connections));
+        if (!health_only) {
+            printf("workers: %d busy, %d idle, %zu total\n", busy, idle, nrows);
+            printf("  %-5s %-8s %-6s %-10s %-9s %-22s %s\n", "SLOT", "PID", "GEN", "STATE", "REQUESTS",
+                   "CLIENT", "REQUEST");
+            for (size_t i = 0; i < nrows; i++)
+                printf("  %-5u %-8d %-6llu %-10s %-9llu %-22s %s\n", rows[i].slot, rows[i].pid,
+                       (unsigned long long)rows[i].gen,
+                       ks_worker_state_name((enum ks_worker_state)rows[i].state),
+                       (unsigned long long)rows[i].requests, rows[i].client[0] ? rows[i].client : "-",
+                       rows[i].request[0] ? rows[i].request : "-");
+        }
+        printf("tenants: %u\n", t->ntenants);
+        for (uint32_t i = 0; i < t->ntenants; i++) {
+            const struct ks_t_tenant *tn = &ks_t_tenants(t)[i];
+            const struct ks_tenant_stats *ts = ks_shm_tenant_stats(&c->shm, tn->stats_slot);
+            uint32_t healthy = 0;
+            for (uint32_t k = 0; k < tn->nupstreams; k++) {
+                const struct ks_t_upstream *u = &ks_t_upstreams(t)[tn->upstreams + k];
+                healthy += KS_HW_STATE(atomic_load(&ks_shm_health(&c->shm, u->health_slot)->word)) != KS_HEALTH_DOWN;
+            }
+            printf("  %-16s base %-12s %u/%u upstreams healthy, %llu requests, %llu 4xx, %llu 5xx\n",
+                   ks_t_str(t, tn->name), ks_t_str(t, tn->base_path), healthy, tn->nupstreams,
+                   (unsigned long long)atomic_load(&ts->requests),
+                   (unsigned long long)atomic_load(&ts->responses_4xx),
+                   (unsigned long long)atomic_load(&ts->responses_5xx));
+            print_upstreams_text(c, tn);
+        }
+    }
+    free(rows);
+    return 0;
+}
+
+/* ---- control socket commands ------------------------------------------------------ */
+
+static int cmd_control(struct ctl *c, const char *command)
+{
+    attach(c);
+    const char *path = c->shm.hdr->control_socket;
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    ks_strlcpy(sun.sun_path, path, sizeof(sun.sun_path));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        fprintf(stderr, "keystonectl: cannot reach keystoned on %s: %s\n", path, strerror(errno));
+        return EXIT_NOT_RUNNING;
+    }
+    char line[64];
+    int n = snprintf(line, sizeof(line), "%s\n", command);
+    if (ks_write_all(fd, line, (size_t)n) < 0) {
+        fprintf(stderr, "keystonectl: cannot send to %s: %s\n", path, strerror(errno));
+        return EXIT_NOT_RUNNING;
+    }
+    /* the reply: "<code> <message>\n" then detail lines, then EOF */
+    char reply[65536];
+    size_t len = 0;
+    int64_t deadline = ks_now_ms() + CONTROL_TIMEOUT_MS;
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int64_t left = deadline - ks_now_ms();
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
+            fprintf(stderr, "keystonectl: no answer from keystoned within %d s\n", CONTROL_TIMEOUT_MS / 1000);
+            return EXIT_NOT_RUNNING;
+        }
+        ssize_t r = read(fd, reply + len, sizeof(reply) - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || (len += (size_t)r) == sizeof(reply) - 1)
+            break;
+    }
+    close(fd);
+    reply[len] = '\0';
+    char *end;
+    long code = strtol(reply, &end, 10);
+    if (end == reply || *end != ' ') {
+        fprintf(stderr, "keystonectl: unexpected answer from keystoned: %.200s\n", reply);
+        return EXIT_NOT_RUNNING;
+    }
+    fputs(end + 1, code == 0 ? stdout : stderr);
+    return (int)code;
+}
+
+/* ---- configtest -------------------------------------------------------------------- */
+
+static int cmd_configtest(struct ctl *c)
+{
+    const char *path = c->config_path;
+    char from_state[1024];
+    if (c->state_path != NULL) {
+        attach(c);
+        ks_strlcpy(from_state, c->shm.hdr->config_path, sizeof(from_state));
+        path = from_state;
+    }
+    struct ks_diag diag = { 0 };
+    struct ks_config *cfg = ks_config_load(path, &diag);
+    if (cfg == NULL) {
+        for (size_t i = 0; i < diag.n; i++)
+            fprintf(stderr, "%s\n", diag.msgs[i]);
+        fprintf(stderr, "keystonectl: configuration %s has %zu error%s\n", path, diag.n,
+                diag.n == 1 ? "" : "s");
+        ks_diag_free(&diag);
+        return 4;
+    }
+    ks_config_free(cfg);
+    printf("configuration OK\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct ctl c = { .config_path = DEFAULT_CONFIG, .shm = { .fd = -1 } };
+    int ch;
+    while ((ch = getopt(argc, argv, "+c:s:j")) != -1) {
+        switch (ch) {
+        case 'c':
+            c.config_path = optarg;
+            break;
+        case 's':
+            c.state_path = optarg;
+            break;
+        case 'j':
+            c.json = true;
+            break;
+        default:
+            usage();
+        }
+    }
+    if (optind >= argc)
+        usage();
+    const char *cmd = argv[optind++];
+    while (optind < argc) {
+        if (strcmp(argv[optind], "-j") == 0)
+            c.json = true;
+        else
+            usage();
+        optind++;
+    }
+    int rc;
+    if (strcmp(cmd, "status") == 0)
+        rc = cmd_status(&c, false);
+    else if (strcmp(cmd, "health") == 0)
+        rc = cmd_status(&c, true);
+    else if (strcmp(cmd, "reload") == 0)
+        rc = cmd_control(&c, "reload");
+    else if (strcmp(cmd, "stop") == 0)
+        rc = cmd_control(&c, "stop");
+    else if (strcmp(cmd, "configtest") == 0)
+        rc = cmd_configtest(&c);
+    else
+        usage();
+    free(c.table);
+    if (c.shm.base != NULL)
+        ks_shm_close(&c.shm);
+    return rc;
+}

@@ -1,0 +1,209 @@
+/*
+ * keystoned.c: the daemon's entry point: flags, config test, pid file,
+ * daemonizing.  Everything else happens in master/.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "keystoned/log.h"
+#include "keystoned/util.h"
+#include "master/config.h"
+#include "master/master.h"
+
+#define DEFAULT_CONFIG KS_SYSCONFDIR "/keystone/keystone.yaml"
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: keystoned [-dftv] [-c file]\n");
+    exit(1);
+}
+
+/* Lock the pid file so that a second instance refuses to start.  The lock
+ * belongs to the open file description, so it survives daemonizing and is
+ * released by the kernel when the master exits, however it exits. */
+static int pidfile_lock(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open pid file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (errno == EWOULDBLOCK)
+            snprintf(err, errlen, "keystoned is already running (pid %s, pid file %s)",
+                     pid[0] ? pid : "?", path);
+        else
+            snprintf(err, errlen, "cannot lock pid file %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void pidfile_write(int fd)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n)
+        ks_log_warn("pidfile", "cannot write the pid file: %s", strerror(errno));
+}
+
+/* Classic daemonizing (fork, setsid, fork, chdir /, stdio to /dev/null),
+ * with a pipe back to the original process: it waits for the daemon's
+ * start-up verdict and exits 0 or prints the error and exits 1, so init
+ * scripts see a failed start. Returns the pipe's write end in the daemon. */
+static int daemonize(void)
+{
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0) {
+        fprintf(stderr, "keystoned: pipe: %s\n", strerror(errno));
+        exit(1);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "keystoned: fork: %s\n", strerror(errno));
+        exit(1);
+    }
+    if (pid > 0) {
+        close(ready[1]);
+        waitpid(pid, NULL, 0);
+        char line[1024];
+        size_t len = 0;
+        ssize_t r;
+        while (len < sizeof(line) - 1 && (r = read(ready[0], line + len, sizeof(line) - 1 - len)) != 0) {
+            if (r < 0) {
+                if (errno == EINTR)
+                    continue;
+                break;
+            }
+            len += (size_t)r;
+            if (memchr(line, '\n', len) != NULL)
+                break;
+        }
+        line[len] = '\0';
+        line[strcspn(line, "\n")] = '\0';
+        if (strcmp(line, "ok") == 0)
+            exit(0);
+        fprintf(stderr, "keystoned: %s\n", line[0] ? line : "start-up failed (see the error log)");
+        exit(1);
+    }
+    close(ready[0]);
+    setsid();
+    pid = fork();
+    if (pid < 0)
+        _exit(1);
+    if (pid > 0)
+        _exit(0);
+    if (chdir("/") < 0)
+        _exit(1);
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        if (ks_log_fd() != 2)
+            dup2(null, 2);
+        if (null > 2)
+            close(null);
+    }
+    return ready[1];
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = DEFAULT_CONFIG;
+    bool foreground = false, test_only = false, debug = false;
+    int ch;
+    while ((ch = getopt(argc, argv, "c:dftv")) != -1) {
+        switch (ch) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'd':
+            debug = true;
+            break;
+        case 'f':
+            foreground = true;
+            break;
+        case 't':
+            test_only = true;
+            break;
+        case 'v':
+            printf("keystoned %s\n", PACKAGE_VERSION);
+            return 0;
+        default:
+            usage();
+        }
+    }
+    if (optind != argc)
+        usage();
+    if (debug)
+        ks_log_set_level(KS_LOG_DEBUG);
+    /* absolute: reloads happen after chdir("/") */
+    char abs_config[PATH_MAX];
+    if (realpath(config_path, abs_config) != NULL)
+        config_path = abs_config;
+
+    struct ks_diag diag = { 0 };
+    struct ks_config *cfg = ks_master_load_config(config_path, &diag);
+    if (cfg == NULL) {
+        for (size_t i = 0; i < diag.n; i++)
+            fprintf(stderr, "%s\n", diag.msgs[i]);
+        fprintf(stderr, "keystoned: configuration %s has %zu error%s\n", config_path, diag.n,
+                diag.n == 1 ? "" : "s");
+        ks_diag_free(&diag);
+        return 1;
+    }
+    if (test_only) {
+        printf("configuration OK\n");
+        ks_config_free(cfg);
+        return 0;
+    }
+
+    if (!foreground && ks_log_open(cfg->server.error_log) < 0) {
+        fprintf(stderr, "keystoned: cannot open error log %s: %s\n", cfg->server.error_log,
+                strerror(errno));
+        ks_config_free(cfg);
+        return 1;
+    }
+    char err[1024];
+    char *pid_file = strdup(cfg->server.pid_file);
+    int pidfd = pidfile_lock(pid_file, err, sizeof(err));
+    if (pidfd < 0) {
+        fprintf(stderr, "keystoned: %s\n", err);
+        ks_config_free(cfg);
+        free(pid_file);
+        return 1;
+    }
+    /* bind before daemonizing: "address in use" belongs on the terminal */
+    struct ks_master *m = ks_master_new(cfg, foreground, err, sizeof(err));
+    if (m == NULL) {
+        fprintf(stderr, "keystoned: %s\n", err);
+        ks_config_free(cfg);
+        unlink(pid_file);
+        free(pid_file);
+        return 1;
+    }
+    int ready_fd = foreground ? -1 : daemonize();
+    pidfile_write(pidfd);
+    int rc = ks_master_run(m, ready_fd, pidfd);
+    ks_master_free(m);
+    unlink(pid_file);
+    close(pidfd);
+    free(pid_file);
+    return rc;
+}

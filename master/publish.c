@@ -1,0 +1,254 @@
+/*
+ * publish.c: struct ks_config -> route table (shm/table.h).
+ */
+#include <config.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keystoned/log.h"
+#include "master/publish.h"
+#include "shm/table.h"
+
+static int gcd(int a, int b)
+{
+    while (b != 0) {
+        int t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+size_t ks_wrr_schedule(const int *w, size_t n, uint16_t *out, size_t max)
+{
+    int *weight = calloc(n ? n : 1, sizeof(int));
+    long *current = calloc(n ? n : 1, sizeof(long));
+    if (weight == NULL || current == NULL) {
+        free(weight);
+        free(current);
+        return 0;
+    }
+    int g = 0;
+    long sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        weight[i] = w[i] > 0 ? w[i] : 0;
+        if (weight[i] > 0)
+            g = gcd(g, weight[i]);
+    }
+    for (size_t i = 0; i < n && g > 0; i++) {
+        weight[i] /= g;
+        sum += weight[i];
+    }
+    if (sum > (long)max) {
+        /* scale down, keeping every non-zero weight at least 1 */
+        long scaled = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (weight[i] > 0) {
+                long s = (long)weight[i] * (long)max / sum;
+                weight[i] = s > 0 ? (int)s : 1;
+                scaled += weight[i];
+            }
+        }
+        sum = scaled;
+        while (sum > (long)max) {       /* the minimum of 1 may overshoot */
+            size_t big = 0;
+            for (size_t i = 1; i < n; i++)
+                if (weight[i] > weight[big])
+                    big = i;
+            weight[big]--;
+            sum--;
+        }
+    }
+    size_t len = 0;
+    for (long step = 0; step < sum && len < max; step++) {
+        if (out == NULL) {      /* only the length was asked for */
+            len = (size_t)sum;
+            break;
+        }
+        size_t best = 0;
+        long best_cur = 0;
+        int found = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (weight[i] == 0)
+                continue;
+            current[i] += weight[i];
+            if (!found || current[i] > best_cur) {
+                best = i;
+                best_cur = current[i];
+                found = 1;
+            }
+        }
+        current[best] -= sum;
+        if (out != NULL)
+            out[len] = (uint16_t)best;
+        len++;
+    }
+    free(weight);
+    free(current);
+    return len;
+}
+
+static uint32_t level_of(const char *name)
+{
+    static const char *const levels[] = { "error", "warn", "info", "debug" };
+    for (uint32_t i = 0; i < 4; i++)
+        if (name != NULL && strcmp(name, levels[i]) == 0)
+            return i;
+    return 2;
+}
+
+size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *buf, size_t cap,
+                        char *err, size_t errlen)
+{
+    uint32_t nup = 0, nstr = (uint32_t)cfg->lua.nallowed_env, nsched = 0;
+    for (size_t i = 0; i < cfg->ntenants; i++) {
+        const struct ks_tenant_config *t = &cfg->tenants[i];
+        nup += (uint32_t)t->nupstreams;
+        nstr += (uint32_t)t->ndomains;
+        int weights[t->nupstreams ? t->nupstreams : 1];
+        for (size_t u = 0; u < t->nupstreams; u++)
+            weights[u] = t->upstreams[u].weight;
+        nsched += (uint32_t)ks_wrr_schedule(weights, t->nupstreams, NULL, KS_SCHEDULE_MAX);
+    }
+    struct ks_table_builder b;
+    if (ks_table_begin(&b, buf, cap, (uint32_t)cfg->ntenants, nup, 0, nstr, nsched) < 0)
+        goto overflow;
+
+    struct ks_t_settings *s = &b.t->settings;
+    const struct ks_server_config *sv = &cfg->server;
+    s->admin_base_path = ks_table_str(&b, sv->admin_base_path);
+    s->admin_token = ks_table_str(&b, sv->admin_token);
+    s->access_log = ks_table_str(&b, sv->access_log);
+    s->log_level = level_of(sv->log_level);
+    s->read_header_timeout_ms = sv->read_header_timeout_ms;
+    s->read_body_timeout_ms = sv->read_body_timeout_ms;
+    s->min_body_rate = sv->min_body_rate;
+    s->send_timeout_ms = sv->send_timeout_ms;
+    s->idle_timeout_ms = sv->idle_timeout_ms;
+    s->max_requests_per_worker = sv->max_requests_per_worker;
+    s->max_keepalive_requests = sv->max_keepalive_requests;
+    s->max_headers = cfg->limits.max_headers;
+    s->max_request_line = cfg->limits.max_request_line;
+    s->max_header_bytes = cfg->limits.max_header_bytes;
+    s->max_body_bytes = cfg->limits.max_body_bytes;
+    s->lua_timeout_ms = cfg->lua.limits.timeout_ms;
+    s->lua_memory = cfg->lua.limits.memory;
+    s->lua_hard_timeout_ms = cfg->lua.hard_timeout_ms;
+    s->lua_expose_errors = cfg->lua.expose_errors;
+    s->max_changes_per_minute = cfg->dynamic_routing.max_changes_per_minute;
+
+    uint32_t *strlist = ks_table_strlist(&b);
+    uint16_t *schedule = ks_table_schedule(&b);
+    uint32_t nstr_used = 0, nup_used = 0, nsched_used = 0;
+
+    s->allowed_env = nstr_used;
+    s->nallowed_env = (uint32_t)cfg->lua.nallowed_env;
+    for (size_t i = 0; i < cfg->lua.nallowed_env; i++)
+        strlist[nstr_used++] = ks_table_str(&b, cfg->lua.allowed_env[i]);
+
+    for (size_t i = 0; i < cfg->ntenants; i++) {
+        const struct ks_tenant_config *tc = &cfg->tenants[i];
+        struct ks_t_tenant *t = ks_table_tenant(&b, (uint32_t)i);
+        const char *key_parts[] = { tc->name };
+        t->key = ks_hash_strings(key_parts, 1);
+        int slot = ks_shm_tenant_slot(shm, t->key);
+        if (slot < 0) {
+            snprintf(err, errlen, "no free tenant stats record (limits.max_tenants is %d)",
+                     cfg->limits.max_tenants);
+            return 0;
+        }
+        t->stats_slot = (uint32_t)slot;
+        t->name = ks_table_str(&b, tc->name);
+        t->base_path = ks_table_str(&b, tc->base_path);
+        t->domains = nstr_used;
+        t->ndomains = (uint32_t)tc->ndomains;
+        for (size_t d = 0; d < tc->ndomains; d++)
+            strlist[nstr_used++] = ks_table_str(&b, tc->domains[d]);
+        t->flags = (tc->strip_base_path ? KS_TF_STRIP_BASE_PATH : 0) |
+                   (tc->preserve_host ? KS_TF_PRESERVE_HOST : 0) |
+                   (tc->forwarded ? KS_TF_FORWARDED : 0) |
+                   (tc->dynamic_routing_enabled ? KS_TF_DYNAMIC_ROUTING : 0) |
+                   (tc->all_down == KS_ALL_DOWN_TRY_ANYWAY ? KS_TF_ALL_DOWN_TRY : 0);
+        t->retries = tc->retries;
+        t->lua_script = ks_table_str(&b, tc->lua_script);
+        t->lua_source = ks_table_strn(&b, tc->lua_source, tc->lua_source_len);
+        t->lua_source_len = (uint32_t)tc->lua_source_len;
+        t->lua_timeout_ms = tc->lua_limits.timeout_ms;
+        t->lua_memory = tc->lua_limits.memory;
+        t->lua_max_routes = tc->lua_limits.max_routes;
+        t->lua_max_middlewares = tc->lua_limits.max_middlewares;
+
+        t->upstreams = nup_used;
+        t->nupstreams = (uint32_t)tc->nupstreams;
+        int weights[tc->nupstreams ? tc->nupstreams : 1];
+        for (size_t u = 0; u < tc->nupstreams; u++) {
+            const struct ks_upstream_config *uc = &tc->upstreams[u];
+            struct ks_t_upstream *tu = ks_table_upstream(&b, nup_used++);
+            tu->id = uc->id;
+            int hslot = ks_shm_health_slot(shm, uc->id);
+            if (hslot < 0) {
+                snprintf(err, errlen, "no free health record (limits.max_upstreams is %d)",
+                         cfg->limits.max_upstreams);
+                return 0;
+            }
+            tu->health_slot = (uint32_t)hslot;
+            tu->tenant = (uint32_t)i;
+            tu->name = ks_table_str(&b, uc->name);
+            tu->url = ks_table_str(&b, uc->url_text);
+            tu->hostport = ks_table_str(&b, uc->url.hostport);
+            tu->weight = uc->weight;
+            tu->keepalive = uc->keepalive;
+            tu->max_fails = uc->health.max_fails;
+            tu->connect_timeout_ms = uc->connect_timeout_ms;
+            tu->response_timeout_ms = uc->response_timeout_ms;
+            tu->idle_timeout_ms = uc->idle_timeout_ms;
+            tu->pool_idle_ms = uc->pool_idle_ms;
+            tu->fail_window_ms = uc->health.fail_window_ms;
+            tu->fail_timeout_ms = uc->health.fail_timeout_ms;
+            tu->addr = uc->addr;
+            weights[u] = uc->weight;
+        }
+        t->schedule = nsched_used;
+        t->nschedule = (uint32_t)ks_wrr_schedule(weights, tc->nupstreams, schedule + nsched_used,
+                                                 KS_SCHEDULE_MAX);
+        nsched_used += t->nschedule;
+    }
+    b.t->nschedule = nsched_used;
+    size_t size = ks_table_finish(&b);
+    if (size == 0)
+        goto overflow;
+    return size;
+
+overflow:
+    snprintf(err, errlen,
+             "the route table needs more than limits.route_table_size (%zu bytes); raise it and restart",
+             cap);
+    return 0;
+}
+
+void ks_publish_sweep(const struct ks_config *cfg, struct ks_shm *shm)
+{
+    size_t nup = 0;
+    for (size_t i = 0; i < cfg->ntenants; i++)
+        nup += cfg->tenants[i].nupstreams;
+    uint64_t *ids = calloc(nup + 1, sizeof(uint64_t));
+    uint64_t *keys = calloc(cfg->ntenants + 1, sizeof(uint64_t));
+    if (ids == NULL || keys == NULL) {
+        free(ids);
+        free(keys);
+        return;             /* keeping stale records is harmless */
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < cfg->ntenants; i++) {
+        const char *parts[] = { cfg->tenants[i].name };
+        keys[i] = ks_hash_strings(parts, 1);
+        for (size_t u = 0; u < cfg->tenants[i].nupstreams; u++)
+            ids[k++] = cfg->tenants[i].upstreams[u].id;
+    }
+    ks_shm_health_sweep(shm, ids, k);
+    ks_shm_tenant_sweep(shm, keys, cfg->ntenants);
+    free(ids);
+    free(keys);
+}

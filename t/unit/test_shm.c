@@ -1,0 +1,354 @@
+/*
+ * test_shm.c: the shared segment, route table publish/read (including a
+ * writer racing readers in another process), slot assignment, table
+ * building and validation, and the smooth weighted round-robin schedule.
+ */
+#include <config.h>
+
+#include <check.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "master/publish.h"
+#include "shm/shm.h"
+#include "shm/table.h"
+
+static char dir[64];
+static char path[128];
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/ks-test-shm-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/state", dir);
+}
+
+static void teardown(void)
+{
+    unlink(path);
+    rmdir(dir);
+}
+
+static const struct ks_shm_limits small = {
+    .max_workers = 4, .max_upstreams = 8, .max_tenants = 4, .route_table_size = 65536,
+};
+
+static void create(struct ks_shm *shm)
+{
+    char err[256];
+    int rc = ks_shm_create(shm, path, &small, "/etc/k.yaml", "/run/k.sock", err, sizeof(err));
+    ck_assert_msg(rc == 0, "%s", err);
+}
+
+/* A table whose every payload byte says which publish it came from, so a
+ * torn copy is detectable. */
+static size_t make_table(char *buf, size_t cap, uint32_t tag, uint32_t nstr)
+{
+    struct ks_table_builder b;
+    ck_assert_int_eq(ks_table_begin(&b, buf, cap, 1, 0, 0, nstr, 0), 0);
+    struct ks_t_tenant *t = ks_table_tenant(&b, 0);
+    char name[64];
+    snprintf(name, sizeof(name), "tenant-%u", tag);
+    t->name = ks_table_str(&b, name);
+    t->base_path = ks_table_str(&b, "/");
+    uint32_t *sl = ks_table_strlist(&b);
+    char fill[200];
+    memset(fill, 'a' + (int)(tag % 26), sizeof(fill) - 1);
+    fill[sizeof(fill) - 1] = '\0';
+    for (uint32_t i = 0; i < nstr; i++)
+        sl[i] = ks_table_str(&b, fill);
+    b.t->settings.max_headers = (int32_t)tag;
+    return ks_table_finish(&b);
+}
+
+static int table_consistent(const struct ks_table *t, size_t len)
+{
+    char err[128];
+    if (ks_table_check(t, len, err, sizeof(err)) < 0)
+        return 0;
+    uint32_t tag = (uint32_t)t->settings.max_headers;
+    char name[64];
+    snprintf(name, sizeof(name), "tenant-%u", tag);
+    if (strcmp(ks_t_str(t, ks_t_tenants(t)[0].name), name) != 0)
+        return 0;
+    for (uint32_t i = 0; i < t->nstrlist; i++) {
+        const char *s = ks_t_str(t, ks_t_strlist(t)[i]);
+        for (const char *p = s; *p; p++)
+            if (*p != 'a' + (int)(tag % 26))
+                return 0;
+    }
+    return 1;
+}
+
+START_TEST(create_and_attach)
+{
+    struct ks_shm w, r;
+    char err[256];
+    create(&w);
+    ck_assert_int_eq(ks_shm_open_readonly(&r, path, err, sizeof(err)), 0);
+    ck_assert_int_eq(r.hdr->master_pid, getpid());
+    ck_assert_uint_eq(ks_shm_count(&r, KS_REGION_SCOREBOARD), 8);
+    ck_assert_uint_eq(ks_shm_count(&r, KS_REGION_HEALTH), 8);
+    ck_assert_str_eq(r.hdr->config_path, "/etc/k.yaml");
+    ck_assert_str_eq(r.hdr->control_socket, "/run/k.sock");
+    ck_assert_uint_eq(r.size, ks_shm_size(&small));
+    /* every slot starts free */
+    for (uint32_t i = 0; i < 8; i++)
+        ck_assert_int_eq(atomic_load(&ks_shm_score(&r, i)->pid), 0);
+    ks_shm_close(&r);
+    ks_shm_close(&w);
+}
+END_TEST
+
+START_TEST(garbage_is_refused)
+{
+    struct ks_shm r;
+    char err[256];
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    char junk[8192];
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = (char)(i * 7 + 3);
+    ck_assert_int_eq(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    close(fd);
+    ck_assert_int_eq(ks_shm_open_readonly(&r, path, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "bad magic"));
+
+    /* a real segment, truncated */
+    struct ks_shm w;
+    create(&w);
+    ck_assert_int_eq(truncate(path, (off_t)(w.size / 2)), 0);
+    ck_assert_int_eq(ks_shm_open_readonly(&r, path, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "truncated"));
+    ks_shm_close(&w);
+
+    /* too small to hold a header */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    ck_assert_int_eq(write(fd, "x", 1), 1);
+    close(fd);
+    ck_assert_int_eq(ks_shm_open_readonly(&r, path, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "too small"));
+}
+END_TEST
+
+START_TEST(publish_and_copy)
+{
+    struct ks_shm shm;
+    create(&shm);
+    static char buf[65536], copy[65536];
+    size_t len = make_table(buf, sizeof(buf), 7, 10);
+    ck_assert_uint_gt(len, 0);
+    ck_assert_uint_eq(ks_shm_routes_publish(&shm, buf, len), 1);
+    uint64_t gen;
+    unsigned b;
+    ck_assert_int_eq(ks_shm_routes_copy(&shm, copy, sizeof(copy), &gen, &b), (ssize_t)len);
+    ck_assert_uint_eq(gen, 1);
+    ck_assert_uint_eq(b, 1);
+    ck_assert(table_consistent((struct ks_table *)copy, len));
+    len = make_table(buf, sizeof(buf), 8, 3);
+    ck_assert_uint_eq(ks_shm_routes_publish(&shm, buf, len), 2);
+    ck_assert_int_eq(ks_shm_routes_copy(&shm, copy, sizeof(copy), &gen, &b), (ssize_t)len);
+    ck_assert_uint_eq(gen, 2);
+    ck_assert_uint_eq(b, 0);
+    ck_assert_int_eq(((struct ks_table *)copy)->settings.max_headers, 8);
+    /* a destination too small is refused, not overrun */
+    ck_assert_int_eq(ks_shm_routes_copy(&shm, copy, 16, &gen, &b), -1);
+    /* a table larger than the buffer is not published */
+    ck_assert_uint_eq(ks_shm_routes_publish(&shm, buf, 65537), 0);
+    ks_shm_close(&shm);
+}
+END_TEST
+
+/* The master publishes as fast as it can in one process while another
+ * process copies tables: every accepted copy must be a whole table of one
+ * publish, and generations must only grow. */
+START_TEST(writer_races_reader)
+{
+    struct ks_shm shm;
+    create(&shm);
+    static char buf[65536];
+    size_t len = make_table(buf, sizeof(buf), 0, 50);
+    ks_shm_routes_publish(&shm, buf, len);
+    pid_t writer = fork();
+    ck_assert_int_ge(writer, 0);
+    if (writer == 0) {
+        for (uint32_t tag = 1; tag <= 20000; tag++) {
+            size_t n = make_table(buf, sizeof(buf), tag, 1 + tag % 200);
+            ks_shm_routes_publish(&shm, buf, n);
+        }
+        _exit(0);
+    }
+    static char copy[65536];
+    uint64_t last = 0, copies = 0, torn = 0;
+    int status;
+    while (waitpid(writer, &status, WNOHANG) == 0) {
+        uint64_t gen;
+        unsigned b;
+        ssize_t n = ks_shm_routes_copy(&shm, copy, sizeof(copy), &gen, &b);
+        ck_assert_int_gt(n, 0);
+        ck_assert_uint_ge(gen, last);
+        last = gen;
+        copies++;
+        if (!table_consistent((struct ks_table *)copy, (size_t)n))
+            torn++;
+    }
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_uint_eq(torn, 0);
+    ck_assert_uint_gt(copies, 100);
+    ck_assert_uint_eq(atomic_load(&shm.hdr->generation), 20001);
+    ks_shm_close(&shm);
+}
+END_TEST
+
+START_TEST(slots_survive_and_sweep)
+{
+    struct ks_shm shm;
+    create(&shm);
+    int a = ks_shm_health_slot(&shm, 111);
+    int b = ks_shm_health_slot(&shm, 222);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_ne(a, b);
+    atomic_store(&ks_shm_health(&shm, (uint32_t)b)->word, KS_HW_MAKE(KS_HEALTH_DOWN, 3, 12345));
+    /* the same key finds the same record, with its state */
+    ck_assert_int_eq(ks_shm_health_slot(&shm, 222), b);
+    ck_assert_uint_eq(KS_HW_STATE(atomic_load(&ks_shm_health(&shm, (uint32_t)b)->word)), KS_HEALTH_DOWN);
+    ck_assert_uint_eq(KS_HW_COUNT(atomic_load(&ks_shm_health(&shm, (uint32_t)b)->word)), 3);
+    ck_assert_int_eq(KS_HW_SINCE(atomic_load(&ks_shm_health(&shm, (uint32_t)b)->word)), 12345);
+    uint64_t keep[] = { 222 };
+    ks_shm_health_sweep(&shm, keep, 1);
+    ck_assert_uint_eq(atomic_load(&ks_shm_health(&shm, (uint32_t)a)->id), 0);
+    ck_assert_int_eq(ks_shm_health_slot(&shm, 222), b);
+    /* a released record is reused, zeroed */
+    atomic_store(&ks_shm_health(&shm, (uint32_t)a)->requests, 99);
+    int c = ks_shm_health_slot(&shm, 333);
+    ck_assert_int_eq(c, a);
+    ck_assert_uint_eq(atomic_load(&ks_shm_health(&shm, (uint32_t)c)->requests), 0);
+    /* full */
+    for (uint64_t k = 1000; k < 1006; k++)
+        ck_assert_int_ge(ks_shm_health_slot(&shm, k), 0);
+    ck_assert_int_eq(ks_shm_health_slot(&shm, 2000), -1);
+    ck_assert_int_ge(ks_shm_tenant_slot(&shm, 5), 0);
+    ks_shm_close(&shm);
+}
+END_TEST
+
+START_TEST(reload_record)
+{
+    struct ks_shm shm;
+    create(&shm);
+    enum ks_reload_result r;
+    int64_t when;
+    char msg[KS_RELOAD_MSG_LEN];
+    uint64_t ok, failed;
+    ks_shm_get_reload(&shm, &r, &when, msg, sizeof(msg), &ok, &failed);
+    ck_assert_int_eq(r, KS_RELOAD_NONE);
+    ks_shm_set_reload(&shm, KS_RELOAD_INVALID, "FAILED: x.yaml:3:1: bad");
+    ks_shm_set_reload(&shm, KS_RELOAD_APPLIED, "applied: generation 2");
+    ks_shm_set_reload(&shm, KS_RELOAD_RESTART, "FAILED: restart required");
+    ks_shm_get_reload(&shm, &r, &when, msg, 16, &ok, &failed);
+    ck_assert_int_eq(r, KS_RELOAD_RESTART);
+    ck_assert_str_eq(msg, "FAILED: restart");
+    ck_assert_uint_eq(ok, 1);
+    ck_assert_uint_eq(failed, 2);
+    ck_assert_int_gt(when, 0);
+    ks_shm_close(&shm);
+}
+END_TEST
+
+START_TEST(table_check_catches_corruption)
+{
+    static char buf[4096];
+    char err[128];
+    size_t len = make_table(buf, sizeof(buf), 3, 2);
+    ck_assert_int_eq(ks_table_check(buf, len, err, sizeof(err)), 0);
+    struct ks_table *t = (struct ks_table *)buf;
+    /* a string offset past the pool */
+    uint32_t saved = ks_t_strlist(t)[1];
+    ((uint32_t *)(buf + t->strlist_off))[1] = t->strings_len + 5;
+    ck_assert_int_eq(ks_table_check(buf, len, err, sizeof(err)), -1);
+    ((uint32_t *)(buf + t->strlist_off))[1] = saved;
+    /* a count larger than the table */
+    t->ntenants = 100000;
+    ck_assert_int_eq(ks_table_check(buf, len, err, sizeof(err)), -1);
+    t->ntenants = 1;
+    /* a copy shorter than the table claims */
+    ck_assert_int_eq(ks_table_check(buf, len - 1, err, sizeof(err)), -1);
+    /* overflow while building is reported */
+    struct ks_table_builder b;
+    size_t room = sizeof(struct ks_table) + sizeof(struct ks_t_tenant) + 100;
+    ck_assert_int_eq(ks_table_begin(&b, buf, room, 1, 0, 0, 0, 0), 0);
+    char big[300];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    ks_table_str(&b, big);
+    ck_assert_uint_eq(ks_table_finish(&b), 0);
+}
+END_TEST
+
+START_TEST(wrr_schedule)
+{
+    uint16_t out[KS_SCHEDULE_MAX];
+    int w31[] = { 300, 100 };
+    size_t n = ks_wrr_schedule(w31, 2, out, KS_SCHEDULE_MAX);
+    ck_assert_uint_eq(n, 4);   /* reduced by the gcd */
+    /* smooth: the heavy one is never three in a row twice over */
+    int count[2] = { 0, 0 };
+    for (size_t i = 0; i < n; i++)
+        count[out[i]]++;
+    ck_assert_int_eq(count[0], 3);
+    ck_assert_int_eq(count[1], 1);
+    ck_assert_uint_eq(ks_wrr_schedule(w31, 2, NULL, KS_SCHEDULE_MAX), 4);
+
+    /* nginx's classic example: 5,1,1 -> a a b a c a a */
+    int w511[] = { 5, 1, 1 };
+    n = ks_wrr_schedule(w511, 3, out, KS_SCHEDULE_MAX);
+    ck_assert_uint_eq(n, 7);
+    const uint16_t want[] = { 0, 0, 1, 0, 2, 0, 0 };
+    for (size_t i = 0; i < n; i++)
+        ck_assert_uint_eq(out[i], want[i]);
+
+    /* weight 0 (drain) never appears */
+    int w0[] = { 0, 7 };
+    n = ks_wrr_schedule(w0, 2, out, KS_SCHEDULE_MAX);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(out[0], 1);
+    int none[] = { 0, 0 };
+    ck_assert_uint_eq(ks_wrr_schedule(none, 2, out, KS_SCHEDULE_MAX), 0);
+
+    /* co-prime large weights are scaled into the bound, proportions kept */
+    int big[] = { 997, 499, 1 };
+    n = ks_wrr_schedule(big, 3, out, KS_SCHEDULE_MAX);
+    ck_assert_uint_le(n, KS_SCHEDULE_MAX);
+    int c[3] = { 0, 0, 0 };
+    for (size_t i = 0; i < n; i++)
+        c[out[i]]++;
+    ck_assert_int_ge(c[2], 1);
+    ck_assert(abs(c[0] - 2 * c[1]) <= 3);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("shm");
+    TCase *tc = tcase_create("shm");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, create_and_attach);
+    tcase_add_test(tc, garbage_is_refused);
+    tcase_add_test(tc, publish_and_copy);
+    tcase_add_test(tc, writer_races_reader);
+    tcase_add_test(tc, slots_survive_and_sweep);
+    tcase_add_test(tc, reload_record);
+    tcase_add_test(tc, table_check_catches_corruption);
+    tcase_add_test(tc, wrr_schedule);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,21 @@
+/*
+ * admin.h: the admin API, served by the worker from shared memory.  On
+ * the admin listener every admin path answers (with or without the
+ * admin_base_path prefix); on the public listener only the read-only ones
+ * under admin_base_path (when it is not "").
+ */
+#ifndef KS_ADMIN_H
+#define KS_ADMIN_H
+
+#include <stdbool.h>
+
+#include "worker/conn.h"
+#include "worker/http.h"
+
+/* Is r addressed to the admin API on this connection's listener? */
+bool ks_admin_wants(const struct ks_conn *c, const struct ks_request *r);
+/* Answer an admin request (ks_admin_wants() was true).  Returns 0, or -1
+ * when the connection must be closed. */
+int ks_admin_serve(struct ks_conn *c, struct ks_request *r, bool keep_alive);
+
+#endif

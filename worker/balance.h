@@ -1,0 +1,41 @@
+/*
+ * balance.h: choosing an upstream, and telling shared memory how it went.
+ *
+ * Workers spread a tenant's requests with one smooth weighted round-robin
+ * schedule (built by the master into the route table) and one cursor in
+ * shared memory, so N workers together honour the weights.  An upstream
+ * takes traffic only when both the master's active checks and the passive
+ * breaker (failures counted by the workers) allow it.
+ */
+#ifndef KS_BALANCE_H
+#define KS_BALANCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "worker/worker.h"
+
+enum ks_upstream_outcome {
+    KS_UO_OK,               /* a response that is not 5xx */
+    KS_UO_CONNECT_FAILED,   /* refused, unreachable, connect timeout */
+    KS_UO_RESET,            /* reset or closed before a complete response */
+    KS_UO_TIMEOUT,          /* response_timeout or idle timeout */
+    KS_UO_BAD_RESPONSE,     /* not HTTP, oversized head, ... */
+    KS_UO_5XX,              /* the upstream answered 5xx */
+};
+
+/* Pick an upstream of tenant (index into the table's tenants) for a new
+ * attempt, skipping the upstreams in tried[] (indexes into the table's
+ * upstreams).  Returns an upstream index or KS_NONE; then *all_down says
+ * whether the tenant has upstreams that are all unusable (503 with
+ * Retry-After) rather than none left to try. */
+uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *tried,
+                         size_t ntried, bool *all_down);
+/* A request starts on / finishes with an upstream (index into upstreams). */
+void ks_balance_begin(struct ks_worker *w, uint32_t upstream);
+void ks_balance_end(struct ks_worker *w, uint32_t upstream, enum ks_upstream_outcome outcome);
+/* Would this upstream take traffic now? */
+bool ks_balance_usable(const struct ks_shm *shm, const struct ks_t_upstream *u, int64_t now_ms);
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * worker.h: a worker process.  Forked by the master, it inherits the
+ * listeners and serves one connection at a time with blocking-style I/O
+ * that always has a deadline.
+ */
+#ifndef KS_WORKER_H
+#define KS_WORKER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "shm/shm.h"
+#include "shm/table.h"
+
+struct ks_header;
+
+#define KS_MAX_LISTENERS 4
+
+enum ks_listener_kind { KS_LISTEN_PUBLIC, KS_LISTEN_ADMIN };
+
+/* What the master hands a freshly forked worker. */
+struct ks_worker_args {
+    struct ks_shm *shm;             /* mapped read-write, inherited */
+    int listen_fd[KS_MAX_LISTENERS];
+    enum ks_listener_kind listen_kind[KS_MAX_LISTENERS];
+    int nlisten;
+    int lifeline_fd;                /* read end; EOF = the master is gone */
+    int control_fd;                 /* this worker's end of its socketpair to the master */
+    pid_t master_pid;
+    uint32_t slot;                  /* scoreboard slot */
+    uint64_t process_gen;           /* generation of the listener set */
+};
+
+/* Exit codes of a worker (the master reads them). */
+enum {
+    KS_WORKER_EXIT_OK = 0,          /* recycled, retired or drained */
+    KS_WORKER_EXIT_RESOURCE = 1,    /* out of memory, descriptors, ... */
+    KS_WORKER_EXIT_FATAL_INIT = 2,  /* cannot start: do not respawn this generation */
+};
+
+/* Run the worker; returns its exit code. */
+int ks_worker_main(const struct ks_worker_args *args);
+
+/*
+ * Per-process state of a worker: one instance, in ks_worker_main's frame.
+ * Signal handlers only set the sig_atomic_t flags.
+ */
+struct ks_worker {
+    const struct ks_worker_args *args;
+    struct ks_shm *shm;
+    struct ks_score *score;
+    /* private copy of the active route table and the generation it is of */
+    struct ks_table *table;
+    struct ks_table *spare_table;   /* the next copy goes here, then they swap */
+    size_t table_cap;
+    bool have_table;
+    uint64_t generation;
+    unsigned table_buf;             /* route buffer it was copied from (rr cursors) */
+    /* per-process buffers reused by every connection (sized from limits) */
+    char *conn_buf;
+    size_t conn_cap;
+    struct ks_header *headers;
+    size_t max_headers;
+    /* life */
+    volatile sig_atomic_t stop;     /* TERM: finish the current request, exit */
+    volatile sig_atomic_t reopen;   /* USR1: reopen logs */
+    uint64_t requests;              /* served by this process */
+    uint64_t request_seq;           /* for request ids */
+    uint64_t id_seed;
+    int access_log_fd;              /* -1 = off */
+    uint32_t access_log_str;        /* table string it was opened for */
+    char access_log_path[4096];
+    /* cached "Date:" line, rebuilt once a second */
+    time_t date_sec;
+    char date_line[64];
+};
+
+/* The generation check before every request: one relaxed load; a changed
+ * generation copies the new table.  Returns 0, or -1 when the table could
+ * not be read (the old one stays). */
+int ks_worker_refresh(struct ks_worker *w);
+/* Set the scoreboard state (and its timestamp). */
+void ks_worker_set_state(struct ks_worker *w, enum ks_worker_state s);
+/* Next request id, 32 hex chars + NUL. */
+void ks_worker_request_id(struct ks_worker *w, char out[33]);
+
+#endif

@@ -146,7 +146,8 @@ gives -1.
 
 =item C<< $t->processes_of($pid) >>, C<< $t->alive($pid) >>, C<< $t->track_pid($pid) >>
 
-The live (not zombie) processes whose parent is C<$pid>; whether C<$pid>
+The live (not zombie) processes whose parent is C<$pid> (their number in
+scalar context); whether C<$pid>
 lives; have the cleanup stop C<$pid> too.
 
 =back
@@ -430,7 +431,8 @@ sub processes_of {
         push @kids, $pid + 0 if $pp == $ppid && $state ne 'Z' && $state ne 'X';
     }
     closedir $d;
-    return sort { $a <=> $b } @kids;
+    my @sorted = sort { $a <=> $b } @kids;
+    return wantarray ? @sorted : scalar @sorted;   # sort in scalar context is undefined
 }
 
 sub run {

@@ -1,0 +1,78 @@
+#!/usr/bin/perl
+# keystoned -t: the shipped example is valid; a broken file gets every
+# error, each with file:line:column and key path, and exit 1; -t binds
+# nothing, so it works while the addresses are in use.
+use strict;
+use warnings;
+use IO::Socket::INET;
+use Test::More;
+use Keystone::Test;
+
+my $t = Keystone::Test->new;
+my $keystoned = $t->bin('keystoned');
+
+# ---- the example in etc/ loads as-is ----------------------------------------------------
+my ($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $t->srcdir . '/etc/keystone.yaml']);
+is($code, 0, 'etc/keystone.yaml: -t exits 0') or diag($err);
+is($out, "configuration OK\n", 'and prints configuration OK');
+
+# ---- several errors at once, in file order ------------------------------------------------
+my $port = $t->free_port;
+my $bad = $t->write_file('bad.yaml', <<"EOF2");
+version: 1
+server:
+  public_addr: 127.0.0.1:$port
+  workers: four
+  idle_timeout: 5
+  read_header_timeout: 5s
+  read_header_timeout: 6s
+tenants:
+  - name: api
+    upstrems: []
+  - name: api
+    domains: [other.example]
+    upstreams:
+      - name: app
+        url: ftp://127.0.0.1:21
+EOF2
+($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $bad]);
+is($code, 1, 'broken file: exit 1');
+is($out, '', 'nothing on stdout');
+my @lines = split /\n/, $err;
+like($lines[0], qr/^\Q$bad\E:4:12: server\.workers: expected an integer between 1 and 4096, got "four"$/,
+     'wrong type: file:line:col, key path, what was expected');
+like($lines[1], qr/^\Q$bad\E:5:17: server\.idle_timeout: expected a duration like "250ms", "5s" or "2m", got "5"$/,
+     'a duration without its unit');
+like($lines[2], qr/^\Q$bad\E:7:3: server\.read_header_timeout: duplicate key \(first at line 6\)$/,
+     'duplicate key');
+like($lines[3], qr/^\Q$bad\E:10:5: tenants\[0\]\.upstrems: unknown key \(did you mean "upstreams"\?\)$/,
+     'unknown key with a suggestion');
+like($lines[4], qr/^\Q$bad\E:11:\d+: .*duplicate tenant name "api" \(first at line 9\)$/,
+     'duplicate tenant name');
+like($lines[5], qr/^\Q$bad\E:15:14: tenants\[1\]\.upstreams\[0\]\.url: expected an http:\/\/ URL/,
+     'bad URL');
+is($lines[6], "keystoned: configuration $bad has 6 errors", 'and the count, last');
+is(scalar @lines, 7, 'nothing else');
+
+# ---- -t does not bind: it works while the port is taken --------------------------------
+my $busy = IO::Socket::INET->new(LocalAddr => "127.0.0.1:$port", Listen => 1, ReuseAddr => 1)
+    or die "cannot listen on $port: $!";
+my $good = $t->write_file('good.yaml', "server:\n  public_addr: 127.0.0.1:$port\ntenants: []\n");
+($code, $out) = $t->run([$keystoned, '-t', '-c', $good]);
+is($code, 0, '-t succeeds while public_addr is in use');
+ok(!-e $t->dir . '/keystoned.pid' && !-e $t->dir . '/keystoned.state', 'and creates no run-time file');
+($code, undef, $err) = $t->run([$keystoned, '-f', '-c', $good], timeout => 5);
+is($code, 1, 'a real start on that port fails');
+like($err, qr/cannot listen on 127\.0\.0\.1:$port: Address already in use/, 'and says why');
+close $busy;
+
+# ---- a file that is not there, and one that is not YAML ----------------------------------
+($code, undef, $err) = $t->run([$keystoned, '-t', '-c', $t->dir . '/nope.yaml']);
+is($code, 1, 'missing file: exit 1');
+like($err, qr/nope\.yaml: .*No such file or directory/, 'and says so');
+my $junk = $t->write_file('junk.yaml', "server: [\n  public_addr: {\n");
+($code, undef, $err) = $t->run([$keystoned, '-t', '-c', $junk]);
+is($code, 1, 'invalid YAML: exit 1');
+like($err, qr/^\Q$junk\E:\d+:\d+: /m, 'with a position');
+
+done_testing;

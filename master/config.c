@@ -1673,6 +1673,7 @@ static const struct ks_key limits_keys[] = {
     K_SIZE("max_header_bytes", LC, max_header_bytes, KB, 16 * MB, 0),
     K_INT("max_headers", LC, max_headers, 1, 10000, 0),
     K_SIZE("max_body_bytes", LC, max_body_bytes, 0, INT64_MAX, 0),
+    K_SIZE("max_response_header_bytes", LC, max_response_header_bytes, KB, 16 * MB, 0),
     /* capacities: they size the shared segment */
     K_INT("max_tenants", LC, max_tenants, 1, 65535, KF_RESTART),
     K_INT("max_upstreams", LC, max_upstreams, 1, 65535, KF_RESTART),
@@ -1759,6 +1760,7 @@ static int config_init(struct ks_load *ld, struct ks_config *c)
     c->limits.max_header_bytes = 16 * KB;
     c->limits.max_headers = 100;
     c->limits.max_body_bytes = 10 * MB;
+    c->limits.max_response_header_bytes = 64 * KB;
     c->limits.max_tenants = 256;
     c->limits.max_upstreams = 1024;
     c->limits.max_routes = 4096;

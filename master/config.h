@@ -119,6 +119,7 @@ struct ks_limits_config {
     uint64_t max_header_bytes;
     int max_headers;
     uint64_t max_body_bytes;
+    uint64_t max_response_header_bytes;    /* an upstream's response head */
     /* capacities: they size the shared segment (restart to change) */
     int max_tenants;
     int max_upstreams;

@@ -133,6 +133,7 @@ size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *b
     s->max_request_line = cfg->limits.max_request_line;
     s->max_header_bytes = cfg->limits.max_header_bytes;
     s->max_body_bytes = cfg->limits.max_body_bytes;
+    s->max_response_header_bytes = cfg->limits.max_response_header_bytes;
     s->lua_timeout_ms = cfg->lua.limits.timeout_ms;
     s->lua_memory = cfg->lua.limits.memory;
     s->lua_hard_timeout_ms = cfg->lua.hard_timeout_ms;

@@ -39,6 +39,7 @@ struct ks_t_settings {
     uint64_t max_request_line;
     uint64_t max_header_bytes;
     uint64_t max_body_bytes;
+    uint64_t max_response_header_bytes;
     /* Lua */
     int64_t lua_timeout_ms;
     uint64_t lua_memory;

@@ -30,6 +30,7 @@ server:
 $extra
 tenants:
   - name: demo
+    domains: [demo.example]     # other hosts have no tenant: 404
     upstreams:
       - name: app
         url: http://127.0.0.1:9

@@ -22,6 +22,8 @@
 #include "worker/conn.h"
 #include "worker/http.h"
 
+struct ks_body;
+
 /* A header change Lua or a route asks for: value NULL deletes. */
 struct ks_header_edit {
     const char *name;
@@ -72,6 +74,14 @@ struct ks_exchange {
     int upstream_status;
     int64_t upstream_us;
     const char *error;              /* short reason for an error status */
+
+    /* set by worker.c's routing for the proxy (proxy data path) */
+    struct ks_body *in;             /* the client's request body (body.h) */
+    const char *match_path;         /* normalised path the tenant was chosen by */
+    size_t match_path_len;
+    size_t base_len;                /* the tenant's base path in match_path (0 for "/") */
+    /* outcome, for the access log */
+    uint64_t upstream_bytes_in;     /* bytes of the response read from the upstream */
 };
 
 /* Forward x to an upstream and relay the answer (proxy.c).  Returns 0 when

@@ -14,12 +14,36 @@
 /* Parsing state of one head: the limits and where the parser is. */
 struct head_ctx {
     struct ks_request *r;
-    size_t max_headers;
+    struct ks_fields fields;
     size_t max_request_line;
-    enum { IN_LINE, IN_FIELD, IN_VALUE } at;
     int status;                 /* set by a callback that stops the parser */
     bool head_done;
 };
+
+/* The buffer is contiguous while a head is parsed, so the pieces of a
+ * name or a value that http-parser delivers in several calls join. */
+int ks_fields_name(struct ks_fields *f, const char *at, size_t len)
+{
+    if (f->in != KS_FIELDS_NAME) {
+        if (f->n == f->max)
+            return -1;
+        f->h[f->n++] = (struct ks_header){ .name = at };
+        f->in = KS_FIELDS_NAME;
+    }
+    struct ks_header *h = &f->h[f->n - 1];
+    h->name_len = (size_t)(at + len - h->name);
+    return 0;
+}
+
+void ks_fields_value(struct ks_fields *f, const char *at, size_t len)
+{
+    struct ks_header *h = &f->h[f->n - 1];
+    if (f->in != KS_FIELDS_VALUE) {
+        h->value = at;
+        f->in = KS_FIELDS_VALUE;
+    }
+    h->value_len = (size_t)(at + len - h->value);
+}
 
 static int on_url(http_parser *p, const char *at, size_t len)
 {
@@ -31,6 +55,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
     r->target_len = (size_t)(at + len - r->target);
     if (r->target_len > h->max_request_line) {
         h->status = 414;
+        r->error = "request line too long";
         return -1;
     }
     return 0;
@@ -39,29 +64,19 @@ static int on_url(http_parser *p, const char *at, size_t len)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct head_ctx *h = p->data;
-    struct ks_request *r = h->r;
-    if (h->at != IN_FIELD) {
-        if (r->nheaders == h->max_headers) {
-            h->status = 431;
-            return -1;
-        }
-        r->headers[r->nheaders++] = (struct ks_header){ .name = at };
-        h->at = IN_FIELD;
+    if (ks_fields_name(&h->fields, at, len) < 0) {
+        h->status = 431;
+        h->r->error = "too many header fields";
+        return -1;
     }
-    struct ks_header *hd = &r->headers[r->nheaders - 1];
-    hd->name_len = (size_t)(at + len - hd->name);
+    h->r->nheaders = h->fields.n;
     return 0;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct head_ctx *h = p->data;
-    struct ks_header *hd = &h->r->headers[h->r->nheaders - 1];
-    if (h->at != IN_VALUE) {
-        hd->value = at;
-        h->at = IN_VALUE;
-    }
-    hd->value_len = (size_t)(at + len - hd->value);
+    ks_fields_value(&h->fields, at, len);
     return 0;
 }
 
@@ -100,26 +115,196 @@ bool ks_http_token_in(const char *v, size_t len, const char *token)
     return false;
 }
 
+bool ks_http_name_is(const char *name, size_t len, const char *lower)
+{
+    size_t n = strlen(lower);
+    return len == n && strncasecmp(name, lower, n) == 0;
+}
+
 const struct ks_header *ks_http_header(const struct ks_request *r, const char *name)
 {
-    size_t n = strlen(name);
     for (size_t i = 0; i < r->nheaders; i++)
-        if (r->headers[i].name_len == n && strncasecmp(r->headers[i].name, name, n) == 0)
+        if (ks_http_name_is(r->headers[i].name, r->headers[i].name_len, name))
             return &r->headers[i];
     return NULL;
 }
 
-/* Host: lower-case, without the port; an IPv6 literal keeps its brackets. */
-static void normalise_host(struct ks_request *r)
+/* ---- grammar ------------------------------------------------------------ */
+
+static bool tchar(unsigned char c)
 {
-    const struct ks_header *h = ks_http_header(r, "host");
-    r->host[0] = '\0';
-    if (h == NULL)
-        return;
-    const char *v = h->value;
-    size_t len = h->value_len;
-    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
-        len--;
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* field-vchar, SP and HTAB: everything but controls and DEL */
+static bool vchar(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+bool ks_http_is_token(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!tchar((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+bool ks_http_is_value(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!vchar((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+static bool crlf(const char *p, const char *end)
+{
+    return end - p >= 2 && p[0] == '\r' && p[1] == '\n';
+}
+
+/* *( field-line CRLF ) CRLF, ending exactly at end.  A line starting with
+ * whitespace (obs-fold), a name with anything but token characters
+ * (also a space before the colon) and a value with a control byte (bare
+ * CR, NUL, ...) are refused. */
+static const char *check_fields(const char *p, const char *end)
+{
+    for (;;) {
+        if (crlf(p, end))
+            return p + 2 == end ? NULL : "bytes after the end of the head";
+        if (p < end && (*p == ' ' || *p == '\t'))
+            return "obsolete line folding or whitespace before a field name";
+        const char *name = p;
+        while (p < end && tchar((unsigned char)*p))
+            p++;
+        if (p == name || p == end || *p != ':')
+            return p < end && (*p == ' ' || *p == '\t') ? "whitespace between field name and colon"
+                                                        : "malformed field name";
+        p++;
+        while (p < end && vchar((unsigned char)*p))
+            p++;
+        if (!crlf(p, end))
+            return p < end && (*p == '\r' || *p == '\n') ? "field line not ended by CRLF"
+                                                        : "control character in a field value";
+        p += 2;
+    }
+}
+
+static bool http_version(const char *p, const char *end)
+{
+    return end - p >= 8 && memcmp(p, "HTTP/", 5) == 0 && isdigit((unsigned char)p[5]) &&
+           p[6] == '.' && isdigit((unsigned char)p[7]);
+}
+
+const char *ks_http_check_head(const char *buf, size_t len)
+{
+    const char *p = buf, *end = buf + len;
+    while (crlf(p, end))
+        p += 2;
+    const char *m = p;
+    while (p < end && tchar((unsigned char)*p))
+        p++;
+    if (p == m || p == end || *p != ' ')
+        return "malformed method";
+    p++;
+    const char *t = p;
+    /* visible ASCII but '#': no fragment, no raw bytes >= 0x80 */
+    while (p < end && *p > 0x20 && *p < 0x7f && *p != '#')
+        p++;
+    if (p == t || p == end || *p != ' ')
+        return "malformed request target";
+    p++;
+    if (!http_version(p, end))
+        return "malformed HTTP version";
+    p += 8;
+    if (!crlf(p, end))
+        return "request line not ended by CRLF";
+    return check_fields(p + 2, end);
+}
+
+const char *ks_http_check_response_head(const char *buf, size_t len)
+{
+    const char *p = buf, *end = buf + len;
+    if (!http_version(p, end))
+        return "malformed HTTP version";
+    p += 8;
+    if (end - p < 4 || p[0] != ' ' || !isdigit((unsigned char)p[1]) ||
+        !isdigit((unsigned char)p[2]) || !isdigit((unsigned char)p[3]))
+        return "malformed status";
+    p += 4;
+    if (p < end && *p == ' ') {
+        while (p < end && vchar((unsigned char)*p))
+            p++;
+    }
+    if (!crlf(p, end))
+        return "status line not ended by CRLF";
+    return check_fields(p + 2, end);
+}
+
+const char *ks_http_check_fields(const char *buf, size_t len)
+{
+    return check_fields(buf, buf + len);
+}
+
+bool ks_http_valid_host(const char *v, size_t len)
+{
+    size_t i = 0;
+    if (len > 0 && v[0] == '[') {
+        for (i = 1; i < len && v[i] != ']'; i++)
+            if (!isxdigit((unsigned char)v[i]) && v[i] != ':' && v[i] != '.')
+                return false;
+        if (i == len || i == 1)
+            return false;
+        i++;
+    } else {
+        for (; i < len && v[i] != ':'; i++) {
+            unsigned char c = (unsigned char)v[i];
+            if (!isalnum(c) && strchr("-._~!$&'()*+,;=%", c) == NULL)
+                return false;
+        }
+    }
+    if (i == len)
+        return true;
+    if (v[i] != ':')
+        return false;
+    for (i++; i < len; i++)
+        if (!isdigit((unsigned char)v[i]))
+            return false;
+    return true;
+}
+
+bool ks_http_sane_request_id(const char *v, size_t len)
+{
+    if (len == 0 || len > KS_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (!isalnum(c) && strchr("._~:+/=-", c) == NULL)
+            return false;
+    }
+    return true;
+}
+
+/* ---- the head ----------------------------------------------------------- */
+
+static void trim(const char **v, size_t *len)
+{
+    while (*len > 0 && ((*v)[0] == ' ' || (*v)[0] == '\t')) {
+        (*v)++;
+        (*len)--;
+    }
+    while (*len > 0 && ((*v)[*len - 1] == ' ' || (*v)[*len - 1] == '\t'))
+        (*len)--;
+}
+
+/* Host: lower-case, without the port or a trailing dot; an IPv6 literal
+ * keeps its brackets. */
+static void normalise_host(struct ks_request *r, const char *v, size_t len)
+{
     size_t end = len;
     if (len > 0 && v[0] == '[') {
         const char *close = memchr(v, ']', len);
@@ -128,6 +313,8 @@ static void normalise_host(struct ks_request *r)
         const char *colon = memchr(v, ':', len);
         if (colon != NULL)
             end = (size_t)(colon - v);
+        if (end > 0 && v[end - 1] == '.')
+            end--;
     }
     if (end >= sizeof(r->host))
         end = sizeof(r->host) - 1;
@@ -136,7 +323,62 @@ static void normalise_host(struct ks_request *r)
     r->host[end] = '\0';
 }
 
-static void finish_head(struct ks_request *r)
+static bool scheme_is(const char *t, size_t len, const char *scheme)
+{
+    size_t n = strlen(scheme);
+    return len > n + 3 && strncasecmp(t, scheme, n) == 0 && memcmp(t + n, "://", 3) == 0;
+}
+
+/* An absolute-form target: path and query from the URL, and its host must
+ * be the one Host names. */
+static int absolute_target(struct ks_request *r)
+{
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    if (http_parser_parse_url(r->target, r->target_len, 0, &u) != 0 ||
+        !(u.field_set & (1 << UF_HOST)) || (u.field_set & (1 << UF_USERINFO))) {
+        r->error = "malformed absolute-form target";
+        return 400;
+    }
+    const char *h = r->target + u.field_data[UF_HOST].off;
+    size_t hl = u.field_data[UF_HOST].len;
+    const char *mine = r->host;
+    size_t ml = strlen(mine);
+    if (ml >= 2 && mine[0] == '[') {        /* the URL's host has no brackets */
+        mine++;
+        ml -= 2;
+    }
+    if (hl > 0 && h[hl - 1] == '.')
+        hl--;
+    if (hl != ml || strncasecmp(h, mine, hl) != 0) {
+        r->error = "the host of the target differs from Host";
+        return 400;
+    }
+    r->absolute_form = true;
+    if (u.field_set & (1 << UF_PATH)) {
+        r->path = r->target + u.field_data[UF_PATH].off;
+        r->path_len = u.field_data[UF_PATH].len;
+        r->origin = r->path;
+        r->origin_len = (size_t)(r->target + r->target_len - r->path);
+    } else if (u.field_set & (1 << UF_QUERY)) {
+        r->error = "absolute-form target with a query but no path";
+        return 400;
+    } else {
+        r->path = r->origin = "/";
+        r->path_len = r->origin_len = 1;
+    }
+    r->query = NULL;
+    r->query_len = 0;
+    if (u.field_set & (1 << UF_QUERY)) {
+        r->query = r->target + u.field_data[UF_QUERY].off;
+        r->query_len = u.field_data[UF_QUERY].len;
+    }
+    return 0;
+}
+
+/* The framing and semantic rules http-parser leaves to us.  Returns 0 or
+ * the status to answer (r->error says why). */
+static int finish_head(struct ks_request *r)
 {
     http_parser *p = &r->parser;
     r->method = http_method_str((enum http_method)p->method);
@@ -147,18 +389,98 @@ static void finish_head(struct ks_request *r)
     r->chunked = (p->flags & F_CHUNKED) != 0;
     r->has_content_length = (p->flags & F_CONTENTLENGTH) != 0;
     r->content_length = r->has_content_length ? p->content_length : 0;
-    r->upgrade = p->upgrade != 0;
-    r->path = r->target;
-    r->path_len = r->target_len;
+    r->upgrade = p->upgrade != 0 && p->method != HTTP_CONNECT;
+    r->path = r->origin = r->target;
+    r->path_len = r->origin_len = r->target_len;
     const char *q = memchr(r->target, '?', r->target_len);
     if (q != NULL) {
         r->path_len = (size_t)(q - r->target);
         r->query = q + 1;
         r->query_len = r->target_len - r->path_len - 1;
     }
-    const struct ks_header *e = ks_http_header(r, "expect");
-    r->expect_continue = e != NULL && e->value_len == 12 && strncasecmp(e->value, "100-continue", 12) == 0;
-    normalise_host(r);
+    if (r->http_major != 1) {
+        r->error = "only HTTP/1.0 and HTTP/1.1 are supported";
+        return 505;
+    }
+    if (p->method == HTTP_CONNECT) {
+        r->error = "CONNECT is not supported";
+        return 501;
+    }
+
+    size_t nhost = 0, nte = 0, nexpect = 0;
+    const struct ks_header *te = NULL, *expect = NULL;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const struct ks_header *h = &r->headers[i];
+        if (ks_http_name_is(h->name, h->name_len, "host")) {
+            if (nhost++ == 0) {
+                r->host_value = h->value;
+                r->host_value_len = h->value_len;
+                trim(&r->host_value, &r->host_value_len);
+            }
+        } else if (ks_http_name_is(h->name, h->name_len, "transfer-encoding")) {
+            nte++;
+            te = h;
+        } else if (ks_http_name_is(h->name, h->name_len, "expect")) {
+            nexpect++;
+            expect = h;
+        }
+    }
+    if (nhost > 1) {
+        r->error = "several Host headers";
+        return 400;
+    }
+    if (nhost == 0 && r->http_minor >= 1) {
+        r->error = "missing Host header";
+        return 400;
+    }
+    if (r->host_value != NULL && !ks_http_valid_host(r->host_value, r->host_value_len)) {
+        r->error = "malformed Host header";
+        return 400;
+    }
+    if (r->host_value != NULL)
+        normalise_host(r, r->host_value, r->host_value_len);
+    if (nte > 0) {
+        const char *v = te->value;
+        size_t n = te->value_len;
+        trim(&v, &n);
+        if (r->http_minor == 0) {
+            r->error = "Transfer-Encoding in an HTTP/1.0 request";
+            return 400;
+        }
+        if (nte > 1 || n != 7 || strncasecmp(v, "chunked", 7) != 0 || !r->chunked) {
+            r->error = "Transfer-Encoding other than a single \"chunked\"";
+            return 400;
+        }
+    }
+
+    if (r->target[0] == '/') {
+        /* origin-form */
+    } else if (r->target_len == 1 && r->target[0] == '*') {
+        if (p->method != HTTP_OPTIONS) {
+            r->error = "\"*\" is a target for OPTIONS only";
+            return 400;
+        }
+    } else if (scheme_is(r->target, r->target_len, "http") ||
+               scheme_is(r->target, r->target_len, "https")) {
+        int st = absolute_target(r);
+        if (st != 0)
+            return st;
+    } else {
+        r->error = "malformed request target";
+        return 400;
+    }
+
+    if (nexpect > 0 && r->http_minor >= 1) {
+        const char *v = expect->value;
+        size_t n = expect->value_len;
+        trim(&v, &n);
+        if (nexpect > 1 || n != 12 || strncasecmp(v, "100-continue", 12) != 0) {
+            r->error = "unsupported expectation";
+            return 417;
+        }
+        r->expect_continue = true;
+    }
+    return 0;
 }
 
 enum ks_head_result ks_http_read_head(struct ks_conn *c, struct ks_request *r,
@@ -171,10 +493,11 @@ enum ks_head_result ks_http_read_head(struct ks_conn *c, struct ks_request *r,
     r->headers = headers;
     struct head_ctx h = {
         .r = r,
-        .max_headers = (size_t)s->max_headers,
+        .fields = { .h = headers, .max = (size_t)s->max_headers },
         .max_request_line = s->max_request_line,
-        .at = IN_LINE,
     };
+    /* the parser's own limit (80KB) must not cut in before ours */
+    http_parser_set_max_header_size((uint32_t)(s->max_request_line + s->max_header_bytes + 4096));
     http_parser_init(&r->parser, HTTP_REQUEST);
     r->parser.data = &h;
     *status = 0;
@@ -198,32 +521,52 @@ enum ks_head_result ks_http_read_head(struct ks_conn *c, struct ks_request *r,
         const char *eol = memchr(c->buf, '\n', parsed);
         if (eol == NULL && parsed > s->max_request_line) {
             *status = 414;
+            r->error = "request line too long";
             return KS_HEAD_ERROR;
         }
         if (eol != NULL && parsed - (size_t)(eol + 1 - c->buf) > s->max_header_bytes + 2) {
             *status = 431;
+            r->error = "request header fields too large";
             return KS_HEAD_ERROR;
         }
         if (h.head_done) {
-            /* pausing in on_headers_complete stops after the head's final LF */
+            /* pausing in on_headers_complete stops *at* the head's final
+             * LF (it was seen, so it is in the buffer): let the parser
+             * take it, which moves it to the body (or the end) */
             http_parser_pause(&r->parser, 0);
+            parsed += http_parser_execute(&r->parser, &head_settings, c->buf + parsed, 1);
+            e = HTTP_PARSER_ERRNO(&r->parser);
+            if (e == HPE_PAUSED)
+                http_parser_pause(&r->parser, 0);
             r->head_len = parsed;
             c->start = parsed;
-            finish_head(r);
             r->parser.data = NULL;
-            return KS_HEAD_OK;
+            if (e != HPE_OK && e != HPE_PAUSED) {
+                /* the parser refuses some framing only here (a
+                 * Transfer-Encoding other than chunked, say) */
+                *status = 400;
+                r->error = http_errno_description(e);
+                return KS_HEAD_ERROR;
+            }
+            r->error = ks_http_check_head(c->buf, parsed);
+            *status = r->error != NULL ? 400 : finish_head(r);
+            return *status == 0 ? KS_HEAD_OK : KS_HEAD_ERROR;
         }
         if (e != HPE_OK) {
             *status = h.status ? h.status : 400;
+            if (!h.status)
+                r->error = http_errno_description(e);
             return KS_HEAD_ERROR;
         }
         if (c->len == c->cap) {
             *status = 431;
+            r->error = "request header fields too large";
             return KS_HEAD_ERROR;
         }
         enum ks_io_result io = ks_conn_fill(c, deadline, false);
         if (io == KS_IO_TIMEOUT) {
             *status = 408;
+            r->error = "request head not received in time";
             return KS_HEAD_ERROR;
         }
         if (io != KS_IO_OK)

@@ -3,6 +3,23 @@
  * deadline, with the limits of the route table enforced while the bytes
  * arrive.  The request's strings point into the connection buffer and stay
  * valid until the next request is read on that connection.
+ *
+ * http-parser does the framing; the Debian 2.9.4 build is lenient where a
+ * proxy must not be, so every head is also checked against the grammar of
+ * RFC 9112 here (ks_http_check_head) and against the framing rules the
+ * parser does not enforce (finish_head in http.c).  What it accepts and
+ * we refuse, found with t/unit/test_http.c:
+ *
+ *   bare LF line ends, obs-fold (also before the first field), a space
+ *   between field name and colon, two spaces in the request line, tabs,
+ *   '#' and bytes >= 0x80 in the target, HTTP/0.9 "GET /" lines, any
+ *   HTTP/x.y version, "Transfer-Encoding: gzip, chunked" and
+ *   "identity, chunked", several Transfer-Encoding fields, Transfer-
+ *   Encoding in HTTP/1.0; in chunked bodies (worker/body.c) any bytes
+ *   after the chunk data instead of CRLF, CR not followed by LF after the
+ *   chunk size, control bytes, NUL and LF in chunk extensions, a space
+ *   after the chunk size, obs-fold and spaces before the colon in
+ *   trailers.
  */
 #ifndef KS_HTTP_H
 #define KS_HTTP_H
@@ -15,6 +32,7 @@
 #include "worker/conn.h"
 
 #define KS_HOST_MAX 256
+#define KS_REQUEST_ID_MAX 64
 
 struct ks_header {
     const char *name;
@@ -29,27 +47,33 @@ struct ks_request {
     size_t method_len;
     const char *target;         /* as sent */
     size_t target_len;
-    const char *path;           /* target up to '?' */
+    const char *path;           /* target up to '?' (of the URL in absolute-form) */
     size_t path_len;
     const char *query;          /* after '?', NULL when there is none */
     size_t query_len;
+    const char *origin;         /* origin-form target to forward: path[?query], or "*" */
+    size_t origin_len;
     unsigned short http_major, http_minor;
+    bool absolute_form;
     /* headers in arrival order */
     struct ks_header *headers;
     size_t nheaders;
-    char host[KS_HOST_MAX];     /* Host: lower-cased, port stripped; "" if none */
+    char host[KS_HOST_MAX];     /* Host: lower-cased, port and trailing dot stripped; "" if none */
+    const char *host_value;     /* Host as sent, surrounding whitespace trimmed (NULL if none) */
+    size_t host_value_len;
     /* framing, from the parser */
     bool keep_alive;
     bool chunked;
     bool has_content_length;
     uint64_t content_length;
     bool expect_continue;
-    bool upgrade;
+    bool upgrade;               /* Upgrade + Connection: upgrade */
     size_t head_len;            /* bytes of the head in the connection buffer */
     /* bookkeeping */
-    char id[33];                /* request id (X-Request-ID) */
+    char id[KS_REQUEST_ID_MAX + 1]; /* request id (X-Request-ID) */
     int64_t start_us;
     int status;                 /* status answered, for the log */
+    const char *error;          /* why a head was refused (static text) */
     http_parser parser;         /* paused after the head; body parsing continues on it */
 };
 
@@ -57,7 +81,7 @@ struct ks_request {
 enum ks_head_result {
     KS_HEAD_OK,                 /* r is filled */
     KS_HEAD_CLOSED,             /* the client closed or stayed idle: no answer owed */
-    KS_HEAD_ERROR,              /* answer *status and close */
+    KS_HEAD_ERROR,              /* answer *status (reason in r->error) and close */
 };
 
 /* Read one request head.  idle_deadline_ms bounds the wait for the first
@@ -67,9 +91,42 @@ enum ks_head_result ks_http_read_head(struct ks_conn *c, struct ks_request *r,
                                       struct ks_header *headers, int64_t idle_deadline_ms,
                                       int *status);
 
+/* Collecting header fields from http-parser's callbacks (requests here,
+ * responses in proxy.c). */
+struct ks_fields {
+    struct ks_header *h;
+    size_t n, max;
+    enum { KS_FIELDS_NONE, KS_FIELDS_NAME, KS_FIELDS_VALUE } in;
+};
+/* on_header_field / on_header_value; the first returns -1 when max is
+ * reached. */
+int ks_fields_name(struct ks_fields *f, const char *at, size_t len);
+void ks_fields_value(struct ks_fields *f, const char *at, size_t len);
+
 /* First header with this name (case-insensitive), or NULL. */
 const struct ks_header *ks_http_header(const struct ks_request *r, const char *name);
 /* Does a comma-separated header value list contain token (case-insensitive)? */
 bool ks_http_token_in(const char *value, size_t len, const char *token);
+/* Case-insensitive comparison of a header name with a lower-case name. */
+bool ks_http_name_is(const char *name, size_t len, const char *lower);
+
+/* ---- the grammar checks (pure; exposed for the unit tests) ----------- */
+
+/* RFC 9110 token characters and field-value bytes. */
+bool ks_http_is_token(const char *s, size_t len);
+bool ks_http_is_value(const char *s, size_t len);
+/* A whole request head (request line, field lines, empty line) exactly
+ * as RFC 9112 writes it; leading empty lines are allowed.  Returns NULL or
+ * the reason it is refused. */
+const char *ks_http_check_head(const char *buf, size_t len);
+/* A response head (status line, field lines, empty line). */
+const char *ks_http_check_response_head(const char *buf, size_t len);
+/* Field lines followed by the empty line (a trailer section). */
+const char *ks_http_check_fields(const char *buf, size_t len);
+/* A Host value: uri-host [":" port] (empty allowed). */
+bool ks_http_valid_host(const char *v, size_t len);
+/* A client X-Request-ID worth keeping: 1 to KS_REQUEST_ID_MAX characters
+ * of [A-Za-z0-9._~:+/=-]. */
+bool ks_http_sane_request_id(const char *v, size_t len);
 
 #endif

@@ -20,15 +20,20 @@
 
 #include "keystoned/log.h"
 #include "keystoned/util.h"
+#include "worker/accesslog.h"
 #include "worker/admin.h"
+#include "worker/body.h"
 #include "worker/conn.h"
 #include "worker/http.h"
+#include "worker/proxy.h"
 #include "worker/respond.h"
+#include "worker/route.h"
 #include "worker/worker.h"
 
 /* Room in the connection buffer beyond the largest head: body bytes and
- * pipelined requests that arrive with it. */
-#define CONN_BUF_SLACK 16384
+ * pipelined requests that arrive with it (a request body streams through
+ * it, behind its head). */
+#define CONN_BUF_SLACK 65536
 
 /* The signal handlers' only way to the worker: set once at start-up. */
 static struct ks_worker *signal_target;
@@ -75,7 +80,7 @@ void ks_worker_request_id(struct ks_worker *w, char out[33])
 {
     /* unique per worker by the sequence, across workers and restarts by
      * the random seed; no system call per request */
-    uint64_t a = w->id_seed ^ ((uint64_t)getpid() << 32);
+    uint64_t a = w->id_prefix;
     uint64_t b = ++w->request_seq * 0x9e3779b97f4a7c15ull ^ w->id_seed;
     snprintf(out, 33, "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
 }
@@ -129,10 +134,16 @@ int ks_worker_refresh(struct ks_worker *w)
     w->have_table = true;
     w->generation = gen;
     w->table_buf = buf;
-    if (size_buffers(w) < 0) {
+    /* the pool is indexed like the table's upstreams: it follows the
+     * table even when the buffers cannot */
+    int rc = size_buffers(w);
+    if (ks_proxy_sync(w) < 0)
+        rc = -1;
+    if (rc < 0) {
         ks_log_error("table", "out of memory sizing buffers for generation %llu", (unsigned long long)gen);
         return -1;
     }
+    ks_accesslog_open(w, false);
     apply_table(w);
     ks_log_debug("table", "worker %u now serves generation %llu", w->args->slot,
                  (unsigned long long)gen);
@@ -183,6 +194,77 @@ static const char *head_error_message(int status)
     }
 }
 
+/* Keep the client's X-Request-ID when it is sane, else make one. */
+static void request_id(struct ks_worker *w, struct ks_request *r)
+{
+    const struct ks_header *h = ks_http_header(r, "x-request-id");
+    if (h != NULL) {
+        const char *v = h->value;
+        size_t n = h->value_len;
+        while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+        while (n > 0 && (*v == ' ' || *v == '\t')) {
+            v++;
+            n--;
+        }
+        if (ks_http_sane_request_id(v, n)) {
+            memcpy(r->id, v, n);
+            r->id[n] = '\0';
+            return;
+        }
+    }
+    ks_worker_request_id(w, r->id);
+}
+
+/* Global and per-tenant counters of one answered request. */
+static void count_response(struct ks_worker *w, const struct ks_exchange *x, int status)
+{
+    struct ks_shm_header *h = w->shm->hdr;
+    if (status >= 500)
+        atomic_fetch_add_explicit(&h->responses_5xx, 1, memory_order_relaxed);
+    else if (status >= 400)
+        atomic_fetch_add_explicit(&h->responses_4xx, 1, memory_order_relaxed);
+    if (x == NULL || x->tenant == KS_NONE)
+        return;
+    const struct ks_t_tenant *tn = &ks_t_tenants(w->table)[x->tenant];
+    struct ks_tenant_stats *ts = ks_shm_tenant_stats(w->shm, tn->stats_slot);
+    atomic_fetch_add_explicit(&ts->requests, 1, memory_order_relaxed);
+    if (status >= 500)
+        atomic_fetch_add_explicit(&ts->responses_5xx, 1, memory_order_relaxed);
+    else if (status >= 400)
+        atomic_fetch_add_explicit(&ts->responses_4xx, 1, memory_order_relaxed);
+}
+
+/* The one place a request is handed to the proxy. */
+static int dispatch(struct ks_exchange *x)
+{
+    int rc;
+    rc = ks_proxy_forward(x);
+    return rc;
+}
+
+/* Which tenant serves the request (decided per request, never per
+ * connection), then the limits known from the head, then dispatch. */
+static int route_request(struct ks_exchange *x)
+{
+    struct ks_worker *w = x->w;
+    const struct ks_request *r = x->r;
+    const struct ks_t_settings *s = &w->table->settings;
+    ssize_t n = ks_route_normalize(r->path, r->path_len, w->proxy->norm);
+    if (n < 0)
+        return ks_proxy_fail(x, 400, "malformed percent-encoding in the path", NULL);
+    x->match_path = w->proxy->norm;
+    x->match_path_len = (size_t)n;
+    x->tenant = ks_route_tenant(w->table, r->host, x->match_path, x->match_path_len, &x->base_len);
+    if (x->tenant == KS_NONE)
+        return ks_proxy_fail(x, 404, "no tenant for this host and path", NULL);
+    /* 413 from the Content-Length, before a byte of the body is read */
+    if ((r->has_content_length && r->content_length > s->max_body_bytes) ||
+        (r->chunked && s->max_body_bytes == 0))
+        return ks_proxy_fail(x, 413, "request body too large", NULL);
+    return dispatch(x);
+}
+
 /* Serve one client connection until it closes or must be closed. */
 static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
                   const struct sockaddr_storage *peer)
@@ -198,6 +280,11 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
 
     for (;;) {
         ks_worker_refresh(w);
+        if (w->reopen) {
+            w->reopen = 0;
+            ks_log_reopen();
+            ks_accesslog_open(w, true);
+        }
         c.buf = w->conn_buf;
         c.cap = w->conn_cap;
         const struct ks_t_settings *s = &w->table->settings;
@@ -207,6 +294,7 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
                                                                : s->idle_timeout_ms);
         struct ks_request r;
         int status;
+        uint64_t out0 = c.bytes_out;
         enum ks_head_result hr = ks_http_read_head(&c, &r, w->headers, idle_deadline, &status);
         if (hr == KS_HEAD_CLOSED)
             break;
@@ -214,33 +302,49 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
         /* the configuration may have changed while this connection idled */
         ks_worker_refresh(w);
         s = &w->table->settings;
-        ks_worker_request_id(w, r.id);
         atomic_fetch_add_explicit(&w->shm->hdr->requests, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&w->score->requests, 1, memory_order_relaxed);
         w->requests++;
         c.requests++;
         if (hr == KS_HEAD_ERROR) {
-            atomic_fetch_add_explicit(&w->shm->hdr->responses_4xx, 1, memory_order_relaxed);
-            ks_respond_error(&c, &r, status, head_error_message(status), NULL, false);
+            /* a head we refuse is never forwarded, and nothing after it
+             * on this connection can be trusted: answer and close */
+            ks_worker_request_id(w, r.id);
+            count_response(w, NULL, status);
+            ks_worker_set_state(w, KS_WS_WRITING);
+            ks_respond_error(&c, &r, status, r.error ? r.error : head_error_message(status), NULL, false);
+            ks_accesslog_write(w, &c, &r, NULL, c.len, c.bytes_out - out0);
             break;
         }
+        request_id(w, &r);
         score_text(w->score->request, sizeof(w->score->request), r.method, r.method_len, r.target,
                    r.target_len);
 
-        bool has_body = r.chunked || r.content_length > 0;
-        bool keep = r.keep_alive && !w->stop && !recycle_due(w) && !has_body &&
-                    (s->max_keepalive_requests <= 0 || c.requests < (uint32_t)s->max_keepalive_requests);
-        ks_worker_set_state(w, KS_WS_WRITING);
+        struct ks_body body;
+        ks_body_init(&body, &c, &r, w->proxy->acc, w->proxy->acc_cap);
+        struct ks_exchange x = {
+            .w = w, .c = &c, .r = &r, .tenant = KS_NONE, .upstream = KS_NONE, .in = &body,
+        };
+        x.close = !(r.keep_alive && !w->stop && !recycle_due(w) &&
+                    (s->max_keepalive_requests <= 0 || c.requests < (uint32_t)s->max_keepalive_requests));
         int rc;
-        if (ks_admin_wants(&c, &r))
-            rc = ks_admin_serve(&c, &r, keep);
-        else
-            rc = ks_respond_error(&c, &r, 404, "no tenant for this host and path", NULL, keep);
-        if (r.status >= 500)
-            atomic_fetch_add_explicit(&w->shm->hdr->responses_5xx, 1, memory_order_relaxed);
-        else if (r.status >= 400)
-            atomic_fetch_add_explicit(&w->shm->hdr->responses_4xx, 1, memory_order_relaxed);
-        if (rc < 0 || !keep)
+        if (ks_admin_wants(&c, &r)) {
+            if (!ks_body_drainable(&body, KS_DRAIN_MAX))
+                x.close = true;
+            ks_worker_set_state(w, KS_WS_WRITING);
+            rc = ks_admin_serve(&c, &r, !x.close);
+            x.status = r.status;
+        } else {
+            rc = route_request(&x);
+        }
+        /* what is left of a small body is read so that the next request
+         * starts where it should; a large one closes the connection */
+        if (rc == 0 && !x.close && ks_body_pending(&body) &&
+            ks_body_drain(&body, KS_DRAIN_MAX, 1000) < 0)
+            x.close = true;
+        count_response(w, &x, x.status ? x.status : r.status);
+        ks_accesslog_write(w, &c, &r, &x, r.head_len + body.wire, c.bytes_out - out0);
+        if (rc < 0 || x.close)
             break;
     }
     close(fd);
@@ -275,6 +379,7 @@ static int worker_init(struct ks_worker *w, const struct ks_worker_args *a)
 
     if (getrandom(&w->id_seed, sizeof(w->id_seed), GRND_NONBLOCK) != sizeof(w->id_seed))
         w->id_seed = (uint64_t)ks_now_us() ^ ((uint64_t)getpid() << 40);
+    w->id_prefix = w->id_seed ^ ((uint64_t)getpid() << 32);
     /* two private table buffers: a new table is copied into the spare one
      * and swapped in only when the copy succeeded */
     w->table_cap = ks_shm_count(a->shm, KS_REGION_ROUTES0);
@@ -309,10 +414,12 @@ int ks_worker_main(const struct ks_worker_args *a)
         if (w.reopen) {
             w.reopen = 0;
             ks_log_reopen();
+            ks_accesslog_open(&w, true);
         }
         /* idle workers follow reloads too (the wait below wakes every
          * second), so status shows the generation really served */
         ks_worker_refresh(&w);
+        ks_proxy_idle(&w);
         ks_worker_set_state(&w, KS_WS_IDLE);
         struct epoll_event ev[KS_MAX_LISTENERS + 1];
         int n = epoll_wait(ep, ev, KS_ARRAY_LEN(ev), 1000);
@@ -349,6 +456,8 @@ int ks_worker_main(const struct ks_worker_args *a)
     }
     ks_worker_set_state(&w, KS_WS_CLOSING);
     close(ep);
+    ks_proxy_free(&w);
+    ks_accesslog_close(&w);
     free(w.conn_buf);
     free(w.headers);
     free(w.table);

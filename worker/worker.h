@@ -69,9 +69,11 @@ struct ks_worker {
     uint64_t requests;              /* served by this process */
     uint64_t request_seq;           /* for request ids */
     uint64_t id_seed;
+    uint64_t id_prefix;             /* seed and pid, the first half of every id */
     int access_log_fd;              /* -1 = off */
     uint32_t access_log_str;        /* table string it was opened for */
     char access_log_path[4096];
+    struct ks_proxy *proxy;         /* the proxy data path's buffers and pool (proxy.h) */
     /* cached "Date:" line, rebuilt once a second */
     time_t date_sec;
     char date_line[64];

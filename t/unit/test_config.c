@@ -197,6 +197,7 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(cfg->limits.max_header_bytes, 16384);
     ck_assert_int_eq(cfg->limits.max_headers, 100);
     ck_assert_uint_eq(cfg->limits.max_body_bytes, 10485760);
+    ck_assert_uint_eq(cfg->limits.max_response_header_bytes, 65536);
     ck_assert_int_eq(cfg->limits.max_tenants, 256);
     ck_assert_int_eq(cfg->limits.max_upstreams, 1024);
     ck_assert_int_eq(cfg->limits.max_routes, 4096);

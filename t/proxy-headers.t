@@ -1,0 +1,108 @@
+#!/usr/bin/perl
+# Forwarding (RFC 9110/9112): the request head the upstream sees (request
+# line, hop-by-hop fields removed, Host, X-Forwarded-*, Forwarded,
+# X-Request-ID) and the response head the client sees.
+use strict;
+use warnings;
+use Test::More;
+use Keystone::Test;
+
+my $t = Keystone::Test->new;
+my $port = $t->free_port;
+my $app = $t->backend(name => 'app');
+my $other = $t->backend(name => 'other');
+
+$t->write_config(<<"EOF");
+server:
+  public_addr: 127.0.0.1:$port
+  workers: 1
+  access_log: "off"
+tenants:
+  - name: plain
+    upstreams:
+      - { name: app, url: "http://@{[ $app->addr ]}" }
+  - name: rewritten
+    domains: [b.test]
+    preserve_host: false
+    forwarded: true
+    upstreams:
+      - { name: other, url: "http://@{[ $other->addr ]}" }
+EOF
+$t->start;
+
+sub seen {
+    my ($r) = @_;
+    return $r->{json}{headers};
+}
+
+# ---- the request head upstream --------------------------------------------------
+my $r = $t->request($port, GET => '/p?q=1', host => 'Front.Example:8080',
+    headers => [ 'X-One' => 'a', Connection => 'keep-alive, X-Hop', 'X-Hop' => 'secret',
+                 'Keep-Alive' => 'timeout=5', 'Proxy-Connection' => 'keep-alive', TE => 'trailers',
+                 Trailer => 'X-T', Upgrade => 'h2c', 'X-Two' => 'b  ' ]);
+is($r->{status}, 200, 'proxied');
+is($r->{json}{method}, 'GET', 'method as sent');
+is($r->{json}{target}, '/p?q=1', 'target as sent');
+is($r->{json}{version}, 'HTTP/1.1', 'HTTP/1.1 upstream');
+my $id = $r->{headers}{'x-request-id'};
+like($id, qr/^[0-9a-f]{32}$/, 'a request id is generated');
+is_deeply(seen($r), [
+    [ Host => 'Front.Example:8080' ], [ 'X-One' => 'a' ], [ 'X-Two' => 'b' ],
+    [ 'X-Forwarded-For' => '127.0.0.1' ], [ 'X-Forwarded-Host' => 'Front.Example:8080' ],
+    [ 'X-Forwarded-Proto' => 'http' ], [ 'X-Request-ID' => $id ],
+], 'hop-by-hop fields (and those Connection names) removed, Host preserved, X-Forwarded-* added')
+    or diag explain seen($r);
+
+$r = $t->request($port, GET => '/', headers => [
+    'X-Forwarded-For' => '10.0.0.1', 'X-Forwarded-For' => '10.0.0.2, 10.0.0.3',
+    'X-Forwarded-Host' => 'spoofed', 'X-Forwarded-Proto' => 'https', 'X-Request-ID' => 'client-id.42' ]);
+is_deeply(seen($r), [
+    [ Host => 'localhost' ], [ 'X-Forwarded-For' => '10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1' ],
+    [ 'X-Forwarded-Host' => 'localhost' ], [ 'X-Forwarded-Proto' => 'http' ],
+    [ 'X-Request-ID' => 'client-id.42' ],
+], 'X-Forwarded-For appended to, X-Forwarded-Host/-Proto replaced, a sane X-Request-ID kept')
+    or diag explain seen($r);
+is($r->{headers}{'x-request-id'}, 'client-id.42', 'and returned to the client');
+
+$r = $t->request($port, GET => '/', headers => [ 'X-Request-ID' => 'not sane!' ]);
+like($r->{headers}{'x-request-id'}, qr/^[0-9a-f]{32}$/, 'an insane X-Request-ID is replaced');
+is((grep { $_->[0] eq 'X-Request-ID' } @{ seen($r) })[0][1], $r->{headers}{'x-request-id'},
+   'the upstream gets the same id');
+$r = $t->request($port, GET => '/', headers => [ 'X-Request-ID' => 'x' x 65 ]);
+like($r->{headers}{'x-request-id'}, qr/^[0-9a-f]{32}$/, 'so is one longer than 64 characters');
+
+# ---- preserve_host: false, forwarded: true ----------------------------------------
+$r = $t->request($port, GET => '/f', host => 'b.test', headers => [ Forwarded => 'for=192.0.2.1' ]);
+is($r->{json}{name}, 'other', 'second tenant');
+my %h = map { $_->[0] => $_->[1] } @{ seen($r) };
+is($h{Host}, $other->addr, 'preserve_host: false sends the upstream host:port');
+is($h{'X-Forwarded-Host'}, 'b.test', 'X-Forwarded-Host keeps the client Host');
+is($h{Forwarded}, 'for=192.0.2.1, for=127.0.0.1;host="b.test";proto=http', 'Forwarded appended (RFC 7239)');
+
+# ---- HTTP/1.0 clients ---------------------------------------------------------------
+my $raw = $t->raw($port, "GET /old HTTP/1.0\r\n\r\n");
+my $res = Keystone::Test::parse_response($raw, eof => 1);
+is($res->{status}, 200, 'HTTP/1.0 without Host is served');
+is($res->{version}, 'HTTP/1.1', 'answered as HTTP/1.1');
+%h = map { $_->[0] => $_->[1] } @{ $res->{json}{headers} };
+is($h{Host}, $app->addr, 'without a Host, the upstream host:port is sent');
+is($res->{json}{version}, 'HTTP/1.1', 'the upstream still gets HTTP/1.1');
+ok(!exists $h{'X-Forwarded-Host'}, 'no X-Forwarded-Host without a Host');
+
+# ---- the response head ---------------------------------------------------------
+$r = $t->request($port, GET => '/resp?header=X-A:1&header=Keep-Alive:timeout%3D9'
+                              . '&header=X-Request-ID:up&header=Connection:X-Gone&header=X-Gone:1'
+                              . '&header=Proxy-Connection:x', headers => [ 'X-Request-ID' => 'mine' ]);
+is_deeply([ map { $_->[0] } @{ $r->{header_list} } ],
+          [ 'Content-Type', 'X-Backend', 'X-A', 'X-Request-ID', 'Content-Length', 'Connection' ],
+          'response: hop-by-hop fields and those Connection names removed, framing our own')
+    or diag explain $r->{header_list};
+is($r->{headers}{'x-request-id'}, 'mine', "the upstream's X-Request-ID is replaced by ours");
+is($r->{headers}{connection}, 'close', 'Connection as the client asked');
+
+$r = $t->request($port, GET => '/s?status=404');
+is($r->{status}, 404, 'upstream status passed through');
+is($r->{reason}, 'Not Found', 'with its reason phrase');
+is($r->{json}{name}, 'app', 'and its body');
+
+done_testing;

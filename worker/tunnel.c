@@ -1,0 +1,125 @@
+/*
+ * tunnel.c: the byte relay behind a 101 Switching Protocols (WebSocket and
+ * other Upgrades).  See ks_tunnel() in proxy.h.
+ *
+ * Both sockets are non-blocking; one poll() watches what each direction
+ * needs (read its source while its buffer is empty, write its sink while
+ * it holds bytes), so a slow reader on one side only stalls its own
+ * direction.  When a side closes, the other side's write half is shut
+ * once its buffer is flushed, and the relay goes on in the other
+ * direction until that one ends too: a close handshake of the new
+ * protocol still gets through.  Any activity renews the idle deadline.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "keystoned/util.h"
+#include "worker/proxy.h"
+
+struct dir {
+    int from, to;
+    char *buf;
+    size_t cap, len, off;
+    bool eof;           /* from has closed */
+    bool shut;          /* and to's write half is shut */
+    uint64_t bytes;
+};
+
+static bool dir_done(const struct dir *d)
+{
+    return d->shut;
+}
+
+/* Move what can move without waiting; -1 on an error, else whether
+ * anything moved. */
+static int dir_step(struct dir *d, short revents_from, short revents_to)
+{
+    int moved = 0;
+    if (d->len == 0 && !d->eof && (revents_from & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t n = read(d->from, d->buf, d->cap);
+        if (n > 0) {
+            d->len = (size_t)n;
+            d->off = 0;
+            moved = 1;
+        } else if (n == 0) {
+            d->eof = true;
+            moved = 1;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            return -1;
+        }
+    }
+    if (d->len > d->off && (revents_to & (POLLOUT | POLLERR | POLLHUP))) {
+        ssize_t n = write(d->to, d->buf + d->off, d->len - d->off);
+        if (n > 0) {
+            d->off += (size_t)n;
+            d->bytes += (uint64_t)n;
+            if (d->off == d->len)
+                d->len = d->off = 0;
+            moved = 1;
+        } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            return -1;
+        }
+    }
+    if (d->eof && d->len == 0 && !d->shut) {
+        shutdown(d->to, SHUT_WR);
+        d->shut = true;
+        moved = 1;
+    }
+    return moved;
+}
+
+void ks_tunnel(struct ks_worker *w, int a, int b, char *buf_ab, char *buf_ba, size_t cap,
+               int64_t idle_ms, uint64_t *ab, uint64_t *ba)
+{
+    (void)w;
+    struct dir d[2] = {
+        { .from = a, .to = b, .buf = buf_ab, .cap = cap },
+        { .from = b, .to = a, .buf = buf_ba, .cap = cap },
+    };
+    int64_t deadline = ks_now_ms() + idle_ms;
+    /* the first pass tries both reads at once (read-first) */
+    short ra = POLLIN, rb = POLLIN;
+    short wa = 0, wb = 0;
+    while (!(dir_done(&d[0]) && dir_done(&d[1]))) {
+        int m0 = dir_step(&d[0], ra, wb);
+        int m1 = dir_step(&d[1], rb, wa);
+        if (m0 < 0 || m1 < 0)
+            break;
+        if (m0 > 0 || m1 > 0) {
+            deadline = ks_now_ms() + idle_ms;
+            ra = rb = wa = wb = 0;
+            /* try again at once: more may be ready */
+            ra = (d[0].len == 0 && !d[0].eof) ? POLLIN : 0;
+            rb = (d[1].len == 0 && !d[1].eof) ? POLLIN : 0;
+            wb = d[0].len > d[0].off ? POLLOUT : 0;
+            wa = d[1].len > d[1].off ? POLLOUT : 0;
+            continue;
+        }
+        struct pollfd p[2] = {
+            { .fd = a, .events = (short)(((d[0].len == 0 && !d[0].eof) ? POLLIN : 0) |
+                                         (d[1].len > d[1].off ? POLLOUT : 0)) },
+            { .fd = b, .events = (short)(((d[1].len == 0 && !d[1].eof) ? POLLIN : 0) |
+                                         (d[0].len > d[0].off ? POLLOUT : 0)) },
+        };
+        int64_t left = deadline - ks_now_ms();
+        if (left <= 0)
+            break;      /* idle too long */
+        int rc = poll(p, 2, left > 1000000 ? 1000000 : (int)left);
+        if (rc < 0 && errno != EINTR)
+            break;
+        if (rc <= 0) {
+            ra = rb = wa = wb = 0;
+            continue;
+        }
+        ra = (short)(p[0].revents & ~POLLOUT);
+        wa = (short)(p[0].revents & ~POLLIN);
+        rb = (short)(p[1].revents & ~POLLOUT);
+        wb = (short)(p[1].revents & ~POLLIN);
+    }
+    *ab = d[0].bytes;
+    *ba = d[1].bytes;
+}

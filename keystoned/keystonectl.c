@@ -21,6 +21,7 @@
 #include "master/config.h"
 #include "shm/shm.h"
 #include "shm/table.h"
+#include "shm/verdict.h"
 
 #define DEFAULT_CONFIG KS_SYSCONFDIR "/keystone/keystone.yaml"
 #define EXIT_NOT_RUNNING 1
@@ -133,11 +134,6 @@ static const char *reload_name(enum ks_reload_result r)
     }
 }
 
-static const char *health_state_name(unsigned s)
-{
-    return s == KS_HEALTH_UP ? "up" : s == KS_HEALTH_DOWN ? "down" : "unknown";
-}
-
 /* ---- status ---------------------------------------------------------------- */
 
 struct worker_row {
@@ -176,29 +172,128 @@ static size_t read_workers(const struct ctl *c, struct worker_row *rows, size_t 
     return n;
 }
 
+/* One line per upstream: name, url, state and since when, the last
+ * probe's latency, then what explains the state (the last probe's failure,
+ * the breaker, draining). */
 static void print_upstreams_text(const struct ctl *c, const struct ks_t_tenant *tn)
 {
     const struct ks_table *t = c->table;
+    int64_t now = ks_now_ms();
     for (uint32_t k = 0; k < tn->nupstreams; k++) {
         const struct ks_t_upstream *u = &ks_t_upstreams(t)[tn->upstreams + k];
         const struct ks_health *h = ks_shm_health(&c->shm, u->health_slot);
-        uint64_t w = atomic_load(&h->word);
-        unsigned reason = atomic_load(&h->last_reason);
-        char since[64] = "-";
-        if (KS_HW_SINCE(w) > 0)
-            format_duration(ks_wall_ms() / 1000 - KS_HW_SINCE(w), since, sizeof(since));
-        char why[64] = "";
-        if (reason == KS_HR_BAD_STATUS)
-            snprintf(why, sizeof(why), "bad status %u", atomic_load(&h->last_status));
-        else if (reason != KS_HR_NONE)
-            snprintf(why, sizeof(why), "%s", ks_health_reason_name((enum ks_health_reason)reason));
-        printf("    %-16s %-28s %-8s since %-12s latency %6.1f ms %s\n", ks_t_str(t, u->name),
-               ks_t_str(t, u->url), health_state_name(KS_HW_STATE(w)), since,
-               atomic_load(&h->last_latency_us) / 1000.0, why);
+        uint64_t w = atomic_load_explicit(&h->word, memory_order_acquire);
+        bool checked = atomic_load(&h->checked) != 0;
+        char since[64] = "-", ago[48], latency[32] = "-", notes[192] = "", why[64];
+        size_t pos = 0;
+        if (KS_HW_SINCE(w) > 0) {
+            format_duration(ks_wall_ms() / 1000 - KS_HW_SINCE(w), ago, sizeof(ago));
+            snprintf(since, sizeof(since), "since %s ago", ago);
+        }
+        if (checked)
+            snprintf(latency, sizeof(latency), "%.1f ms", atomic_load(&h->last_latency_us) / 1000.0);
+        ks_health_reason_text(h, why, sizeof(why));
+        if (!checked)
+            ks_appendf(notes, sizeof(notes), &pos, "not checked yet");
+        else if (why[0] != '\0')
+            ks_appendf(notes, sizeof(notes), &pos, "%s", why);
+        if (KS_HW_STATE(w) != KS_HEALTH_DOWN && KS_HW_COUNT(w) > 0)
+            ks_appendf(notes, sizeof(notes), &pos, " (%u failed in a row)", KS_HW_COUNT(w));
+        else if (KS_HW_STATE(w) == KS_HEALTH_DOWN && KS_HW_COUNT(w) > 0)
+            ks_appendf(notes, sizeof(notes), &pos, "%s%u good in a row", pos ? ", " : "", KS_HW_COUNT(w));
+        int64_t ou = atomic_load(&h->open_until_ms);
+        enum ks_breaker br = ks_breaker_of(ou, ks_probe_stale_ms(u), now);
+        if (br == KS_BREAKER_OPEN) {
+            format_duration((ou - now + 999) / 1000, ago, sizeof(ago));
+            ks_appendf(notes, sizeof(notes), &pos, "%sbreaker open for %s", pos ? ", " : "", ago);
+        } else if (br != KS_BREAKER_CLOSED) {
+            ks_appendf(notes, sizeof(notes), &pos, "%sbreaker %s", pos ? ", " : "", ks_breaker_name(br));
+        }
+        if (u->weight == 0)
+            ks_appendf(notes, sizeof(notes), &pos, "%sweight 0 (draining)", pos ? ", " : "");
+        printf("    %-16s %-28s %-8s %-18s %9s  %s\n", ks_t_str(t, u->name), ks_t_str(t, u->url),
+               ks_health_state_name(KS_HW_STATE(w)), since, latency, notes);
     }
 }
 
-static int cmd_status(struct ctl *c, bool health_only)
+/* Print what render() writes, in a buffer grown until it fits. */
+typedef void render_fn(struct ks_jbuf *b, const struct ctl *c, const struct ks_t_tenant *tn);
+
+static void print_rendered(render_fn *render, const struct ctl *c, const struct ks_t_tenant *tn)
+{
+    struct ks_jbuf b = { .cap = 16384 };
+    for (;;) {
+        char *np = realloc(b.p, b.cap);
+        if (np == NULL) {
+            fprintf(stderr, "keystonectl: out of memory\n");
+            exit(EXIT_NOT_RUNNING);
+        }
+        b = (struct ks_jbuf){ .p = np, .cap = b.cap };
+        render(&b, c, tn);
+        if (!b.trunc)
+            break;
+        b.cap *= 2;
+    }
+    fwrite(b.p, 1, b.pos, stdout);
+    free(b.p);
+}
+
+/* The "upstreams" array of status -j. */
+static void render_upstreams(struct ks_jbuf *b, const struct ctl *c, const struct ks_t_tenant *tn)
+{
+    int64_t now = ks_now_ms();
+    ks_jbuf_printf(b, "[");
+    for (uint32_t k = 0; k < tn->nupstreams; k++) {
+        ks_jbuf_printf(b, "%s", k ? "," : "");
+        ks_upstream_health_json(b, &c->shm, c->table, &ks_t_upstreams(c->table)[tn->upstreams + k],
+                                now);
+    }
+    ks_jbuf_printf(b, "]");
+}
+
+/* health -j: every tenant as the admin API's /tenants shows it. */
+static void render_health(struct ks_jbuf *b, const struct ctl *c, const struct ks_t_tenant *unused)
+{
+    const struct ks_table *t = c->table;
+    int64_t now = ks_now_ms();
+    (void)unused;
+    ks_jbuf_printf(b, "{\"generation\":%llu,\"tenants\":[",
+                   (unsigned long long)atomic_load(&c->shm.hdr->generation));
+    for (uint32_t i = 0; i < t->ntenants; i++) {
+        ks_jbuf_printf(b, "%s", i ? "," : "");
+        ks_tenant_health_json(b, &c->shm, t, &ks_t_tenants(t)[i], now);
+    }
+    ks_jbuf_printf(b, "]}\n");
+}
+
+/* keystonectl health: the tenants and their upstreams, nothing else. */
+static int cmd_health(struct ctl *c)
+{
+    attach(c);
+    load_table(c);
+    const struct ks_table *t = c->table;
+    int64_t now = ks_now_ms();
+    if (c->json) {
+        print_rendered(render_health, c, NULL);
+        return 0;
+    }
+    for (uint32_t i = 0; i < t->ntenants; i++) {
+        const struct ks_t_tenant *tn = &ks_t_tenants(t)[i];
+        if (tn->nupstreams == 0) {
+            printf("%s: no upstreams\n", ks_t_str(t, tn->name));
+            continue;
+        }
+        uint32_t usable = ks_tenant_usable(&c->shm, t, tn, now);
+        const char *down = tn->flags & KS_TF_ALL_DOWN_TRY ? " (DOWN: requests try the least recently failed)"
+                                                           : " (DOWN: requests get 503)";
+        printf("%s: %u/%u upstreams healthy%s\n", ks_t_str(t, tn->name), usable, tn->nupstreams,
+               usable == 0 ? down : "");
+        print_upstreams_text(c, tn);
+    }
+    return 0;
+}
+
+static int cmd_status(struct ctl *c)
 {
     attach(c);
     load_table(c);
@@ -233,20 +328,18 @@ static int cmd_status(struct ctl *c, bool health_only)
         printf(",\"ok\":%llu,\"failed\":%llu},", (unsigned long long)rok, (unsigned long long)rfail);
         printf("\"requests\":%llu,\"connections\":%llu,",
                (unsigned long long)atomic_load(&h->requests), (unsigned long long)atomic_load(&h->connections));
-        if (!health_only) {
-            printf("\"workers\":{\"busy\":%d,\"idle\":%d,\"total\":%zu,\"list\":[", busy, idle, nrows);
-            for (size_t i = 0; i < nrows; i++) {
-                printf("%s{\"slot\":%u,\"pid\":%d,\"generation\":%llu,\"state\":\"%s\",\"requests\":%llu,\"client\":",
-                       i ? "," : "", rows[i].slot, rows[i].pid, (unsigned long long)rows[i].gen,
-                       ks_worker_state_name((enum ks_worker_state)rows[i].state),
-                       (unsigned long long)rows[i].requests);
-                json_str(stdout, rows[i].client);
-                printf(",\"request\":");
-                json_str(stdout, rows[i].request);
-                printf("}");
-            }
-            printf("]},");
+        printf("\"workers\":{\"busy\":%d,\"idle\":%d,\"total\":%zu,\"list\":[", busy, idle, nrows);
+        for (size_t i = 0; i < nrows; i++) {
+            printf("%s{\"slot\":%u,\"pid\":%d,\"generation\":%llu,\"state\":\"%s\",\"requests\":%llu,\"client\":",
+                   i ? "," : "", rows[i].slot, rows[i].pid, (unsigned long long)rows[i].gen,
+                   ks_worker_state_name((enum ks_worker_state)rows[i].state),
+                   (unsigned long long)rows[i].requests);
+            json_str(stdout, rows[i].client);
+            printf(",\"request\":");
+            json_str(stdout, rows[i].request);
+            printf("}");
         }
+        printf("]},");
         printf("\"tenants\":[");
         for (uint32_t i = 0; i < t->ntenants; i++) {
             const struct ks_t_tenant *tn = &ks_t_tenants(t)[i];
@@ -255,28 +348,12 @@ static int cmd_status(struct ctl *c, bool health_only)
             json_str(stdout, ks_t_str(t, tn->name));
             printf(",\"base_path\":");
             json_str(stdout, ks_t_str(t, tn->base_path));
-            printf(",\"requests\":%llu,\"responses_4xx\":%llu,\"responses_5xx\":%llu,\"upstreams\":[",
+            printf(",\"requests\":%llu,\"responses_4xx\":%llu,\"responses_5xx\":%llu,\"upstreams\":",
                    (unsigned long long)atomic_load(&ts->requests),
                    (unsigned long long)atomic_load(&ts->responses_4xx),
                    (unsigned long long)atomic_load(&ts->responses_5xx));
-            for (uint32_t k = 0; k < tn->nupstreams; k++) {
-                const struct ks_t_upstream *u = &ks_t_upstreams(t)[tn->upstreams + k];
-                const struct ks_health *hr = ks_shm_health(&c->shm, u->health_slot);
-                uint64_t w = atomic_load(&hr->word);
-                unsigned reason = atomic_load(&hr->last_reason);
-                printf("%s{\"name\":", k ? "," : "");
-                json_str(stdout, ks_t_str(t, u->name));
-                printf(",\"url\":");
-                json_str(stdout, ks_t_str(t, u->url));
-                printf(",\"state\":\"%s\",\"since\":%lld,\"reason\":\"%s\",\"last_status\":%u,"
-                       "\"latency_us\":%u,\"weight\":%d,\"requests\":%llu,\"failures\":%llu}",
-                       health_state_name(KS_HW_STATE(w)), (long long)KS_HW_SINCE(w),
-                       ks_health_reason_name((enum ks_health_reason)reason),
-                       atomic_load(&hr->last_status), atomic_load(&hr->last_latency_us), u->weight,
-                       (unsigned long long)atomic_load(&hr->requests),
-                       (unsigned long long)atomic_load(&hr->failures));
-            }
-            printf("]}");
+            print_rendered(render_upstreams, c, tn);
+            printf("}");
         }
         printf("]}\n");
     } else {
@@ -292,26 +369,20 @@ static int cmd_status(struct ctl *c, bool health_only)
             printf("  last reload %s\n", rmsg);
         printf("requests %llu, connections %llu\n", (unsigned long long)atomic_load(&h->requests),
                (unsigned long long)atomic_load(&h->connections));
-        if (!health_only) {
-            printf("workers: %d busy, %d idle, %zu total\n", busy, idle, nrows);
-            printf("  %-5s %-8s %-6s %-10s %-9s %-22s %s\n", "SLOT", "PID", "GEN", "STATE", "REQUESTS",
-                   "CLIENT", "REQUEST");
-            for (size_t i = 0; i < nrows; i++)
-                printf("  %-5u %-8d %-6llu %-10s %-9llu %-22s %s\n", rows[i].slot, rows[i].pid,
-                       (unsigned long long)rows[i].gen,
-                       ks_worker_state_name((enum ks_worker_state)rows[i].state),
-                       (unsigned long long)rows[i].requests, rows[i].client[0] ? rows[i].client : "-",
-                       rows[i].request[0] ? rows[i].request : "-");
-        }
+        printf("workers: %d busy, %d idle, %zu total\n", busy, idle, nrows);
+        printf("  %-5s %-8s %-6s %-10s %-9s %-22s %s\n", "SLOT", "PID", "GEN", "STATE", "REQUESTS",
+               "CLIENT", "REQUEST");
+        for (size_t i = 0; i < nrows; i++)
+            printf("  %-5u %-8d %-6llu %-10s %-9llu %-22s %s\n", rows[i].slot, rows[i].pid,
+                   (unsigned long long)rows[i].gen,
+                   ks_worker_state_name((enum ks_worker_state)rows[i].state),
+                   (unsigned long long)rows[i].requests, rows[i].client[0] ? rows[i].client : "-",
+                   rows[i].request[0] ? rows[i].request : "-");
         printf("tenants: %u\n", t->ntenants);
         for (uint32_t i = 0; i < t->ntenants; i++) {
             const struct ks_t_tenant *tn = &ks_t_tenants(t)[i];
             const struct ks_tenant_stats *ts = ks_shm_tenant_stats(&c->shm, tn->stats_slot);
-            uint32_t healthy = 0;
-            for (uint32_t k = 0; k < tn->nupstreams; k++) {
-                const struct ks_t_upstream *u = &ks_t_upstreams(t)[tn->upstreams + k];
-                healthy += KS_HW_STATE(atomic_load(&ks_shm_health(&c->shm, u->health_slot)->word)) != KS_HEALTH_DOWN;
-            }
+            uint32_t healthy = ks_tenant_usable(&c->shm, t, tn, ks_now_ms());
             printf("  %-16s base %-12s %u/%u upstreams healthy, %llu requests, %llu 4xx, %llu 5xx\n",
                    ks_t_str(t, tn->name), ks_t_str(t, tn->base_path), healthy, tn->nupstreams,
                    (unsigned long long)atomic_load(&ts->requests),
@@ -429,9 +500,9 @@ int main(int argc, char **argv)
     }
     int rc;
     if (strcmp(cmd, "status") == 0)
-        rc = cmd_status(&c, false);
+        rc = cmd_status(&c);
     else if (strcmp(cmd, "health") == 0)
-        rc = cmd_status(&c, true);
+        rc = cmd_health(&c);
     else if (strcmp(cmd, "reload") == 0)
         rc = cmd_control(&c, "reload");
     else if (strcmp(cmd, "stop") == 0)

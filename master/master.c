@@ -27,6 +27,7 @@
 #include "keystoned/log.h"
 #include "keystoned/util.h"
 #include "master/control.h"
+#include "master/health.h"
 #include "master/master.h"
 #include "master/publish.h"
 #include "shm/shm.h"
@@ -65,6 +66,7 @@ struct ks_master {
     int lifeline[2];            /* workers hold [0]; EOF tells them the master is gone */
     int sigfd;
     struct ks_control *control;
+    struct ks_health_checker *health;   /* active checks (master/health.c) */
     struct ks_slot *slots;
     uint32_t nslots;
     int spawn_rate;             /* doubles while spares are missing */
@@ -183,6 +185,8 @@ static void close_master_fds(struct ks_master *m)
     close(m->lifeline[1]);
     ks_control_close(m->control, 0);
     m->control = NULL;
+    ks_health_free(m->health, true);
+    m->health = NULL;
 }
 
 static void spawn(struct ks_master *m, uint32_t slot)
@@ -556,6 +560,7 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
         ks_config_free(cfg);
         return KS_RELOAD_RESTART;
     }
+    ks_health_configure(m->health, cfg);    /* keeps unchanged upstreams' state */
     ks_config_free(m->cfg);
     m->cfg = cfg;
     apply_log_level(cfg);
@@ -781,6 +786,12 @@ static int start(struct ks_master *m, char *err, size_t errlen)
         return -1;
     if (publish(m, cfg, err, errlen) < 0)
         return -1;
+    if ((m->health = ks_health_new(&m->shm, err, errlen)) == NULL)
+        return -1;
+    if (ks_health_configure(m->health, cfg) < 0) {
+        snprintf(err, errlen, "out of memory configuring health checks");
+        return -1;
+    }
     m->process_gen = generation(m);
     for (int i = 0; i < cfg->server.workers; i++) {
         int slot = free_slot(m);
@@ -807,6 +818,9 @@ static int poll_timeout(const struct ks_master *m, int64_t now)
         if (c >= 0 && c < t)
             t = c;
     }
+    int h = m->health != NULL ? ks_health_timeout(m->health, now) : -1;
+    if (h >= 0 && h < t)
+        t = h;
     return t < 0 ? 0 : (int)t;
 }
 
@@ -834,6 +848,7 @@ int ks_master_run(struct ks_master *m, int ready_fd, int pidfile_fd)
         struct pollfd pfd[64];
         size_t n = 0;
         pfd[n++] = (struct pollfd){ .fd = m->sigfd, .events = POLLIN };
+        pfd[n++] = (struct pollfd){ .fd = ks_health_fd(m->health), .events = POLLIN };
         size_t control_first = n;
         if (m->control != NULL)
             n += ks_control_pollfds(m->control, pfd + n, KS_ARRAY_LEN(pfd) - n);
@@ -846,6 +861,7 @@ int ks_master_run(struct ks_master *m, int ready_fd, int pidfile_fd)
             handle_signals(m);
         if (m->control != NULL)
             ks_control_process(m->control, pfd + control_first, n - control_first);
+        ks_health_run(m->health);   /* ready probes, deadlines, due probes */
         int64_t now = ks_now_ms();
         respawn_due(m, now);
         stop_deadline(m, now);
@@ -866,6 +882,7 @@ void ks_master_free(struct ks_master *m)
     for (int i = 0; i < m->nlisteners; i++)
         close(m->listeners[i].fd);
     ks_control_close(m->control, 1);
+    ks_health_free(m->health, false);
     if (m->shm.base != NULL) {
         unlink(m->cfg->server.state_file);
         ks_shm_close(&m->shm);

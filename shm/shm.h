@@ -179,10 +179,11 @@ struct ks_health {
     _Atomic uint64_t checks_failed;
     /* passive breaker (workers): failures counted in a window; when
      * max_fails is reached the circuit opens until open_until_ms, then one
-     * request may probe it (half-open: probe_taken_ms set by CAS). */
-    _Atomic uint64_t fail_window;   /* window start (s) << 32 | count */
-    _Atomic int64_t open_until_ms;  /* monotonic; 0 = closed */
-    _Atomic int64_t probe_taken_ms; /* monotonic; half-open probe in flight */
+     * request may probe it (half-open, claimed by CAS on open_until_ms:
+     * see shm/verdict.h for the encoding). */
+    _Atomic uint64_t fail_window;   /* window start (monotonic ms) << 24 | count */
+    _Atomic int64_t open_until_ms;  /* 0 closed; > 0 open until (monotonic); < 0 probing */
+    _Atomic int64_t probe_taken_ms; /* monotonic; when the last probe was claimed */
     _Atomic int64_t last_fail_ms;   /* monotonic, for all_down: try_anyway */
     /* traffic counters (workers) */
     _Atomic uint64_t requests;

@@ -3,10 +3,13 @@
  */
 #include <config.h>
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "keystoned/util.h"
+#include "shm/verdict.h"
 #include "worker/admin.h"
 #include "worker/respond.h"
 
@@ -40,58 +43,138 @@ static bool path_is(const char *p, size_t len, const char *want)
     return strlen(want) == len && memcmp(p, want, len) == 0;
 }
 
-/* An upstream counts as healthy unless the active checker says DOWN. */
-static bool upstream_healthy(const struct ks_shm *shm, const struct ks_t_upstream *u)
+/* ---- health endpoints: /health, /tenants, /tenants/{name}/health -------- */
+
+/* Render a JSON body with render(b, c, arg, now) into a buffer that
+ * doubles until it fits, and answer it with status. */
+typedef void render_fn(struct ks_jbuf *b, const struct ks_conn *c, uint32_t arg, int64_t now);
+
+static int respond_json(struct ks_conn *c, struct ks_request *r, bool keep_alive, int status,
+                        render_fn *render, uint32_t arg, int64_t now)
 {
-    uint64_t word = atomic_load_explicit(&ks_shm_health(shm, u->health_slot)->word, memory_order_relaxed);
-    return KS_HW_STATE(word) != KS_HEALTH_DOWN;
+    struct ks_jbuf b = { .cap = 16384 };
+    for (;;) {
+        char *np = realloc(b.p, b.cap);
+        if (np == NULL) {
+            free(b.p);
+            return ks_respond_error(c, r, 500, "out of memory", NULL, keep_alive);
+        }
+        b.p = np;
+        b.pos = 0;
+        b.trunc = false;
+        render(&b, c, arg, now);
+        ks_jbuf_printf(&b, "\n");
+        if (!b.trunc)
+            break;
+        b.cap *= 2;
+    }
+    int rc = ks_respond(c, r, status, "application/json", "Cache-Control: no-store\r\n", b.p, b.pos,
+                        keep_alive);
+    free(b.p);
+    return rc;
 }
 
-static int serve_health(struct ks_conn *c, struct ks_request *r, bool keep_alive)
+/* GET /tenants: every tenant with its upstreams. */
+static void render_tenants(struct ks_jbuf *b, const struct ks_conn *c, uint32_t arg, int64_t now)
+{
+    const struct ks_table *t = c->w->table;
+    (void)arg;
+    ks_jbuf_printf(b, "{\"generation\":%llu,\"tenants\":[", (unsigned long long)c->w->generation);
+    for (uint32_t i = 0; i < t->ntenants; i++) {
+        ks_jbuf_printf(b, "%s", i ? "," : "");
+        ks_tenant_health_json(b, c->w->shm, t, &ks_t_tenants(t)[i], now);
+    }
+    ks_jbuf_printf(b, "]}");
+}
+
+/* GET /tenants/{name}/health: that tenant alone. */
+static void render_tenant(struct ks_jbuf *b, const struct ks_conn *c, uint32_t tenant, int64_t now)
+{
+    ks_tenant_health_json(b, c->w->shm, c->w->table, &ks_t_tenants(c->w->table)[tenant], now);
+}
+
+/* GET /health: "healthy" when every tenant with upstreams has one taking
+ * traffic, else "degraded"; always 200, the gateway itself is up. */
+static void render_health(struct ks_jbuf *b, const struct ks_conn *c, uint32_t arg, int64_t now)
 {
     const struct ks_table *t = c->w->table;
     const struct ks_shm *shm = c->w->shm;
-    char body[65536];
-    size_t pos = 0;
     bool degraded = false;
-    char tenants[60000];
-    size_t tpos = 0;
-    ks_appendf(tenants, sizeof(tenants), &tpos, "{");
+    (void)arg;
     for (uint32_t i = 0; i < t->ntenants; i++) {
         const struct ks_t_tenant *tn = &ks_t_tenants(t)[i];
-        uint32_t healthy = 0;
-        for (uint32_t k = 0; k < tn->nupstreams; k++)
-            healthy += upstream_healthy(shm, &ks_t_upstreams(t)[tn->upstreams + k]);
-        if (tn->nupstreams > 0 && healthy == 0)
-            degraded = true;
-        const char *name = ks_t_str(t, tn->name);
-        ks_appendf(tenants, sizeof(tenants), &tpos, "%s\"", i ? "," : "");
-        ks_json_escape(tenants, sizeof(tenants), &tpos, name, strlen(name));
-        ks_appendf(tenants, sizeof(tenants), &tpos, "\":{\"healthy\":%u,\"total\":%u}", healthy,
-                   tn->nupstreams);
+        degraded |= tn->nupstreams > 0 && ks_tenant_usable(shm, t, tn, now) == 0;
     }
-    ks_appendf(tenants, sizeof(tenants), &tpos, "}");
-    const struct ks_shm_header *h = shm->hdr;
-    ks_appendf(body, sizeof(body), &pos,
-               "{\"status\":\"%s\",\"version\":\"%s\",\"generation\":%llu,\"uptime_s\":%lld,"
-               "\"tenants\":%s}\n",
-               degraded ? "degraded" : "healthy", PACKAGE_VERSION,
-               (unsigned long long)c->w->generation,
-               (long long)((ks_now_ms() - h->start_mono_ms) / 1000), tenants);
-    return ks_respond(c, r, 200, "application/json", "Cache-Control: no-store\r\n", body, pos,
-                      keep_alive);
+    ks_jbuf_printf(b, "{\"status\":\"%s\",\"version\":\"%s\",\"generation\":%llu,\"uptime_s\":%lld,"
+       "\"tenants\":{", degraded ? "degraded" : "healthy", PACKAGE_VERSION,
+       (unsigned long long)c->w->generation, (long long)((now - shm->hdr->start_mono_ms) / 1000));
+    for (uint32_t i = 0; i < t->ntenants; i++) {
+        const struct ks_t_tenant *tn = &ks_t_tenants(t)[i];
+        ks_jbuf_printf(b, "%s", i ? "," : "");
+        ks_jbuf_str(b, ks_t_str(t, tn->name));
+        ks_jbuf_printf(b, ":{\"healthy\":%u,\"total\":%u}", ks_tenant_usable(shm, t, tn, now), tn->nupstreams);
+    }
+    ks_jbuf_printf(b, "}}");
+}
+
+/* p (len bytes) is "/tenants/NAME/health": the tenant's index, or KS_NONE
+ * with *is_path false when p has another shape. */
+static uint32_t tenant_health_path(const struct ks_table *t, const char *p, size_t len,
+                                   bool *is_path)
+{
+    static const char pre[] = "/tenants/", post[] = "/health";
+    size_t lpre = sizeof(pre) - 1, lpost = sizeof(post) - 1;
+    *is_path = len > lpre + lpost && memcmp(p, pre, lpre) == 0 &&
+               memcmp(p + len - lpost, post, lpost) == 0;
+    if (!*is_path)
+        return KS_NONE;
+    const char *name = p + lpre;
+    size_t nlen = len - lpre - lpost;
+    if (memchr(name, '/', nlen) != NULL) {
+        *is_path = false;
+        return KS_NONE;
+    }
+    for (uint32_t i = 0; i < t->ntenants; i++) {
+        const char *tn = ks_t_str(t, ks_t_tenants(t)[i].name);
+        if (strlen(tn) == nlen && memcmp(tn, name, nlen) == 0)
+            return i;
+    }
+    return KS_NONE;
+}
+
+
+/* The health endpoints: /health, /tenants, /tenants/{name}/health.
+ * *handled is false when p is none of them. */
+static int serve_health_endpoints(struct ks_conn *c, struct ks_request *r, const char *p,
+                                  size_t len, bool keep_alive, bool *handled)
+{
+    bool tenant_path;
+    uint32_t tenant = tenant_health_path(c->w->table, p, len, &tenant_path);
+    bool health = path_is(p, len, "/health");
+    *handled = health || tenant_path || path_is(p, len, "/tenants");
+    if (!*handled)
+        return 0;
+    if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0)
+        return ks_respond_error(c, r, 405, "method not allowed", "Allow: GET, HEAD\r\n", keep_alive);
+    int64_t now = ks_now_ms();
+    if (health)
+        return respond_json(c, r, keep_alive, 200, render_health, 0, now);
+    if (!tenant_path)
+        return respond_json(c, r, keep_alive, 200, render_tenants, 0, now);
+    if (tenant == KS_NONE)
+        return ks_respond_error(c, r, 404, "no such tenant", NULL, keep_alive);
+    const struct ks_t_tenant *tn = &ks_t_tenants(c->w->table)[tenant];
+    bool down = tn->nupstreams > 0 && ks_tenant_usable(c->w->shm, c->w->table, tn, now) == 0;
+    return respond_json(c, r, keep_alive, down ? 503 : 200, render_tenant, tenant, now);
 }
 
 int ks_admin_serve(struct ks_conn *c, struct ks_request *r, bool keep_alive)
 {
     size_t len = 0;
     const char *p = admin_path(c, r, &len);
-    bool read_only = strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
-    if (path_is(p, len, "/health")) {
-        if (!read_only)
-            return ks_respond_error(c, r, 405, "method not allowed", "Allow: GET, HEAD\r\n",
-                                    keep_alive);
-        return serve_health(c, r, keep_alive);
-    }
+    bool handled;
+    int rc = serve_health_endpoints(c, r, p, len, keep_alive, &handled);
+    if (handled)
+        return rc;
     return ks_respond_error(c, r, 404, "no such admin endpoint", NULL, keep_alive);
 }

@@ -208,6 +208,8 @@ size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *b
             tu->pool_idle_ms = uc->pool_idle_ms;
             tu->fail_window_ms = uc->health.fail_window_ms;
             tu->fail_timeout_ms = uc->health.fail_timeout_ms;
+            tu->health_interval_ms = uc->health.interval_ms;
+            tu->rise = uc->health.rise;
             tu->addr = uc->addr;
             weights[u] = uc->weight;
         }

@@ -94,6 +94,8 @@ struct ks_t_upstream {
     int64_t pool_idle_ms;
     int64_t fail_window_ms;
     int64_t fail_timeout_ms;
+    int64_t health_interval_ms;     /* active checks, for Retry-After */
+    int32_t rise;
     struct ks_addr addr;
 };
 

@@ -1,18 +1,41 @@
 /*
  * balance.c: upstream choice and passive health (see balance.h).
+ *
+ * The master builds each tenant's smooth weighted round-robin schedule
+ * (publish.c) and zeroes its cursor when it publishes a table; every
+ * worker draws the next position with one atomic fetch-add.  Positions
+ * are handed out exactly once across all workers, so the requests of N
+ * workers together follow the schedule.  A position whose upstream cannot
+ * take the request (down, open breaker, already tried) is not skipped to
+ * its neighbour, which would give the neighbour a double share: the
+ * worker draws again, so the usable upstreams keep their proportions.
+ *
+ * The passive breaker state is one atomic word per upstream (see
+ * shm/verdict.h); every transition is a CAS, so of several workers seeing
+ * the same failure or the same expiry exactly one acts on it and logs it.
  */
 #include <config.h>
 
+#include <stdio.h>
+
+#include "keystoned/log.h"
 #include "keystoned/util.h"
+#include "shm/verdict.h"
 #include "worker/balance.h"
+
+#define RETRY_AFTER_MAX_S 3600
+#define RETRY_AFTER_DRAINED_S 30    /* every upstream has weight 0 */
+#define WINDOW_COUNT_BITS 24        /* fail_window: start ms << 24 | count */
+#define WINDOW_COUNT_MASK ((1ull << WINDOW_COUNT_BITS) - 1)
+
+static struct ks_health *record_of(const struct ks_worker *w, uint32_t upstream)
+{
+    return ks_shm_health(w->shm, ks_t_upstreams(w->table)[upstream].health_slot);
+}
 
 bool ks_balance_usable(const struct ks_shm *shm, const struct ks_t_upstream *u, int64_t now_ms)
 {
-    (void)now_ms;
-    if (u->weight <= 0)
-        return false;       /* draining */
-    uint64_t word = atomic_load_explicit(&ks_shm_health(shm, u->health_slot)->word, memory_order_relaxed);
-    return KS_HW_STATE(word) != KS_HEALTH_DOWN;
+    return ks_upstream_usable(shm, u, now_ms);
 }
 
 static bool was_tried(uint32_t u, const uint32_t *tried, size_t ntried)
@@ -23,44 +46,239 @@ static bool was_tried(uint32_t u, const uint32_t *tried, size_t ntried)
     return false;
 }
 
+static const char *label(const struct ks_worker *w, uint32_t upstream, char *buf, size_t len)
+{
+    const struct ks_table *t = w->table;
+    const struct ks_t_upstream *u = &ks_t_upstreams(t)[upstream];
+    snprintf(buf, len, "%s/%s", ks_t_str(t, ks_t_tenants(t)[u->tenant].name), ks_t_str(t, u->name));
+    return buf;
+}
+
+/* Take upstream u for a new request if it can have one: a closed breaker
+ * lets it through, a half-open one only to the request that wins the
+ * claim (CAS to "probing since now"). */
+static bool take(struct ks_worker *w, uint32_t upstream, int64_t now)
+{
+    const struct ks_t_upstream *u = &ks_t_upstreams(w->table)[upstream];
+    struct ks_health *h = record_of(w, upstream);
+    if (!ks_health_usable(h, u->weight, ks_probe_stale_ms(u), now))
+        return false;
+    int64_t ou = atomic_load_explicit(&h->open_until_ms, memory_order_relaxed);
+    if (ou == 0)
+        return true;
+    /* half-open (or a stale claim): one request probes */
+    if (!atomic_compare_exchange_strong_explicit(&h->open_until_ms, &ou, -now, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return false;
+    atomic_store_explicit(&h->probe_taken_ms, now, memory_order_relaxed);
+    char lb[160];
+    ks_log_info("breaker", "upstream %s is half-open: one request probes it",
+                label(w, upstream, lb, sizeof(lb)));
+    return true;
+}
+
+/* When did u last fail, actively or passively, on the monotonic clock
+ * (0 = never)?  The master stamps probes with the wall clock. */
+static int64_t last_failure(const struct ks_health *h, int64_t mono_minus_wall)
+{
+    int64_t passive = atomic_load_explicit(&h->last_fail_ms, memory_order_relaxed);
+    int64_t active = 0;
+    if (atomic_load_explicit(&h->last_reason, memory_order_relaxed) != KS_HR_NONE)
+        active = atomic_load_explicit(&h->last_check_wall_ms, memory_order_relaxed) + mono_minus_wall;
+    return passive > active ? passive : active;
+}
+
+/* all_down: try_anyway.  The untried upstream with weight that failed
+ * longest ago (never is best); ties go in schedule order from start. */
+static uint32_t least_recently_failed(struct ks_worker *w, const struct ks_t_tenant *tn,
+                                      uint64_t start, const uint32_t *tried, size_t ntried)
+{
+    const uint16_t *sched = ks_t_schedule(w->table) + tn->schedule;
+    int64_t offset = ks_now_ms() - ks_wall_ms();
+    uint32_t best = KS_NONE;
+    int64_t best_fail = 0;
+    for (uint32_t i = 0; i < tn->nschedule; i++) {
+        uint32_t u = tn->upstreams + sched[(start + i) % tn->nschedule];
+        if (was_tried(u, tried, ntried))
+            continue;
+        int64_t f = last_failure(record_of(w, u), offset);
+        if (best == KS_NONE || f < best_fail) {
+            best = u;
+            best_fail = f;
+        }
+    }
+    return best;
+}
+
 uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *tried,
                          size_t ntried, bool *all_down)
 {
     const struct ks_table *t = w->table;
     const struct ks_t_tenant *tn = &ks_t_tenants(t)[tenant];
     *all_down = false;
-    if (tn->nschedule == 0)
+    if (tn->nupstreams == 0)
         return KS_NONE;
+    if (tn->nschedule == 0) {       /* every upstream drained */
+        *all_down = true;
+        return KS_NONE;
+    }
     const uint16_t *sched = ks_t_schedule(t) + tn->schedule;
     _Atomic uint64_t *cursor = ks_shm_rr_cursor(w->shm, w->table_buf, tenant);
-    uint64_t start = atomic_fetch_add_explicit(cursor, 1, memory_order_relaxed);
     int64_t now = ks_now_ms();
+    uint64_t pos = 0;
+    /* A few draws; with every upstream usable the first one is taken (one
+     * atomic operation per request). */
+    uint32_t draws = tn->nupstreams + 1 < tn->nschedule ? tn->nupstreams + 1 : tn->nschedule;
+    for (uint32_t i = 0; i < draws; i++) {
+        pos = atomic_fetch_add_explicit(cursor, 1, memory_order_relaxed);
+        uint32_t u = tn->upstreams + sched[pos % tn->nschedule];
+        if (!was_tried(u, tried, ntried) && take(w, u, now))
+            return u;
+    }
+    /* Unlucky draws (others took the positions of the usable ones) or
+     * nothing usable: look at every upstream once, from the last draw. */
     bool any_usable = false;
     for (uint32_t i = 0; i < tn->nschedule; i++) {
-        uint32_t u = tn->upstreams + sched[(start + i) % tn->nschedule];
+        uint32_t u = tn->upstreams + sched[(pos + i) % tn->nschedule];
         if (!ks_balance_usable(w->shm, &ks_t_upstreams(t)[u], now))
             continue;
         any_usable = true;
-        if (!was_tried(u, tried, ntried))
+        if (!was_tried(u, tried, ntried) && take(w, u, now))
             return u;
     }
-    *all_down = !any_usable;
+    if (any_usable)
+        return KS_NONE;     /* the usable ones were all tried */
+    if (tn->flags & KS_TF_ALL_DOWN_TRY)
+        return least_recently_failed(w, tn, pos, tried, ntried);
+    *all_down = true;
     return KS_NONE;
 }
 
 void ks_balance_begin(struct ks_worker *w, uint32_t upstream)
 {
-    struct ks_health *h = ks_shm_health(w->shm, ks_t_upstreams(w->table)[upstream].health_slot);
+    struct ks_health *h = record_of(w, upstream);
     atomic_fetch_add_explicit(&h->requests, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->active, 1, memory_order_relaxed);
 }
 
+static const char *outcome_name(enum ks_upstream_outcome o)
+{
+    switch (o) {
+    case KS_UO_OK: return "ok";
+    case KS_UO_CONNECT_FAILED: return "connect failed";
+    case KS_UO_RESET: return "reset";
+    case KS_UO_TIMEOUT: return "timeout";
+    case KS_UO_BAD_RESPONSE: return "bad response";
+    case KS_UO_5XX: return "5xx response";
+    }
+    return "?";
+}
+
+/* Count a failure in the window; true when it reaches max_fails. */
+static bool count_failure(struct ks_health *h, const struct ks_t_upstream *u, int64_t now)
+{
+    uint64_t v = atomic_load_explicit(&h->fail_window, memory_order_relaxed);
+    uint64_t next;
+    do {
+        int64_t start = (int64_t)(v >> WINDOW_COUNT_BITS);
+        uint64_t count = v & WINDOW_COUNT_MASK;
+        if (v == 0 || now - start >= u->fail_window_ms)
+            next = ((uint64_t)now << WINDOW_COUNT_BITS) | 1;    /* a new window */
+        else
+            next = v + (count < WINDOW_COUNT_MASK);
+    } while (!atomic_compare_exchange_weak_explicit(&h->fail_window, &v, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return (int64_t)(next & WINDOW_COUNT_MASK) >= u->max_fails;
+}
+
 void ks_balance_end(struct ks_worker *w, uint32_t upstream, enum ks_upstream_outcome outcome)
 {
-    struct ks_health *h = ks_shm_health(w->shm, ks_t_upstreams(w->table)[upstream].health_slot);
+    const struct ks_t_upstream *u = &ks_t_upstreams(w->table)[upstream];
+    struct ks_health *h = record_of(w, upstream);
+    int64_t now = ks_now_ms();
+    char lb[160];
     atomic_fetch_sub_explicit(&h->active, 1, memory_order_relaxed);
     if (outcome != KS_UO_OK) {
         atomic_fetch_add_explicit(&h->failures, 1, memory_order_relaxed);
-        atomic_store_explicit(&h->last_fail_ms, ks_now_ms(), memory_order_relaxed);
+        atomic_store_explicit(&h->last_fail_ms, now, memory_order_relaxed);
     }
+    if (u->max_fails <= 0)
+        return;     /* breaker off */
+    int64_t ou = atomic_load_explicit(&h->open_until_ms, memory_order_relaxed);
+    bool half_open = ou < 0 || (ou > 0 && now >= ou);
+    if (outcome == KS_UO_OK) {
+        /* The probe (or any request finishing while half-open) answered:
+         * close.  Successes never close an open breaker early. */
+        if (half_open && atomic_compare_exchange_strong_explicit(&h->open_until_ms, &ou, 0,
+                                                                 memory_order_acq_rel,
+                                                                 memory_order_relaxed)) {
+            atomic_store_explicit(&h->fail_window, 0, memory_order_relaxed);
+            ks_log_info("breaker", "upstream %s: circuit closed, the probe request succeeded",
+                        label(w, upstream, lb, sizeof(lb)));
+        }
+        return;
+    }
+    if (half_open) {
+        if (atomic_compare_exchange_strong_explicit(&h->open_until_ms, &ou, now + u->fail_timeout_ms,
+                                                    memory_order_acq_rel, memory_order_relaxed))
+            ks_log_warn("breaker", "upstream %s: circuit open again for %lld ms, the probe "
+                        "request failed (%s)", label(w, upstream, lb, sizeof(lb)),
+                        (long long)u->fail_timeout_ms, outcome_name(outcome));
+        return;
+    }
+    if (ou > 0)
+        return;     /* open: late answers of requests sent before it opened */
+    if (!count_failure(h, u, now))
+        return;
+    int64_t closed = 0;
+    if (atomic_compare_exchange_strong_explicit(&h->open_until_ms, &closed, now + u->fail_timeout_ms,
+                                                memory_order_acq_rel, memory_order_relaxed)) {
+        atomic_store_explicit(&h->fail_window, 0, memory_order_relaxed);
+        ks_log_warn("breaker", "upstream %s: circuit open for %lld ms after %d failures within "
+                    "%lld ms (last: %s)", label(w, upstream, lb, sizeof(lb)),
+                    (long long)u->fail_timeout_ms, u->max_fails, (long long)u->fail_window_ms,
+                    outcome_name(outcome));
+    }
+}
+
+/* How long until u may take traffic again, in ms (0 = now). */
+static int64_t comeback_ms(const struct ks_worker *w, uint32_t upstream, int64_t now)
+{
+    const struct ks_t_upstream *u = &ks_t_upstreams(w->table)[upstream];
+    const struct ks_health *h = record_of(w, upstream);
+    int64_t wait = 0;
+    int64_t ou = atomic_load_explicit(&h->open_until_ms, memory_order_relaxed);
+    enum ks_breaker b = ks_breaker_of(ou, ks_probe_stale_ms(u), now);
+    if (b == KS_BREAKER_OPEN)
+        wait = ou - now;
+    else if (b == KS_BREAKER_PROBING)
+        wait = 1000;    /* the probe will tell soon */
+    uint64_t word = atomic_load_explicit(&h->word, memory_order_relaxed);
+    if (KS_HW_STATE(word) == KS_HEALTH_DOWN) {
+        /* rise good probes, the next one within an interval */
+        int64_t left = (int64_t)u->rise - (int64_t)KS_HW_COUNT(word);
+        int64_t active = (left > 0 ? left : 1) * u->health_interval_ms;
+        if (active > wait)
+            wait = active;
+    }
+    return wait;
+}
+
+uint32_t ks_balance_retry_after(struct ks_worker *w, uint32_t tenant)
+{
+    const struct ks_t_tenant *tn = &ks_t_tenants(w->table)[tenant];
+    int64_t now = ks_now_ms();
+    int64_t best = -1;
+    for (uint32_t k = 0; k < tn->nupstreams; k++) {
+        uint32_t u = tn->upstreams + k;
+        if (ks_t_upstreams(w->table)[u].weight <= 0)
+            continue;
+        int64_t c = comeback_ms(w, u, now);
+        if (best < 0 || c < best)
+            best = c;
+    }
+    if (best < 0)
+        return RETRY_AFTER_DRAINED_S;
+    int64_t s = (best + 999) / 1000;
+    return s < 1 ? 1 : s > RETRY_AFTER_MAX_S ? RETRY_AFTER_MAX_S : (uint32_t)s;
 }

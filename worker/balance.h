@@ -29,12 +29,24 @@ enum ks_upstream_outcome {
  * attempt, skipping the upstreams in tried[] (indexes into the table's
  * upstreams).  Returns an upstream index or KS_NONE; then *all_down says
  * whether the tenant has upstreams that are all unusable (503 with
- * Retry-After) rather than none left to try. */
+ * Retry-After) rather than none left to try.  An upstream whose breaker
+ * is half-open is returned to one caller only (its probe request), so a
+ * picked upstream must be followed by ks_balance_begin() and
+ * ks_balance_end().  With all_down: try_anyway an all-down tenant gives
+ * the untried upstream that failed least recently instead. */
 uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *tried,
                          size_t ntried, bool *all_down);
 /* A request starts on / finishes with an upstream (index into upstreams). */
 void ks_balance_begin(struct ks_worker *w, uint32_t upstream);
+/* Every outcome but KS_UO_OK counts toward the passive breaker:
+ * max_fails within fail_window open it for fail_timeout. */
 void ks_balance_end(struct ks_worker *w, uint32_t upstream, enum ks_upstream_outcome outcome);
+/* Seconds a client should wait before retrying when ks_balance_pick()
+ * said all_down (the Retry-After of the 503): the soonest any upstream of
+ * the tenant may take traffic again (an open breaker's time left, or rise
+ * good probes at health_interval for an upstream the checks took down),
+ * 1 to 3600. */
+uint32_t ks_balance_retry_after(struct ks_worker *w, uint32_t tenant);
 /* Would this upstream take traffic now? */
 bool ks_balance_usable(const struct ks_shm *shm, const struct ks_t_upstream *u, int64_t now_ms);
 

@@ -1,0 +1,537 @@
+/*
+ * test_balance.c: worker/balance.c and shm/verdict.c.
+ *
+ * A real shared segment and a real route table (built by publish.c from a
+ * real keystone.yaml and copied the way a worker copies it): the weighted
+ * cursor shared by several processes, skipping down, drained and tried
+ * upstreams without upsetting the proportions of the others, the passive
+ * breaker (window, open, exactly one half-open probe under a race of
+ * processes, close or reopen), all_down with and without try_anyway, and
+ * the Retry-After estimate.  The health records are written here the way
+ * the master writes them.
+ */
+#include <config.h>
+
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "keystoned/log.h"
+#include "keystoned/util.h"
+#include "master/config.h"
+#include "master/publish.h"
+#include "shm/shm.h"
+#include "shm/verdict.h"
+#include "worker/balance.h"
+
+static char dir[64], path[128], cfgpath[128];
+static struct ks_shm shm;
+static struct ks_config *cfg;
+static char master_table[1 << 16];
+static char worker_table[1 << 16];
+static struct ks_worker w;
+
+static const char yaml[] =
+    "server:\n  public_addr: 127.0.0.1:1\n"
+    "tenants:\n"
+    "  - name: wrr\n    base_path: /wrr\n    upstreams:\n"
+    "      - { name: a, url: \"http://127.0.0.1:10\", weight: 3 }\n"
+    "      - { name: b, url: \"http://127.0.0.1:11\", weight: 1 }\n"
+    "  - name: three\n    base_path: /three\n    upstreams:\n"
+    "      - { name: x, url: \"http://127.0.0.1:20\" }\n"
+    "      - { name: y, url: \"http://127.0.0.1:21\" }\n"
+    "      - { name: z, url: \"http://127.0.0.1:22\" }\n"
+    "  - name: drain\n    base_path: /drain\n    upstreams:\n"
+    "      - { name: d1, url: \"http://127.0.0.1:30\", weight: 0 }\n"
+    "      - { name: d2, url: \"http://127.0.0.1:31\", weight: 0 }\n"
+    "  - name: half\n    base_path: /half\n    upstreams:\n"
+    "      - { name: h, url: \"http://127.0.0.1:35\", weight: 5 }\n"
+    "      - { name: d, url: \"http://127.0.0.1:36\", weight: 0 }\n"
+    "  - name: brk\n    base_path: /brk\n"
+    "    health_defaults: { max_fails: 3, fail_window: 10s, fail_timeout: 150ms }\n"
+    "    upstreams:\n"
+    "      - { name: s, url: \"http://127.0.0.1:40\" }\n"
+    "      - { name: t, url: \"http://127.0.0.1:41\" }\n"
+    "      - { name: win, url: \"http://127.0.0.1:42\", weight: 0, fail_window: 100ms }\n"
+    "      - { name: off, url: \"http://127.0.0.1:43\", weight: 0, max_fails: 0 }\n"
+    "  - name: solo\n    base_path: /solo\n"
+    "    health_defaults: { max_fails: 1, fail_timeout: 5s }\n"
+    "    upstreams:\n"
+    "      - { name: only, url: \"http://127.0.0.1:50\" }\n"
+    "  - name: anyway\n    base_path: /anyway\n    all_down: try_anyway\n    upstreams:\n"
+    "      - { name: p, url: \"http://127.0.0.1:60\" }\n"
+    "      - { name: q, url: \"http://127.0.0.1:61\" }\n"
+    "      - { name: r, url: \"http://127.0.0.1:62\" }\n"
+    "  - name: empty\n    base_path: /empty\n";
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/ks-test-balance-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/state", dir);
+    snprintf(cfgpath, sizeof(cfgpath), "%s/keystone.yaml", dir);
+    FILE *f = fopen(cfgpath, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(yaml, f);
+    fclose(f);
+    struct ks_diag diag = { 0 };
+    cfg = ks_config_load(cfgpath, &diag);
+    ck_assert_msg(cfg != NULL, "config: %s", diag.n ? diag.msgs[0] : "?");
+    struct ks_shm_limits lim = { .max_workers = 2, .max_upstreams = 32, .max_tenants = 16,
+                                 .route_table_size = sizeof(master_table) };
+    char err[256];
+    ck_assert_msg(ks_shm_create(&shm, path, &lim, cfgpath, "/nonexistent", err, sizeof(err)) == 0,
+                  "%s", err);
+    size_t len = ks_publish_build(cfg, &shm, master_table, sizeof(master_table), err, sizeof(err));
+    ck_assert_msg(len > 0, "%s", err);
+    ck_assert_uint_gt(ks_shm_routes_publish(&shm, master_table, len), 0);
+    memset(&w, 0, sizeof(w));
+    w.shm = &shm;
+    w.table = (struct ks_table *)worker_table;
+    uint64_t gen;
+    ck_assert_int_gt(ks_shm_routes_copy(&shm, worker_table, sizeof(worker_table), &gen, &w.table_buf), 0);
+    w.generation = gen;
+    ks_log_set_level(KS_LOG_ERROR);
+}
+
+static void teardown(void)
+{
+    ks_config_free(cfg);
+    ks_shm_close(&shm);
+    unlink(path);
+    unlink(cfgpath);
+    rmdir(dir);
+}
+
+static uint32_t tenant(const char *name)
+{
+    for (uint32_t i = 0; i < w.table->ntenants; i++)
+        if (strcmp(ks_t_str(w.table, ks_t_tenants(w.table)[i].name), name) == 0)
+            return i;
+    ck_abort_msg("no tenant %s", name);
+    return KS_NONE;
+}
+
+static uint32_t up(const char *tname, const char *uname)
+{
+    const struct ks_t_tenant *tn = &ks_t_tenants(w.table)[tenant(tname)];
+    for (uint32_t k = 0; k < tn->nupstreams; k++)
+        if (strcmp(ks_t_str(w.table, ks_t_upstreams(w.table)[tn->upstreams + k].name), uname) == 0)
+            return tn->upstreams + k;
+    ck_abort_msg("no upstream %s/%s", tname, uname);
+    return KS_NONE;
+}
+
+static struct ks_health *rec(uint32_t u)
+{
+    return ks_shm_health(&shm, ks_t_upstreams(w.table)[u].health_slot);
+}
+
+/* As the master does after fall failed probes. */
+static void set_down(uint32_t u, enum ks_health_reason why, int64_t wall_ms)
+{
+    atomic_store(&rec(u)->last_reason, why);
+    atomic_store(&rec(u)->last_check_wall_ms, wall_ms);
+    atomic_store(&rec(u)->word, KS_HW_MAKE(KS_HEALTH_DOWN, 0, wall_ms / 1000));
+}
+
+static const char *name_of(uint32_t u)
+{
+    return u == KS_NONE ? "(none)" : ks_t_str(w.table, ks_t_upstreams(w.table)[u].name);
+}
+
+/* Pick and complete one request with this outcome. */
+static uint32_t request(uint32_t t, enum ks_upstream_outcome o, bool *all_down)
+{
+    uint32_t u = ks_balance_pick(&w, t, NULL, 0, all_down);
+    if (u != KS_NONE) {
+        ks_balance_begin(&w, u);
+        ks_balance_end(&w, u, o);
+    }
+    return u;
+}
+
+START_TEST(weights_three_to_one)
+{
+    uint32_t t = tenant("wrr"), a = up("wrr", "a"), b = up("wrr", "b");
+    int na = 0, nb = 0;
+    bool all_down;
+    for (int i = 0; i < 400; i++) {
+        uint32_t u = request(t, KS_UO_OK, &all_down);
+        ck_assert(!all_down);
+        na += u == a;
+        nb += u == b;
+        /* smooth: b exactly once in every aligned window of four */
+        if (i % 4 == 3) {
+            ck_assert_int_eq(nb, (i + 1) / 4);
+        }
+    }
+    ck_assert_int_eq(na, 300);
+    ck_assert_int_eq(nb, 100);
+    ck_assert_uint_eq(atomic_load(&rec(a)->requests), 300);
+    ck_assert_uint_eq(atomic_load(&rec(a)->active), 0);
+}
+END_TEST
+
+/* A down upstream's share is spread over the others in proportion, not
+ * handed to its neighbour in the schedule. */
+START_TEST(down_keeps_proportions)
+{
+    uint32_t t = tenant("three"), x = up("three", "x"), y = up("three", "y"), z = up("three", "z");
+    set_down(y, KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    int n[3] = { 0, 0, 0 };
+    bool all_down;
+    for (int i = 0; i < 300; i++) {
+        uint32_t u = request(t, KS_UO_OK, &all_down);
+        ck_assert_msg(u != y, "a down upstream was picked");
+        n[0] += u == x;
+        n[2] += u == z;
+    }
+    ck_assert_int_eq(n[0], 150);
+    ck_assert_int_eq(n[2], 150);
+    ck_assert(!ks_balance_usable(&shm, &ks_t_upstreams(w.table)[y], ks_now_ms()));
+    ck_assert_uint_eq(ks_tenant_usable(&shm, w.table, &ks_t_tenants(w.table)[t], ks_now_ms()), 2);
+}
+END_TEST
+
+START_TEST(drained_and_empty)
+{
+    bool all_down;
+    uint32_t half = tenant("half"), h = up("half", "h");
+    for (int i = 0; i < 50; i++)
+        ck_assert_uint_eq(ks_balance_pick(&w, half, NULL, 0, &all_down), h);  /* d has weight 0 */
+    ck_assert(!ks_balance_usable(&shm, &ks_t_upstreams(w.table)[up("half", "d")], ks_now_ms()));
+    /* every upstream drained: all down, 503 */
+    ck_assert_uint_eq(ks_balance_pick(&w, tenant("drain"), NULL, 0, &all_down), KS_NONE);
+    ck_assert(all_down);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, tenant("drain")), 30);
+    /* no upstreams at all: nothing to pick, but not "all down" */
+    ck_assert_uint_eq(ks_balance_pick(&w, tenant("empty"), NULL, 0, &all_down), KS_NONE);
+    ck_assert(!all_down);
+}
+END_TEST
+
+START_TEST(tried_are_skipped)
+{
+    uint32_t t = tenant("three"), x = up("three", "x"), y = up("three", "y"), z = up("three", "z");
+    bool all_down;
+    uint32_t tried[3] = { x };
+    for (int i = 0; i < 30; i++) {
+        uint32_t u = ks_balance_pick(&w, t, tried, 1, &all_down);
+        ck_assert(u == y || u == z);
+    }
+    tried[1] = y;
+    tried[2] = z;
+    ck_assert_uint_eq(ks_balance_pick(&w, t, tried, 3, &all_down), KS_NONE);
+    ck_assert(!all_down);       /* none left to try: the last failure's answer, not 503 */
+    set_down(y, KS_HR_RESET, ks_wall_ms());
+    tried[1] = z;
+    ck_assert_uint_eq(ks_balance_pick(&w, t, tried, 2, &all_down), KS_NONE);
+    ck_assert(!all_down);
+}
+END_TEST
+
+START_TEST(all_down_fails)
+{
+    uint32_t t = tenant("three");
+    const char *names[] = { "x", "y", "z" };
+    for (int i = 0; i < 3; i++)
+        set_down(up("three", names[i]), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    bool all_down;
+    ck_assert_uint_eq(ks_balance_pick(&w, t, NULL, 0, &all_down), KS_NONE);
+    ck_assert(all_down);
+    /* rise (2) probes at health_interval (10s) */
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 20);
+    /* one good probe seen already: one more to go */
+    atomic_store(&rec(up("three", "y"))->word, KS_HW_MAKE(KS_HEALTH_DOWN, 1, 1));
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 10);
+    ck_assert_uint_eq(ks_tenant_usable(&shm, w.table, &ks_t_tenants(w.table)[t], ks_now_ms()), 0);
+}
+END_TEST
+
+START_TEST(all_down_try_anyway)
+{
+    uint32_t t = tenant("anyway"), p = up("anyway", "p"), q = up("anyway", "q"), r = up("anyway", "r");
+    int64_t wall = ks_wall_ms(), mono = ks_now_ms();
+    set_down(p, KS_HR_CONNECT_REFUSED, wall - 3000);   /* probe failed 3 s ago */
+    set_down(q, KS_HR_CONNECT_REFUSED, wall - 5000);
+    set_down(r, KS_HR_CONNECT_REFUSED, wall - 4000);
+    atomic_store(&rec(q)->last_fail_ms, mono - 1000);  /* but a request failed on q 1 s ago */
+    bool all_down;
+    uint32_t tried[3];
+    tried[0] = ks_balance_pick(&w, t, NULL, 0, &all_down);
+    ck_assert(!all_down);
+    ck_assert_msg(tried[0] == r, "least recently failed first, got %s", name_of(tried[0]));
+    tried[1] = ks_balance_pick(&w, t, tried, 1, &all_down);
+    ck_assert_msg(tried[1] == p, "then the next, got %s", name_of(tried[1]));
+    tried[2] = ks_balance_pick(&w, t, tried, 2, &all_down);
+    ck_assert_msg(tried[2] == q, "then the last, got %s", name_of(tried[2]));
+    ck_assert_uint_eq(ks_balance_pick(&w, t, tried, 3, &all_down), KS_NONE);
+    ck_assert(!all_down);
+}
+END_TEST
+
+static bool wait_usable(uint32_t u, int64_t ms)
+{
+    int64_t deadline = ks_now_ms() + ms;
+    while (ks_now_ms() < deadline) {
+        if (ks_balance_usable(&shm, &ks_t_upstreams(w.table)[u], ks_now_ms()))
+            return true;
+        usleep(5000);
+    }
+    return false;
+}
+
+static enum ks_breaker breaker(uint32_t u)
+{
+    return ks_breaker_of(atomic_load(&rec(u)->open_until_ms), ks_probe_stale_ms(&ks_t_upstreams(w.table)[u]),
+                         ks_now_ms());
+}
+
+START_TEST(breaker_opens_and_half_opens)
+{
+    uint32_t t = tenant("brk"), s = up("brk", "s"), tt = up("brk", "t");
+    /* two failures (and successes between) keep it closed */
+    ks_balance_begin(&w, s);
+    ks_balance_end(&w, s, KS_UO_5XX);
+    ks_balance_begin(&w, s);
+    ks_balance_end(&w, s, KS_UO_OK);
+    ks_balance_begin(&w, s);
+    ks_balance_end(&w, s, KS_UO_CONNECT_FAILED);
+    ck_assert_int_eq(breaker(s), KS_BREAKER_CLOSED);
+    ks_balance_begin(&w, s);
+    ks_balance_end(&w, s, KS_UO_RESET);
+    ck_assert_int_eq(breaker(s), KS_BREAKER_OPEN);     /* max_fails 3 within fail_window */
+    ck_assert_uint_eq(atomic_load(&rec(s)->failures), 3);
+    ck_assert(!ks_balance_usable(&shm, &ks_t_upstreams(w.table)[s], ks_now_ms()));
+
+    bool all_down;
+    for (int i = 0; i < 20; i++)
+        ck_assert_uint_eq(ks_balance_pick(&w, t, NULL, 0, &all_down), tt);
+    /* an answer of a request sent before it opened does not close it */
+    ks_balance_begin(&w, s);
+    ks_balance_end(&w, s, KS_UO_OK);
+    ck_assert_int_eq(breaker(s), KS_BREAKER_OPEN);
+
+    /* after fail_timeout: half-open, exactly one request probes */
+    ck_assert(wait_usable(s, 2000));
+    ck_assert_int_eq(breaker(s), KS_BREAKER_HALF_OPEN);
+    int probes = 0;
+    for (int i = 0; i < 20; i++) {
+        uint32_t u = ks_balance_pick(&w, t, NULL, 0, &all_down);
+        probes += u == s;
+        if (u == s)
+            ks_balance_begin(&w, s);
+    }
+    ck_assert_int_eq(probes, 1);
+    ck_assert_int_eq(breaker(s), KS_BREAKER_PROBING);
+    /* the probe fails: open again */
+    ks_balance_end(&w, s, KS_UO_TIMEOUT);
+    ck_assert_int_eq(breaker(s), KS_BREAKER_OPEN);
+
+    /* next half-open probe succeeds: closed, traffic by weight again */
+    ck_assert(wait_usable(s, 2000));
+    uint32_t u;
+    while ((u = ks_balance_pick(&w, t, NULL, 0, &all_down)) != s)
+        ck_assert_uint_eq(u, tt);
+    ks_balance_begin(&w, s);
+    ks_balance_end(&w, s, KS_UO_OK);
+    ck_assert_int_eq(breaker(s), KS_BREAKER_CLOSED);
+    int ns = 0;
+    for (int i = 0; i < 100; i++)
+        ns += ks_balance_pick(&w, t, NULL, 0, &all_down) == s;
+    ck_assert_int_eq(ns, 50);
+    /* the window restarted: two more failures do not open it */
+    ks_balance_begin(&w, s);
+    ks_balance_end(&w, s, KS_UO_5XX);
+    ks_balance_begin(&w, s);
+    ks_balance_end(&w, s, KS_UO_5XX);
+    ck_assert_int_eq(breaker(s), KS_BREAKER_CLOSED);
+}
+END_TEST
+
+START_TEST(breaker_window_and_off)
+{
+    uint32_t win = up("brk", "win"), off = up("brk", "off");
+    /* failures further apart than fail_window (100ms) never add up */
+    for (int round = 0; round < 3; round++) {
+        int64_t start = ks_now_ms();
+        for (int i = 0; i < 2; i++) {
+            ks_balance_begin(&w, win);
+            ks_balance_end(&w, win, KS_UO_5XX);
+        }
+        ck_assert_int_eq(breaker(win), KS_BREAKER_CLOSED);
+        while (ks_now_ms() - start <= 110)
+            usleep(5000);
+    }
+    for (int i = 0; i < 3; i++) {
+        ks_balance_begin(&w, win);
+        ks_balance_end(&w, win, KS_UO_5XX);
+    }
+    ck_assert_int_eq(breaker(win), KS_BREAKER_OPEN);
+    /* max_fails 0: never */
+    for (int i = 0; i < 100; i++) {
+        ks_balance_begin(&w, off);
+        ks_balance_end(&w, off, KS_UO_CONNECT_FAILED);
+    }
+    ck_assert_int_eq(breaker(off), KS_BREAKER_CLOSED);
+    ck_assert_uint_eq(atomic_load(&rec(off)->failures), 100);
+}
+END_TEST
+
+START_TEST(retry_after_of_open_breaker)
+{
+    uint32_t t = tenant("solo"), only = up("solo", "only");
+    bool all_down;
+    ck_assert_uint_eq(request(t, KS_UO_5XX, &all_down), only);
+    ck_assert_int_eq(breaker(only), KS_BREAKER_OPEN);
+    ck_assert_uint_eq(ks_balance_pick(&w, t, NULL, 0, &all_down), KS_NONE);
+    ck_assert(all_down);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 5);    /* fail_timeout left */
+    /* down by the checks as well: the longer of the two */
+    set_down(only, KS_HR_READ_TIMEOUT, ks_wall_ms());
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 20);
+}
+END_TEST
+
+/* Run fn in n child processes at once (released together) and collect
+ * what each writes to its pipe. */
+static void in_children(int n, void (*fn)(int out), char *results, size_t each)
+{
+    int go[2], back[2];
+    ck_assert_int_eq(pipe(go), 0);
+    ck_assert_int_eq(pipe(back), 0);
+    pid_t pids[16];
+    for (int i = 0; i < n; i++) {
+        pids[i] = fork();
+        ck_assert_int_ge(pids[i], 0);
+        if (pids[i] == 0) {
+            close(go[1]);
+            close(back[0]);
+            char c;
+            if (read(go[0], &c, 1) != 0)     /* blocks until the parent closes */
+                _exit(3);
+            fn(back[1]);
+            _exit(0);
+        }
+    }
+    close(go[0]);
+    close(back[1]);
+    close(go[1]);       /* EOF releases every child at once */
+    size_t got = 0, want = (size_t)n * each;
+    while (got < want) {
+        ssize_t r = read(back[0], results + got, want - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(back[0]);
+    for (int i = 0; i < n; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    ck_assert_uint_eq(got, want);
+}
+
+static void thousand_picks(int out)
+{
+    uint32_t t = tenant("wrr"), a = up("wrr", "a");
+    uint32_t counts[2] = { 0, 0 };
+    bool all_down;
+    for (int i = 0; i < 1000; i++) {
+        uint32_t u = request(t, KS_UO_OK, &all_down);
+        counts[u == a ? 0 : 1]++;
+    }
+    ck_assert_int_eq(write(out, counts, sizeof(counts)), (ssize_t)sizeof(counts));
+}
+
+/* One cursor for every process: together they follow the weights exactly,
+ * whatever each one got. */
+START_TEST(shared_cursor_across_processes)
+{
+    uint32_t counts[8][2];
+    in_children(8, thousand_picks, (char *)counts, sizeof(counts[0]));
+    uint32_t a = 0, b = 0;
+    for (int i = 0; i < 8; i++) {
+        a += counts[i][0];
+        b += counts[i][1];
+    }
+    ck_assert_uint_eq(a, 6000);
+    ck_assert_uint_eq(b, 2000);
+    ck_assert_uint_eq(atomic_load(&rec(up("wrr", "a"))->requests), 6000);
+}
+END_TEST
+
+static void one_pick(int out)
+{
+    bool all_down;
+    uint32_t u = ks_balance_pick(&w, tenant("solo"), NULL, 0, &all_down);
+    uint32_t res[2] = { u, all_down };
+    ck_assert_int_eq(write(out, res, sizeof(res)), (ssize_t)sizeof(res));
+}
+
+START_TEST(half_open_claimed_once)
+{
+    uint32_t only = up("solo", "only");
+    for (int round = 0; round < 5; round++) {
+        /* open, and already past fail_timeout: half-open */
+        atomic_store(&rec(only)->open_until_ms, ks_now_ms() - 1);
+        uint32_t res[12][2];
+        in_children(12, one_pick, (char *)res, sizeof(res[0]));
+        int winners = 0, down = 0;
+        for (int i = 0; i < 12; i++) {
+            winners += res[i][0] == only;
+            down += res[i][0] == KS_NONE && res[i][1];
+        }
+        ck_assert_int_eq(winners, 1);
+        ck_assert_int_eq(down, 11);
+        ck_assert_int_eq(breaker(only), KS_BREAKER_PROBING);
+    }
+}
+END_TEST
+
+/* A probe whose worker died is given to another request once stale. */
+START_TEST(stale_probe_is_reclaimed)
+{
+    uint32_t only = up("solo", "only");
+    const struct ks_t_upstream *u = &ks_t_upstreams(w.table)[only];
+    int64_t stale = ks_probe_stale_ms(u);
+    ck_assert_int_eq(stale, 2000 + 30000);  /* connect_timeout + response_timeout */
+    atomic_store(&rec(only)->open_until_ms, -(ks_now_ms() - stale - 10));
+    ck_assert_int_eq(breaker(only), KS_BREAKER_HALF_OPEN);
+    bool all_down;
+    ck_assert_uint_eq(ks_balance_pick(&w, tenant("solo"), NULL, 0, &all_down), only);
+    ck_assert_int_eq(breaker(only), KS_BREAKER_PROBING);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("balance");
+    TCase *tc = tcase_create("balance");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, weights_three_to_one);
+    tcase_add_test(tc, down_keeps_proportions);
+    tcase_add_test(tc, drained_and_empty);
+    tcase_add_test(tc, tried_are_skipped);
+    tcase_add_test(tc, all_down_fails);
+    tcase_add_test(tc, all_down_try_anyway);
+    tcase_add_test(tc, breaker_opens_and_half_opens);
+    tcase_add_test(tc, breaker_window_and_off);
+    tcase_add_test(tc, retry_after_of_open_breaker);
+    tcase_add_test(tc, shared_cursor_across_processes);
+    tcase_add_test(tc, half_open_claimed_once);
+    tcase_add_test(tc, stale_probe_is_reclaimed);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}

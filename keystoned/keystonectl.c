@@ -211,8 +211,8 @@ static void print_upstreams_text(const struct ctl *c, const struct ks_t_tenant *
         }
         if (u->weight == 0)
             ks_appendf(notes, sizeof(notes), &pos, "%sweight 0 (draining)", pos ? ", " : "");
-        printf("    %-16s %-28s %-8s %-18s %9s  %s\n", ks_t_str(t, u->name), ks_t_str(t, u->url),
-               ks_health_state_name(KS_HW_STATE(w)), since, latency, notes);
+        printf("    %-16s %-28s %-8s %-18s %9s%s%s\n", ks_t_str(t, u->name), ks_t_str(t, u->url),
+               ks_health_state_name(KS_HW_STATE(w)), since, latency, notes[0] ? "  " : "", notes);
     }
 }
 

@@ -213,7 +213,7 @@ static void close_probe(struct ks_health_checker *hc, struct target *t)
     }
 }
 
-static void log_change(const struct target *t, unsigned state, unsigned checks, bool ok,
+static void log_change(const struct target *t, unsigned state, unsigned checks,
                        const struct ks_health *h)
 {
     const char *plural = checks == 1 ? "" : "s";
@@ -221,7 +221,6 @@ static void log_change(const struct target *t, unsigned state, unsigned checks, 
         ks_log_info("health", "upstream %s is UP (%u check%s)", t->conf.label, checks, plural);
         return;
     }
-    (void)ok;
     unsigned reason = atomic_load_explicit(&h->last_reason, memory_order_relaxed);
     char why[96];
     if (reason == KS_HR_BAD_STATUS)
@@ -254,8 +253,11 @@ static void record(struct ks_health_checker *hc, struct target *t, bool ok,
     bool changed;
     uint64_t word = ks_health_step(old, ok, t->conf.rise, t->conf.fall, ks_wall_ms() / 1000, &changed);
     atomic_store_explicit(&h->word, word, memory_order_release);
+    /* the probes that made the change: the count so far and this one, but
+     * from unknown a single success decides */
+    unsigned checks = KS_HW_STATE(old) == KS_HEALTH_UNKNOWN && ok ? 1 : KS_HW_COUNT(old) + 1;
     if (changed)
-        log_change(t, KS_HW_STATE(word), KS_HW_COUNT(old) + 1, ok, h);
+        log_change(t, KS_HW_STATE(word), checks, h);
 }
 
 static void finish(struct ks_health_checker *hc, struct target *t, bool ok,

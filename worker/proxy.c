@@ -1081,20 +1081,6 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
     }
 }
 
-/* Seconds a client should wait when every upstream is down: until the
- * passive breaker lets one be tried again, within [1, 60]. */
-static int retry_after(const struct ks_table *t, const struct ks_t_tenant *tn)
-{
-    int64_t best = 0;
-    for (uint32_t i = 0; i < tn->nupstreams; i++) {
-        int64_t ft = ks_t_upstreams(t)[tn->upstreams + i].fail_timeout_ms;
-        if (best == 0 || (ft > 0 && ft < best))
-            best = ft;
-    }
-    int s = (int)((best + 999) / 1000);
-    return s < 1 ? 1 : s > 60 ? 60 : s;
-}
-
 static bool valid_target(const char *p, size_t n)
 {
     if (n == 0)
@@ -1139,7 +1125,8 @@ int ks_proxy_forward(struct ks_exchange *x)
         if (u == KS_NONE) {
             if (all_down && ntried == 0) {
                 char extra[48];
-                snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", retry_after(t, tn));
+                snprintf(extra, sizeof(extra), "Retry-After: %u\r\n",
+                         ks_balance_retry_after(w, x->tenant));
                 return ks_proxy_fail(x, 503, "no healthy upstream", extra);
             }
             break;

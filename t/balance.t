@@ -1,0 +1,271 @@
+#!/usr/bin/perl
+# Load balancing with real traffic through the proxy: weights across many
+# workers, no request to a DOWN upstream, no failed request once one is
+# down (and, thanks to the retry, not even before), draining by weight 0,
+# the passive breaker opening on a 5xx burst and half-opening later, a
+# dead upstream taken out by its connect failures, all-down 503 with
+# Retry-After, and all_down: try_anyway.
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP;
+use POSIX ();
+use Keystone::Test;
+
+my $t = Keystone::Test->new;
+my $port = $t->free_port;
+my $state = "$t->{dir}/keystoned.state";
+my %b = map { $_ => $t->backend(name => $_) } qw(a b p1 p2 solo alive z1);
+my $dead1 = $t->free_port;
+my $dead2 = $t->free_port;
+sub url { "http://" . $b{ $_[0] }->addr }
+
+sub config {
+    my (%o) = @_;
+    my $wb = $o{weight_b} // 1;
+    return <<"EOF";
+server:
+  public_addr: 127.0.0.1:$port
+  workers: 4
+  min_spare: 1
+  max_spare: 8
+  access_log: "off"
+tenants:
+  - name: wrr
+    base_path: /wrr
+    health_defaults: { path: /health, interval: 1s, timeout: 800ms }
+    upstreams:
+      - { name: a, url: "@{[ url('a') ]}", weight: 3 }
+      - { name: b, url: "@{[ url('b') ]}", weight: $wb }
+  - name: pair
+    base_path: /pair
+    health_defaults: { path: /health, interval: 300ms, timeout: 250ms, rise: 2, fall: 2, max_fails: 0 }
+    upstreams:
+      - { name: p1, url: "@{[ url('p1') ]}" }
+      - { name: p2, url: "@{[ url('p2') ]}" }
+  - name: brk
+    base_path: /brk
+    health_defaults: { path: /health, interval: 1s, timeout: 800ms,
+                       max_fails: 3, fail_window: 10s, fail_timeout: 1500ms }
+    upstreams:
+      - { name: solo, url: "@{[ url('solo') ]}" }
+  - name: dead
+    base_path: /dead
+    retries: 1
+    health_defaults: { interval: 24h, max_fails: 2, fail_window: 10s, fail_timeout: 1s }
+    upstreams:
+      - { name: gone, url: "http://127.0.0.1:$dead1" }
+      - { name: alive, url: "@{[ url('alive') ]}" }
+  - name: down
+    base_path: /down
+    health_defaults: { interval: 2s, timeout: 1s, rise: 2, fall: 1 }
+    upstreams:
+      - { name: nothing, url: "http://127.0.0.1:$dead2" }
+  - name: anyway
+    base_path: /anyway
+    all_down: try_anyway
+    health_defaults: { path: /health, interval: 300ms, timeout: 250ms, fall: 1 }
+    upstreams:
+      - { name: z1, url: "@{[ url('z1') ]}" }
+EOF
+}
+
+sub tenants { $t->request($port, GET => '/admin/tenants')->{json} }
+sub upstream {
+    my ($tenant, $name, $h) = @_;
+    $h //= tenants();
+    my ($tn) = grep { $_->{name} eq $tenant } @{ $h->{tenants} };
+    my ($u) = grep { $_->{name} eq $name } @{ $tn->{upstreams} };
+    return $u;
+}
+sub wait_state {
+    my ($tenant, $name, $state, %o) = @_;
+    return $t->wait_for(sub { (upstream($tenant, $name)->{state} // '') eq $state },
+                        timeout => $o{timeout} // 10);
+}
+# Requests made to a backend for the client (its request log, probes left out).
+sub served { scalar grep { !m{ /health[ ?]} } $b{ $_[0] }->requests }
+
+# n requests from each of k processes at once; returns the backend names
+# (or "status N") in order of completion.
+sub parallel {
+    my ($k, $n, $path) = @_;
+    my @kids;
+    for my $i (1 .. $k) {
+        pipe(my $rd, my $wr) or die "pipe: $!";
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            close $rd;
+            for (1 .. $n) {
+                my $r = $t->request($port, GET => $path);
+                print $wr (($r->{status} // 0) == 200 ? $r->{json}{name} : "status " . ($r->{status} // 'none')), "\n";
+            }
+            close $wr;
+            POSIX::_exit(0);
+        }
+        close $wr;
+        push @kids, [ $pid, $rd ];
+    }
+    my @out;
+    for my $k (@kids) {
+        my $fh = $k->[1];
+        push @out, map { chomp; $_ } <$fh>;
+        waitpid $k->[0], 0;
+    }
+    return @out;
+}
+
+$t->write_config(config());
+my $master = $t->start;
+for my $u ([qw(wrr a)], [qw(wrr b)], [qw(pair p1)], [qw(pair p2)], [qw(brk solo)]) {
+    ok(wait_state(@$u, 'up'), "$u->[0]/$u->[1] is up");
+}
+
+# ---- weights 3:1 over many requests from many workers ---------------------------------
+my @got = parallel(8, 100, '/wrr/x');
+my %n;
+$n{$_}++ for @got;
+is(scalar @got, 800, '800 requests from 8 clients at once');
+is(($n{a} // 0) + ($n{b} // 0), 800, 'all answered by a or b');
+my $share = ($n{a} // 0) / 800;
+# The cursor is shared, so the split is exact in practice; the tolerance
+# (1%) only allows for a retried request.
+ok(abs($share - 0.75) <= 0.01, "weights 3:1 give 3:1 (a $n{a}, b $n{b}, tolerance 1%)");
+my ($code, $out) = $t->ctl('-s', $state, 'status', '-j');
+my $busy = grep { $_->{requests} > 0 } @{ decode_json($out)->{workers}{list} };
+ok($busy >= 2, "served by several workers ($busy)");
+is(upstream('wrr', 'a')->{requests}, $n{a}, 'the request counter of a agrees');
+
+# ---- weight 0 drains --------------------------------------------------------------------
+$t->write_config(config(weight_b => 0));
+($code) = $t->ctl('-s', $state, 'reload');
+is($code, 0, 'reload with b at weight 0');
+my $before = served('b');
+@got = parallel(2, 20, '/wrr/x');
+is(scalar(grep { $_ eq 'a' } @got), 40, 'every request goes to a');
+is(served('b'), $before, 'b gets no new request');
+is(upstream('wrr', 'b')->{usable}, JSON::PP::false, 'b is not usable while drained');
+is(upstream('wrr', 'b')->{state}, 'up', 'but still checked and up');
+$t->write_config(config());
+($code) = $t->ctl('-s', $state, 'reload');
+is($code, 0, 'b back at weight 1');
+
+# ---- no request reaches a DOWN upstream ----------------------------------------------------
+ok($b{p1}->set_health(503), 'p1 starts failing its checks (it still serves)');
+ok(wait_state('pair', 'p1', 'down'), 'p1 is DOWN');
+my $p1 = served('p1');
+@got = parallel(4, 25, '/pair/y');
+is(scalar(grep { $_ eq 'p2' } @got), 100, 'all 100 requests answered by p2');
+is(served('p1'), $p1, 'none of them reached p1');
+ok($b{p1}->set_health(200), 'p1 healthy again');
+ok(wait_state('pair', 'p1', 'up'), 'p1 is UP');
+
+# ---- kill an upstream under load: zero failed requests once it is down ------------------
+# A client keeps sending requests; each result is written with its time.
+# A request that was in flight on p1 when it died may fail (the spec asks
+# nothing of those); once p1 is DOWN none may.
+use Time::HiRes ();
+my $stop = "$t->{dir}/stop";
+my $pid = fork // die;
+if ($pid == 0) {
+    open my $fh, '>', "$t->{dir}/load" or POSIX::_exit(1);
+    $fh->autoflush(1);
+    while (!-e $stop) {
+        my $start = Time::HiRes::time();
+        my $r = $t->request($port, GET => '/pair/z');
+        printf $fh "%.6f %s %s\n", $start, $r->{status} // 0,
+            ($r->{status} // 0) == 200 ? $r->{json}{name} : ($r->{error} // $r->{body} // '');
+    }
+    close $fh;
+    POSIX::_exit(0);
+}
+ok($t->wait_for(sub { served('p1') > $p1 + 20 }), 'traffic reaches p1');
+$b{p1}->stop;
+ok(wait_state('pair', 'p1', 'down'), 'p1 killed and DOWN');
+my $t_down = Time::HiRes::time();
+my $p2_at_down = served('p2');
+ok($t->wait_for(sub { served('p2') >= $p2_at_down + 100 }, timeout => 20), '100 more requests since');
+$t->write_file('stop', '');
+waitpid $pid, 0;
+my (@before, @after);
+for (split /\n/, do { local (@ARGV, $/) = "$t->{dir}/load"; <> }) {
+    my ($when, $status, $who) = split / /, $_, 3;
+    push @{ $when > $t_down ? \@after : \@before }, [ $status, $who ];
+}
+ok(scalar(@after) >= 100, scalar(@after) . ' requests after p1 was seen down');
+my @failed = grep { $_->[0] != 200 } @after;
+is(scalar @failed, 0, 'none of them failed') or diag(explain \@failed);
+is(scalar(grep { $_->[1] eq 'p1' } @after), 0, 'none reached p1');
+my @early = grep { $_->[0] != 200 } @before;
+ok(scalar(grep { $_->[1] eq 'p1' } @before) > 0, 'p1 served before it died');
+note(scalar(@early) . ' of ' . scalar(@before) . ' requests before DOWN failed: ' .
+     join(', ', map { "$_->[0] $_->[1]" } @early));
+is(upstream('pair', 'p1')->{reason}, 'connect refused', 'p1: connect refused');
+
+# ---- the passive breaker opens on a 5xx burst and half-opens later -------------------------
+my $mark = $t->log_mark;
+for my $i (1 .. 3) {
+    my $r = $t->request($port, GET => '/brk/?status=500');
+    is($r->{status}, 500, "5xx burst: request $i is relayed");
+}
+my $u = upstream('brk', 'solo');
+is($u->{breaker}, 'open', 'three 5xx within fail_window open the breaker');
+is($u->{state}, 'up', 'while the active checks still say up');
+is($u->{usable}, JSON::PP::false, 'so solo takes no traffic');
+ok($t->wait_log(qr{breaker: upstream brk/solo: circuit open for 1500 ms after 3 failures}, from => $mark),
+   'the opening is logged');
+my $left = POSIX::ceil(upstream('brk', 'solo')->{breaker_open_ms} / 1000);
+my $r = $t->request($port, GET => '/brk/x');
+is($r->{status}, 503, 'the next request: 503');
+my $ra = $r->{headers}{'retry-after'} // '';
+# the seconds left on the breaker, rounded up (a moment passed since we asked)
+ok($ra eq $left || $ra eq $left - 1, "Retry-After: the breaker time left ($ra, ${left}s left)");
+ok($ra >= 1, 'at least 1');
+is($r->{json}{error}{message}, 'no healthy upstream', 'with the JSON envelope');
+my $served = served('solo');
+is($t->request($port, GET => '/admin/tenants/brk/health')->{status}, 503, '/admin/tenants/brk/health: 503');
+ok($t->wait_for(sub { upstream('brk', 'solo')->{breaker} eq 'half-open' }, timeout => 5),
+   'after fail_timeout the breaker is half-open');
+$r = $t->request($port, GET => '/brk/x');
+is($r->{status}, 200, 'one request probes it and succeeds');
+is(served('solo'), $served + 1, 'that request reached solo');
+is(upstream('brk', 'solo')->{breaker}, 'closed', 'the breaker is closed again');
+ok($t->wait_log(qr{breaker: upstream brk/solo is half-open}, from => $mark), 'half-open logged');
+ok($t->wait_log(qr{breaker: upstream brk/solo: circuit closed}, from => $mark), 'closing logged');
+
+# ---- a dead upstream its checks have not caught yet: retried, then taken out ------------------
+$mark = $t->log_mark;
+@got = parallel(1, 10, '/dead/x');
+is(scalar(grep { $_ eq 'alive' } @got), 10, 'connect failures on gone are retried on alive: no failure');
+$u = upstream('dead', 'gone');
+is($u->{state}, 'unknown', 'gone: the checks (one a day) have not decided');
+is($u->{failures}, 2, 'two connect failures (max_fails) reached it');
+is($u->{breaker}, 'open', 'then its breaker opened');
+@got = parallel(1, 10, '/dead/x');
+is(scalar(grep { $_ eq 'alive' } @got), 10, 'all served by alive');
+is(upstream('dead', 'gone')->{failures}, 2, 'and none tried gone while open');
+ok($t->wait_for(sub { upstream('dead', 'gone')->{breaker} eq 'half-open' }, timeout => 5), 'half-open later');
+@got = parallel(1, 10, '/dead/x');
+is(scalar(grep { $_ eq 'alive' } @got), 10, 'the probe request fails over to alive too');
+$u = upstream('dead', 'gone');
+is($u->{failures}, 3, 'exactly one probe request tried gone');
+is($u->{breaker}, 'open', 'and the breaker opened again');
+ok($t->wait_log(qr{breaker: upstream dead/gone: circuit open again for 1000 ms, the probe request failed \(connect failed\)},
+                from => $mark), 'logged');
+
+# ---- all down: 503 with Retry-After -------------------------------------------------------
+ok(wait_state('down', 'nothing', 'down'), 'down/nothing is DOWN');
+$r = $t->request($port, GET => '/down/x');
+is($r->{status}, 503, 'all upstreams down: 503');
+is($r->{headers}{'retry-after'}, '4', 'Retry-After: rise (2) probes at health_interval (2s)');
+is($t->request($port, GET => '/admin/health')->{json}{status}, 'degraded', '/admin/health: degraded');
+
+# ---- all_down: try_anyway --------------------------------------------------------------------
+ok($b{z1}->set_health(503), 'z1 fails its checks');
+ok(wait_state('anyway', 'z1', 'down'), 'z1 is DOWN');
+$r = $t->request($port, GET => '/anyway/x');
+is($r->{status}, 200, 'try_anyway: the request is still tried');
+is($r->{json}{name}, 'z1', 'on the least recently failed upstream');
+
+is($t->stop >> 8, 0, 'clean stop');
+done_testing;

@@ -1,10 +1,10 @@
 #!/usr/bin/perl
 # Load balancing with real traffic through the proxy: weights across many
 # workers, no request to a DOWN upstream, no failed request once one is
-# down (and, thanks to the retry, not even before), draining by weight 0,
-# the passive breaker opening on a 5xx burst and half-opening later, a
-# dead upstream taken out by its connect failures, all-down 503 with
-# Retry-After, and all_down: try_anyway.
+# down, draining by weight 0, the passive breaker opening on a 5xx burst
+# and half-opening later, a dead upstream taken out by its connect
+# failures, all-down 503 with Retry-After, all_down: try_anyway, and
+# retries (connect failures only; a POST whose body went out never again).
 use strict;
 use warnings;
 use Test::More;
@@ -15,9 +15,8 @@ use Keystone::Test;
 my $t = Keystone::Test->new;
 my $port = $t->free_port;
 my $state = "$t->{dir}/keystoned.state";
-my %b = map { $_ => $t->backend(name => $_) } qw(a b p1 p2 solo alive z1);
-my $dead1 = $t->free_port;
-my $dead2 = $t->free_port;
+my %b = map { $_ => $t->backend(name => $_) } qw(a b p1 p2 solo alive z1 ok1 ok2 ok0 s1 s2 s3);
+my ($dead1, $dead2, @dead) = map { $t->free_port } 1 .. 8;
 sub url { "http://" . $b{ $_[0] }->addr }
 
 sub config {
@@ -67,6 +66,44 @@ tenants:
     health_defaults: { path: /health, interval: 300ms, timeout: 250ms, fall: 1 }
     upstreams:
       - { name: z1, url: "@{[ url('z1') ]}" }
+  # retries: connect failures (nothing sent) go to the next upstream
+  - name: retry1
+    base_path: /retry1
+    retries: 1
+    health_defaults: { interval: 24h, max_fails: 0 }
+    upstreams:
+      - { name: d1, url: "http://127.0.0.1:$dead[0]" }
+      - { name: d2, url: "http://127.0.0.1:$dead[1]" }
+      - { name: ok1, url: "@{[ url('ok1') ]}" }
+  - name: retry2
+    base_path: /retry2
+    retries: 2
+    health_defaults: { interval: 24h, max_fails: 0 }
+    upstreams:
+      - { name: d1, url: "http://127.0.0.1:$dead[2]" }
+      - { name: d2, url: "http://127.0.0.1:$dead[3]" }
+      - { name: ok2, url: "@{[ url('ok2') ]}" }
+  - name: retry0
+    base_path: /retry0
+    retries: 0
+    health_defaults: { interval: 24h, max_fails: 0 }
+    upstreams:
+      - { name: d1, url: "http://127.0.0.1:$dead[4]" }
+      - { name: ok0, url: "@{[ url('ok0') ]}" }
+  - name: post
+    base_path: /post
+    retries: 1
+    health_defaults: { interval: 24h, max_fails: 0 }
+    upstreams:
+      - { name: s1, url: "@{[ url('s1') ]}" }
+      - { name: s2, url: "@{[ url('s2') ]}" }
+  - name: postdead
+    base_path: /postdead
+    retries: 1
+    health_defaults: { interval: 24h, max_fails: 0 }
+    upstreams:
+      - { name: d1, url: "http://127.0.0.1:$dead[5]" }
+      - { name: s3, url: "@{[ url('s3') ]}" }
 EOF
 }
 
@@ -266,6 +303,35 @@ ok(wait_state('anyway', 'z1', 'down'), 'z1 is DOWN');
 $r = $t->request($port, GET => '/anyway/x');
 is($r->{status}, 200, 'try_anyway: the request is still tried');
 is($r->{json}{name}, 'z1', 'on the least recently failed upstream');
+
+# ---- retries ------------------------------------------------------------------------------
+# Each tenant's cursor starts at its first upstream: the first request
+# meets the dead ones first.
+$r = $t->request($port, GET => '/retry1/x');
+is($r->{status}, 502, 'retries 1: two refused connections, then 502');
+is($r->{json}{error}{message}, 'cannot connect to the upstream', 'saying why');
+is(upstream('retry1', 'd1')->{failures} + upstream('retry1', 'd2')->{failures}, 2, 'both dead ones tried');
+is(served('ok1'), 0, 'ok1 was not reached: one retry only');
+is($t->request($port, GET => '/retry1/x')->{json}{name}, 'ok1', 'the next request reaches ok1');
+$r = $t->request($port, GET => '/retry2/x');
+is($r->{status}, 200, 'retries 2: the third attempt succeeds');
+is($r->{json}{name}, 'ok2', 'on ok2');
+$r = $t->request($port, GET => '/retry0/x');
+is($r->{status}, 502, 'retries 0: a refused connection is not retried');
+is(upstream('retry0', 'd1')->{failures}, 1, 'one attempt');
+is($t->request($port, GET => '/retry0/x')->{json}{name}, 'ok0', 'the next request goes to ok0');
+
+# a POST whose body went out is never sent again
+$r = $t->request($port, POST => '/post/x?reset=1', body => 'hello');
+is($r->{status}, 502, 'POST answered by a reset: 502');
+my @posts = grep { /^POST / } map { $b{$_}->requests } qw(s1 s2);
+is(scalar @posts, 1, 'the POST reached exactly one upstream') or diag(explain \@posts);
+# but one that could not even connect is
+$r = $t->request($port, POST => '/postdead/x', body => 'hello');
+is($r->{status}, 200, 'POST after a refused connection: retried');
+is($r->{json}{name}, 's3', 'on s3');
+is($r->{json}{body}, 'hello', 'with its body');
+is(scalar(grep { /^POST / } $b{s3}->requests), 1, 'once');
 
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

@@ -57,7 +57,7 @@ static const char *label(const struct ks_worker *w, uint32_t upstream, char *buf
 /* Take upstream u for a new request if it can have one: a closed breaker
  * lets it through, a half-open one only to the request that wins the
  * claim (CAS to "probing since now"). */
-static bool take(struct ks_worker *w, uint32_t upstream, int64_t now)
+static bool take_at(struct ks_worker *w, uint32_t upstream, int64_t now)
 {
     const struct ks_t_upstream *u = &ks_t_upstreams(w->table)[upstream];
     struct ks_health *h = record_of(w, upstream);
@@ -132,7 +132,7 @@ uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *t
     for (uint32_t i = 0; i < draws; i++) {
         pos = atomic_fetch_add_explicit(cursor, 1, memory_order_relaxed);
         uint32_t u = tn->upstreams + sched[pos % tn->nschedule];
-        if (!was_tried(u, tried, ntried) && take(w, u, now))
+        if (!was_tried(u, tried, ntried) && take_at(w, u, now))
             return u;
     }
     /* Unlucky draws (others took the positions of the usable ones) or
@@ -143,7 +143,7 @@ uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *t
         if (!ks_balance_usable(w->shm, &ks_t_upstreams(t)[u], now))
             continue;
         any_usable = true;
-        if (!was_tried(u, tried, ntried) && take(w, u, now))
+        if (!was_tried(u, tried, ntried) && take_at(w, u, now))
             return u;
     }
     if (any_usable)
@@ -152,6 +152,11 @@ uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *t
         return least_recently_failed(w, tn, pos, tried, ntried);
     *all_down = true;
     return KS_NONE;
+}
+
+bool ks_balance_take(struct ks_worker *w, uint32_t upstream)
+{
+    return take_at(w, upstream, ks_now_ms());
 }
 
 void ks_balance_begin(struct ks_worker *w, uint32_t upstream)

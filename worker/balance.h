@@ -36,6 +36,10 @@ enum ks_upstream_outcome {
  * the untried upstream that failed least recently instead. */
 uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *tried,
                          size_t ntried, bool *all_down);
+/* An upstream chosen without ks_balance_pick() (a route's `upstream`):
+ * may it take this request?  Like pick, it claims a half-open breaker's
+ * single probe, so the same begin/end must follow a true answer. */
+bool ks_balance_take(struct ks_worker *w, uint32_t upstream);
 /* A request starts on / finishes with an upstream (index into upstreams). */
 void ks_balance_begin(struct ks_worker *w, uint32_t upstream);
 /* Every outcome but KS_UO_OK counts toward the passive breaker:

@@ -1118,7 +1118,7 @@ int ks_proxy_forward(struct ks_exchange *x)
         uint32_t u = x->upstream;
         if (u == KS_NONE) {
             u = ks_balance_pick(w, x->tenant, tried, ntried, &all_down);
-        } else if (u >= t->nupstreams || !ks_balance_usable(w->shm, &ks_t_upstreams(t)[u], ks_now_ms())) {
+        } else if (u >= t->nupstreams || !ks_balance_take(w, u)) {
             all_down = u < t->nupstreams;
             u = KS_NONE;
         }

@@ -495,6 +495,28 @@ START_TEST(half_open_claimed_once)
 }
 END_TEST
 
+/* An upstream a route forces: ks_balance_take claims the probe as pick does. */
+START_TEST(take_claims_the_probe)
+{
+    uint32_t only = up("solo", "only");
+    ck_assert(ks_balance_take(&w, only));        /* closed: any number */
+    ck_assert(ks_balance_take(&w, only));
+    atomic_store(&rec(only)->open_until_ms, ks_now_ms() + 60000);
+    ck_assert(!ks_balance_take(&w, only));       /* open */
+    atomic_store(&rec(only)->open_until_ms, ks_now_ms() - 1);
+    ck_assert(ks_balance_take(&w, only));        /* half-open: the one probe */
+    ck_assert(!ks_balance_take(&w, only));
+    bool all_down;
+    ck_assert_uint_eq(ks_balance_pick(&w, tenant("solo"), NULL, 0, &all_down), KS_NONE);
+    ck_assert(all_down);
+    ks_balance_begin(&w, only);
+    ks_balance_end(&w, only, KS_UO_OK);
+    ck_assert_int_eq(breaker(only), KS_BREAKER_CLOSED);
+    set_down(only, KS_HR_RESET, ks_wall_ms());
+    ck_assert(!ks_balance_take(&w, only));       /* the checks say down */
+}
+END_TEST
+
 /* A probe whose worker died is given to another request once stale. */
 START_TEST(stale_probe_is_reclaimed)
 {
@@ -528,6 +550,7 @@ int main(void)
     tcase_add_test(tc, shared_cursor_across_processes);
     tcase_add_test(tc, half_open_claimed_once);
     tcase_add_test(tc, stale_probe_is_reclaimed);
+    tcase_add_test(tc, take_claims_the_probe);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -565,6 +565,10 @@ static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struc
                     return HR_BAD;
                 }
                 rp->head_len = parsed;
+                if (parsed > limit) {
+                    *why = "response head from the upstream too large";
+                    return HR_BAD;
+                }
                 if ((*why = ks_http_check_response_head(P->up_buf, parsed)) != NULL)
                     return HR_BAD;
                 return HR_OK;

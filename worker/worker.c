@@ -258,10 +258,13 @@ static int route_request(struct ks_exchange *x)
     x->tenant = ks_route_tenant(w->table, r->host, x->match_path, x->match_path_len, &x->base_len);
     if (x->tenant == KS_NONE)
         return ks_proxy_fail(x, 404, "no tenant for this host and path", NULL);
-    /* 413 from the Content-Length, before a byte of the body is read */
+    /* 413 from the Content-Length, before a byte of the body is read;
+     * a body refused for its size is not read to keep the connection */
     if ((r->has_content_length && r->content_length > s->max_body_bytes) ||
-        (r->chunked && s->max_body_bytes == 0))
+        (r->chunked && s->max_body_bytes == 0)) {
+        x->close = true;
         return ks_proxy_fail(x, 413, "request body too large", NULL);
+    }
     return dispatch(x);
 }
 

@@ -1,0 +1,134 @@
+#!/usr/bin/perl
+# WebSocket (and any Upgrade) through the tunnel: the 101 handshake, echo
+# of text, binary, large and early frames, ping/pong, the close handshake
+# ending the connection, the idle deadline, and Upgrade requests that are
+# not tunnelled.
+use strict;
+use warnings;
+use Test::More;
+use Digest::SHA qw(sha1_base64);
+use MIME::Base64 qw(encode_base64);
+use JSON::PP;
+use Time::HiRes qw(time);
+use Keystone::Test;
+
+my $t = Keystone::Test->new;
+my $port = $t->free_port;
+my $app = $t->backend(name => 'app');
+my $log = $t->dir . '/access.log';
+
+$t->write_config(<<"EOF");
+server:
+  public_addr: 127.0.0.1:$port
+  workers: 1
+  min_spare: 0
+  max_spare: 1
+  access_log: access.log
+tenants:
+  - name: demo
+    upstreams:
+      - { name: app, url: "http://@{[ $app->addr ]}", idle_timeout: 1s }
+EOF
+my $master = $t->start;
+
+# A masked client frame.
+sub frame {
+    my ($op, $payload) = @_;
+    my $len = length $payload;
+    my $h = chr(0x80 | $op);
+    if ($len < 126)      { $h .= chr(0x80 | $len) }
+    elsif ($len < 65536) { $h .= chr(0x80 | 126) . pack('n', $len) }
+    else                 { $h .= chr(0x80 | 127) . pack('Q>', $len) }
+    my $mask = pack('N', int(rand(2**32)));
+    my $m = $payload ^ (substr($mask x (int($len / 4) + 1), 0, $len));
+    return $h . $mask . $m;
+}
+
+# Read one unmasked server frame: (opcode, payload).
+sub read_frame {
+    my ($c) = @_;
+    my $h = $c->read_bytes(2);
+    return () unless length $h == 2;
+    my ($b0, $b1) = unpack('CC', $h);
+    my $len = $b1 & 0x7f;
+    $len = unpack('n', $c->read_bytes(2)) if $len == 126;
+    $len = unpack('Q>', $c->read_bytes(8)) if $len == 127;
+    return ($b0 & 0x0f, $len ? $c->read_bytes($len) : '');
+}
+
+sub handshake {
+    my ($c, $extra) = @_;
+    my $key = encode_base64(join('', map { chr(int rand 256) } 1 .. 16), '');
+    $c->send("GET /chat/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+           . "Sec-WebSocket-Key: $key\r\nSec-WebSocket-Version: 13\r\n\r\n" . ($extra // ''));
+    my $head = $c->read_until(qr/\r\n\r\n/);
+    return ($head, $key);
+}
+
+# ---- the handshake and echo --------------------------------------------------------------
+# (frames are built before the tunnel opens: it closes after 1s of silence)
+my $bin = join('', map { chr($_ % 256) } 0 .. 299_999);
+my $bin_frame = frame(2, $bin);
+my $c = $t->conn($port);
+my ($head, $key) = handshake($c, frame(1, 'early bird'));
+like($head, qr{^HTTP/1\.1 101 Switching Protocols\r\n}, '101 Switching Protocols');
+my $accept = sha1_base64($key . '258EAFA5-E914-47DA-95CA-C5AB0DC85B11') . '=';
+like($head, qr/\r\nSec-WebSocket-Accept: \Q$accept\E\r\n/, 'the accept key of the upstream passes');
+like($head, qr/\r\nUpgrade: websocket\r\n/i, 'Upgrade: websocket');
+like($head, qr/\r\nConnection: upgrade\r\n/i, 'Connection: upgrade');
+like($head, qr/\r\nX-Request-ID: [0-9a-f]{32}\r\n/, 'and our request id');
+
+my @f = read_frame($c);
+is_deeply(\@f, [ 1, 'early bird' ], 'a frame sent with the handshake arrives and is echoed');
+$c->send(frame(1, 'hello'));
+is_deeply([ read_frame($c) ], [ 1, 'hello' ], 'text frame echoed');
+$c->send($bin_frame);
+@f = read_frame($c);
+ok($f[0] == 2 && $f[1] eq $bin, 'a 300KB binary frame echoed intact');
+$c->send(frame(9, 'ping!'));
+is_deeply([ read_frame($c) ], [ 10, 'ping!' ], 'ping answered with pong');
+$c->send(frame(8, pack('n', 1000) . 'bye'));
+is_deeply([ read_frame($c) ], [ 8, pack('n', 1000) . 'bye' ], 'the close handshake passes');
+ok($c->closed_by_peer(timeout => 2), 'and the connection ends');
+$c->close;
+
+# ---- the idle deadline ----------------------------------------------------------------------------
+$c = $t->conn($port);
+($head) = handshake($c);
+like($head, qr{^HTTP/1\.1 101 }, 'a second tunnel');
+my $t0 = time;
+ok($c->closed_by_peer(timeout => 5), 'a silent tunnel is closed ...');
+my $took = time - $t0;
+ok($took >= 0.9 && $took < 5, sprintf('... after the idle timeout (%.2fs)', $took));
+$c->close;
+
+# ---- activity keeps it open ------------------------------------------------------------------------
+$c = $t->conn($port);
+handshake($c);
+my $ok = 1;
+for (1 .. 4) {
+    Time::HiRes::sleep(0.5);
+    $c->send(frame(1, "tick $_"));
+    my @e = read_frame($c);
+    $ok &&= $e[0] && $e[1] eq "tick $_";
+}
+ok($ok, 'traffic within the idle timeout keeps the tunnel (2s > 1s)');
+$c->close;
+
+# ---- not tunnelled -----------------------------------------------------------------------------------
+my $r = $t->request($port, GET => '/chat/ws', headers => [ Upgrade => 'websocket' ]);
+is($r->{status}, 200, 'Upgrade without Connection: upgrade is a plain request');
+ok(!grep({ lc $_->[0] eq 'upgrade' } @{ $r->{json}{headers} }), 'and Upgrade is not forwarded');
+$r = $t->request($port, POST => '/chat/ws', body => 'abc',
+                 headers => [ Upgrade => 'websocket', Connection => 'Upgrade', 'Sec-WebSocket-Key' => 'x' ]);
+is($r->{status}, 200, 'an Upgrade request with a body is not tunnelled');
+is($r->{json}{body}, 'abc', 'its body is forwarded');
+ok(!grep({ lc $_->[0] eq 'upgrade' } @{ $r->{json}{headers} }), 'without Upgrade');
+
+# ---- logged, and the worker goes on ------------------------------------------------------------------------
+ok($t->wait_for(sub { grep { /"path":"\/chat\/ws"/ && /"status":101/ } do { open my $fh, '<', $log; <$fh> } }),
+   'the tunnel is logged with status 101');
+is($t->request($port, GET => '/after')->{status}, 200, 'the worker serves on');
+is(scalar($t->processes_of($master)), 1, 'and it is the only one');
+
+done_testing;

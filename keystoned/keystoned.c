@@ -180,13 +180,15 @@ int main(int argc, char **argv)
         ks_config_free(cfg);
         return 1;
     }
-    char err[1024];
-    char *pid_file = strdup(cfg->server.pid_file);
+    char err[PATH_MAX + 256];   /* room for a path in a message */
+    /* a copy on the stack: cfg is handed to the master, and the process
+     * that daemonizes exits from inside daemonize() */
+    char pid_file[PATH_MAX];
+    ks_strlcpy(pid_file, cfg->server.pid_file, sizeof(pid_file));
     int pidfd = pidfile_lock(pid_file, err, sizeof(err));
     if (pidfd < 0) {
         fprintf(stderr, "keystoned: %s\n", err);
         ks_config_free(cfg);
-        free(pid_file);
         return 1;
     }
     /* bind before daemonizing: "address in use" belongs on the terminal */
@@ -195,7 +197,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "keystoned: %s\n", err);
         ks_config_free(cfg);
         unlink(pid_file);
-        free(pid_file);
         return 1;
     }
     int ready_fd = foreground ? -1 : daemonize();
@@ -204,6 +205,5 @@ int main(int argc, char **argv)
     ks_master_free(m);
     unlink(pid_file);
     close(pidfd);
-    free(pid_file);
     return rc;
 }

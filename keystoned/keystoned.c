@@ -97,10 +97,12 @@ static int daemonize(void)
         }
         line[len] = '\0';
         line[strcspn(line, "\n")] = '\0';
+        /* _exit: what this process holds (the config, the master's
+         * state) now belongs to the daemon; no exit handlers for it */
         if (strcmp(line, "ok") == 0)
-            exit(0);
+            _exit(0);
         fprintf(stderr, "keystoned: %s\n", line[0] ? line : "start-up failed (see the error log)");
-        exit(1);
+        _exit(1);
     }
     close(ready[0]);
     setsid();

@@ -112,7 +112,8 @@ is($r->{json}{error}{message}, 'no upstream available', 'says why');
 ok(!exists $r->{headers}{'retry-after'}, 'no Retry-After: nothing will come back');
 $r = get('drained.test', '/');
 is($r->{status}, 503, 'every upstream drained: 503');
-is($r->{json}{error}{code}, 503, 'the JSON envelope');
+is($r->{json}{error}{message}, 'no healthy upstream', 'says why');
+like($r->{headers}{'retry-after'} // '', qr/^[1-9]\d*$/, 'with Retry-After');
 
 # ---- a reset pooled connection ------------------------------------------------------------------------------
 my $n = sub { my $p = shift; scalar grep { index($_, $p) >= 0 } $app->requests };

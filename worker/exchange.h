@@ -80,8 +80,7 @@ struct ks_exchange {
     const char *match_path;         /* normalised path the tenant was chosen by */
     size_t match_path_len;
     size_t base_len;                /* the tenant's base path in match_path (0 for "/") */
-    /* outcome, for the access log */
-    uint64_t upstream_bytes_in;     /* bytes of the response read from the upstream */
+    uint64_t tunnel_in;             /* bytes the client sent through a 101 tunnel */
 };
 
 /* Forward x to an upstream and relay the answer (proxy.c).  Returns 0 when

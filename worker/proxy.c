@@ -859,6 +859,7 @@ static enum attempt_result tunnel(struct ks_exchange *x, struct attempt *a, stru
     ks_tunnel(w, c->fd, a->fd, P->out_buf, P->up_buf, cap, a->up->idle_timeout_ms, &ab, &ba);
     c->bytes_in += ab;
     c->bytes_out += ba;
+    x->tunnel_in = ab;
     atomic_fetch_add_explicit(&w->score->bytes_in, ab, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->score->bytes_out, ba, memory_order_relaxed);
     close(a->fd);

@@ -194,6 +194,16 @@ static const char *head_error_message(int status)
     }
 }
 
+/* USR1 (the handler only sets the flag): reopen the error and access logs. */
+static void reopen_logs(struct ks_worker *w)
+{
+    if (!w->reopen)
+        return;
+    w->reopen = 0;
+    ks_log_reopen();
+    ks_accesslog_open(w, true);
+}
+
 /* Keep the client's X-Request-ID when it is sane, else make one. */
 static void request_id(struct ks_worker *w, struct ks_request *r)
 {
@@ -283,11 +293,7 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
 
     for (;;) {
         ks_worker_refresh(w);
-        if (w->reopen) {
-            w->reopen = 0;
-            ks_log_reopen();
-            ks_accesslog_open(w, true);
-        }
+        reopen_logs(w);
         c.buf = w->conn_buf;
         c.cap = w->conn_cap;
         const struct ks_t_settings *s = &w->table->settings;
@@ -316,6 +322,7 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
             count_response(w, NULL, status);
             ks_worker_set_state(w, KS_WS_WRITING);
             ks_respond_error(&c, &r, status, r.error ? r.error : head_error_message(status), NULL, false);
+            reopen_logs(w);
             ks_accesslog_write(w, &c, &r, NULL, c.len, c.bytes_out - out0);
             break;
         }
@@ -346,7 +353,8 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
             ks_body_drain(&body, KS_DRAIN_MAX, 1000) < 0)
             x.close = true;
         count_response(w, &x, x.status ? x.status : r.status);
-        ks_accesslog_write(w, &c, &r, &x, r.head_len + body.wire, c.bytes_out - out0);
+        reopen_logs(w);     /* a USR1 that came while this request ran */
+        ks_accesslog_write(w, &c, &r, &x, r.head_len + body.wire + x.tunnel_in, c.bytes_out - out0);
         if (rc < 0 || x.close)
             break;
     }
@@ -414,11 +422,7 @@ int ks_worker_main(const struct ks_worker_args *a)
     int code = KS_WORKER_EXIT_OK;
     int64_t emfile_logged_ms = 0;
     while (!w.stop && !recycle_due(&w)) {
-        if (w.reopen) {
-            w.reopen = 0;
-            ks_log_reopen();
-            ks_accesslog_open(&w, true);
-        }
+        reopen_logs(&w);
         /* idle workers follow reloads too (the wait below wakes every
          * second), so status shows the generation really served */
         ks_worker_refresh(&w);

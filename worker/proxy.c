@@ -130,6 +130,16 @@ char *ks_proxy_body_buffer(struct ks_worker *w, size_t need)
     return nb;
 }
 
+void ks_proxy_request_done(struct ks_worker *w)
+{
+    struct ks_proxy *P = w->proxy;
+    if (P != NULL && P->body_cap > KS_BODY_KEEP) {
+        free(P->body_buf);
+        P->body_buf = NULL;
+        P->body_cap = 0;
+    }
+}
+
 /* ---- answering with an error ------------------------------------------ */
 
 int ks_proxy_fail(struct ks_exchange *x, int status, const char *why, const char *extra_headers)

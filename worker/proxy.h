@@ -49,6 +49,10 @@ void ks_proxy_free(struct ks_worker *w);
 void ks_proxy_idle(struct ks_worker *w);
 /* body_buf with room for at least need bytes, or NULL. */
 char *ks_proxy_body_buffer(struct ks_worker *w, size_t need);
+/* After a request: a body buffer grown past KS_BODY_KEEP is given back,
+ * so one large body read whole does not stay in the worker. */
+void ks_proxy_request_done(struct ks_worker *w);
+#define KS_BODY_KEEP (1024 * 1024)
 
 /* Answer x with the JSON error envelope (and extra header lines or NULL),
  * closing the connection when a request body is left that cannot be

@@ -85,27 +85,54 @@ void ks_worker_request_id(struct ks_worker *w, char out[33])
     snprintf(out, 33, "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
 }
 
-/* Make the connection buffer and header array fit the current limits. */
+/* Make the connection buffer and header array fit the current limits.
+ * A table can arrive between reading a head and serving it, so a buffer
+ * that must grow is new memory and the old one is only retired: the
+ * request in flight keeps using it until adopt_buffers(). */
 static int size_buffers(struct ks_worker *w)
 {
     const struct ks_t_settings *s = &w->table->settings;
     size_t cap = s->max_request_line + s->max_header_bytes + CONN_BUF_SLACK;
     if (cap > w->conn_cap) {
-        char *nb = realloc(w->conn_buf, cap);
+        char *nb = malloc(cap);
         if (nb == NULL)
             return -1;
+        free(w->retired_buf);   /* adopt_buffers() ran since it was retired */
+        w->retired_buf = w->conn_buf;
         w->conn_buf = nb;
         w->conn_cap = cap;
     }
     size_t nh = (size_t)s->max_headers;
     if (nh > w->max_headers) {
-        struct ks_header *h = realloc(w->headers, nh * sizeof(*h));
+        struct ks_header *h = malloc(nh * sizeof(*h));
         if (h == NULL)
             return -1;
+        free(w->retired_headers);
+        w->retired_headers = w->headers;
         w->headers = h;
         w->max_headers = nh;
     }
     return 0;
+}
+
+/* Between requests: move a connection's pending bytes (pipelined input)
+ * from a retired buffer into the current one, and free what was retired.
+ * c may be NULL (no connection). */
+static void adopt_buffers(struct ks_worker *w, struct ks_conn *c)
+{
+    if (c != NULL && c->buf != w->conn_buf) {
+        size_t n = c->len - c->start;   /* the new buffer is larger */
+        memcpy(w->conn_buf, c->buf + c->start, n);
+        c->buf = w->conn_buf;
+        c->start = 0;
+        c->len = n;
+    }
+    if (c != NULL)
+        c->cap = w->conn_cap;
+    free(w->retired_buf);
+    free(w->retired_headers);
+    w->retired_buf = NULL;
+    w->retired_headers = NULL;
 }
 
 static void apply_table(struct ks_worker *w)
@@ -291,24 +318,37 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
     atomic_fetch_add_explicit(&w->shm->hdr->connections, 1, memory_order_relaxed);
     ks_worker_set_state(w, KS_WS_READING);
 
+    c.buf = w->conn_buf;
     for (;;) {
+        /* the previous request may have run on retired buffers: adopt
+         * before a refresh could retire the current ones */
+        adopt_buffers(w, &c);
         ks_worker_refresh(w);
+        adopt_buffers(w, &c);
         reopen_logs(w);
-        c.buf = w->conn_buf;
-        c.cap = w->conn_cap;
         const struct ks_t_settings *s = &w->table->settings;
         if (c.requests > 0)
             ks_worker_set_state(w, KS_WS_KEEPALIVE);
         int64_t idle_deadline = ks_now_ms() + (c.requests == 0 ? s->read_header_timeout_ms
                                                                : s->idle_timeout_ms);
+        /* the wait for the next request's first byte (the keep-alive idle
+         * time; a stop ends it), then the generation check, so that the
+         * request is read and served under the table current when it
+         * began, with buffers sized for it */
+        ks_conn_compact(&c);
+        if (c.len == 0 && ks_conn_fill(&c, idle_deadline, true) != KS_IO_OK)
+            break;
+        ks_worker_set_state(w, KS_WS_READING);
+        ks_worker_refresh(w);
+        adopt_buffers(w, &c);
         struct ks_request r;
         int status;
         uint64_t out0 = c.bytes_out;
         enum ks_head_result hr = ks_http_read_head(&c, &r, w->headers, idle_deadline, &status);
         if (hr == KS_HEAD_CLOSED)
             break;
-        ks_worker_set_state(w, KS_WS_READING);
-        /* the configuration may have changed while this connection idled */
+        /* and once more: a reload while the head arrived (its buffers are
+         * only retired, see size_buffers) */
         ks_worker_refresh(w);
         s = &w->table->settings;
         atomic_fetch_add_explicit(&w->shm->hdr->requests, 1, memory_order_relaxed);
@@ -355,6 +395,7 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
         count_response(w, &x, x.status ? x.status : r.status);
         reopen_logs(w);     /* a USR1 that came while this request ran */
         ks_accesslog_write(w, &c, &r, &x, r.head_len + body.wire + x.tunnel_in, c.bytes_out - out0);
+        ks_proxy_request_done(w);
         if (rc < 0 || x.close)
             break;
     }
@@ -426,6 +467,7 @@ int ks_worker_main(const struct ks_worker_args *a)
         /* idle workers follow reloads too (the wait below wakes every
          * second), so status shows the generation really served */
         ks_worker_refresh(&w);
+        adopt_buffers(&w, NULL);
         ks_proxy_idle(&w);
         ks_worker_set_state(&w, KS_WS_IDLE);
         struct epoll_event ev[KS_MAX_LISTENERS + 1];
@@ -465,6 +507,7 @@ int ks_worker_main(const struct ks_worker_args *a)
     close(ep);
     ks_proxy_free(&w);
     ks_accesslog_close(&w);
+    adopt_buffers(&w, NULL);
     free(w.conn_buf);
     free(w.headers);
     free(w.table);

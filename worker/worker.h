@@ -60,6 +60,10 @@ struct ks_worker {
     unsigned table_buf;             /* route buffer it was copied from (rr cursors) */
     /* per-process buffers reused by every connection (sized from limits) */
     char *conn_buf;
+    /* buffers replaced by larger ones while a request still used them
+     * (its strings point into them): freed between requests */
+    char *retired_buf;
+    struct ks_header *retired_headers;
     size_t conn_cap;
     struct ks_header *headers;
     size_t max_headers;

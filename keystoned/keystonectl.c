@@ -7,18 +7,18 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "keystoned/ctlclient.h"
 #include "keystoned/util.h"
 #include "master/config.h"
+#include "master/master.h"
+#include "shm/routelist.h"
 #include "shm/shm.h"
 #include "shm/table.h"
 #include "shm/verdict.h"
@@ -30,7 +30,7 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: keystonectl [-c config | -s state_file] command [-j]\n"
-                    "commands: status [-j], health [-j], reload, stop, configtest\n");
+                    "commands: status [-j], health [-j], routes [-j], reload, stop, configtest\n");
     exit(2);
 }
 
@@ -395,44 +395,55 @@ static int cmd_status(struct ctl *c)
     return 0;
 }
 
+/* ---- routes ------------------------------------------------------------------------ */
+
+/* The routes of every tenant: the scripts' (as the master's check found
+ * them) and the runtime ones. */
+static int cmd_routes(struct ctl *c)
+{
+    attach(c);
+    load_table(c);
+    const struct ks_table *t = c->table;
+    uint64_t gen = atomic_load(&c->shm.hdr->generation);
+    if (c->json) {
+        size_t cap = ks_routelist_size(t);
+        char *buf = malloc(cap);
+        size_t n = buf != NULL ? ks_routelist_json(t, gen, buf, cap) : 0;
+        if (n == 0) {
+            fprintf(stderr, "keystonectl: out of memory\n");
+            free(buf);
+            return 1;
+        }
+        fwrite(buf, 1, n, stdout);
+        free(buf);
+        return 0;
+    }
+    printf("%-16s %-8s %-8s %-8s %-32s %s\n", "TENANT", "ID", "SOURCE", "METHOD", "PATTERN", "TARGET");
+    for (uint32_t i = 0; i < t->nroutes; i++) {
+        const struct ks_t_route *r = &ks_t_routes(t)[i];
+        char target[160];
+        ks_routelist_target(t, r, target, sizeof(target));
+        printf("%-16s %-8s %-8s %-8s %-32s %s\n", ks_t_str(t, ks_t_tenants(t)[r->tenant].name),
+               ks_t_str(t, r->id), (r->flags & KS_RF_DYNAMIC) ? "dynamic" : "static",
+               ks_t_str(t, r->method), ks_t_str(t, r->pattern), target);
+    }
+    printf("%u route%s, generation %llu\n", t->nroutes, t->nroutes == 1 ? "" : "s",
+           (unsigned long long)gen);
+    return 0;
+}
+
 /* ---- control socket commands ------------------------------------------------------ */
 
 static int cmd_control(struct ctl *c, const char *command)
 {
     attach(c);
-    const char *path = c->shm.hdr->control_socket;
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    ks_strlcpy(sun.sun_path, path, sizeof(sun.sun_path));
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-        fprintf(stderr, "keystonectl: cannot reach keystoned on %s: %s\n", path, strerror(errno));
-        return EXIT_NOT_RUNNING;
-    }
-    char line[64];
-    int n = snprintf(line, sizeof(line), "%s\n", command);
-    if (ks_write_all(fd, line, (size_t)n) < 0) {
-        fprintf(stderr, "keystonectl: cannot send to %s: %s\n", path, strerror(errno));
-        return EXIT_NOT_RUNNING;
-    }
     /* the reply: "<code> <message>\n" then detail lines, then EOF */
-    char reply[65536];
-    size_t len = 0;
-    int64_t deadline = ks_now_ms() + CONTROL_TIMEOUT_MS;
-    for (;;) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        int64_t left = deadline - ks_now_ms();
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
-            fprintf(stderr, "keystonectl: no answer from keystoned within %d s\n", CONTROL_TIMEOUT_MS / 1000);
-            return EXIT_NOT_RUNNING;
-        }
-        ssize_t r = read(fd, reply + len, sizeof(reply) - 1 - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0 || (len += (size_t)r) == sizeof(reply) - 1)
-            break;
+    char reply[65536], err[512];
+    if (ks_ctl_call(c->shm.hdr->control_socket, command, reply, sizeof(reply), CONTROL_TIMEOUT_MS,
+                    err, sizeof(err)) < 0) {
+        fprintf(stderr, "keystonectl: %s\n", err);
+        return EXIT_NOT_RUNNING;
     }
-    close(fd);
-    reply[len] = '\0';
     char *end;
     long code = strtol(reply, &end, 10);
     if (end == reply || *end != ' ') {
@@ -455,7 +466,7 @@ static int cmd_configtest(struct ctl *c)
         path = from_state;
     }
     struct ks_diag diag = { 0 };
-    struct ks_config *cfg = ks_config_load(path, &diag);
+    struct ks_config *cfg = ks_master_load_config(path, &diag);
     if (cfg == NULL) {
         for (size_t i = 0; i < diag.n; i++)
             fprintf(stderr, "%s\n", diag.msgs[i]);
@@ -503,6 +514,8 @@ int main(int argc, char **argv)
         rc = cmd_status(&c);
     else if (strcmp(cmd, "health") == 0)
         rc = cmd_health(&c);
+    else if (strcmp(cmd, "routes") == 0)
+        rc = cmd_routes(&c);
     else if (strcmp(cmd, "reload") == 0)
         rc = cmd_control(&c, "reload");
     else if (strcmp(cmd, "stop") == 0)

@@ -38,6 +38,7 @@
 
 #include "keystoned/util.h"
 #include "master/config.h"
+#include "master/luacheck.h"
 #include "master/yamltree.h"
 
 /* A file this large is refused before it is parsed, whatever
@@ -2096,8 +2097,10 @@ fail:
 
 void ks_config_free(struct ks_config *cfg)
 {
-    if (cfg != NULL)
+    if (cfg != NULL) {
+        ks_lua_catalog_free(cfg->lua_catalog);
         arena_free(cfg->arena);
+    }
 }
 
 const struct ks_tenant_config *ks_config_tenant(const struct ks_config *cfg, const char *name)

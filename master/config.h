@@ -142,6 +142,7 @@ struct ks_dynamic_config {
 };
 
 struct ks_arena;
+struct ks_lua_catalog;
 
 struct ks_config {
     struct ks_arena *arena;     /* owns everything below */
@@ -155,6 +156,9 @@ struct ks_config {
     struct ks_dynamic_config dynamic_routing;
     struct ks_tenant_config *tenants;
     size_t ntenants;
+    /* what the load-time script check found (master/luacheck.h); set by
+     * ks_master_load_config, NULL after a plain ks_config_load */
+    struct ks_lua_catalog *lua_catalog;
 };
 
 /* Read, validate and return a config, or NULL with every problem added to

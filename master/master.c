@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pwd.h>
@@ -28,8 +29,11 @@
 #include "keystoned/util.h"
 #include "master/control.h"
 #include "master/health.h"
+#include "master/dynroutes.h"
+#include "master/luacheck.h"
 #include "master/master.h"
 #include "master/publish.h"
+#include "master/watch.h"
 #include "shm/shm.h"
 #include "worker/worker.h"
 
@@ -77,6 +81,8 @@ struct ks_master {
     int64_t next_tick_ms;
     char *table_buf;
     size_t table_cap;
+    struct ks_watch *watch;     /* inotify on the Lua scripts */
+    struct ks_dynroutes *dyn;   /* runtime routes (survive reloads) */
     int pidfile_fd;             /* locked pid file (keystoned.c owns it) */
     int ready_fd;               /* start-up verdict for a daemonizing parent */
 };
@@ -139,8 +145,12 @@ static bool same_listeners(const struct ks_config *a, const struct ks_config *b)
 
 struct ks_config *ks_master_load_config(const char *path, struct ks_diag *diag)
 {
-    /* Lua scripts are compiled here too once the Lua engine exists. */
-    return ks_config_load(path, diag);
+    struct ks_config *cfg = ks_config_load(path, diag);
+    if (cfg != NULL && ks_luacheck_config(cfg, diag) < 0) {
+        ks_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
 }
 
 static void apply_log_level(const struct ks_config *cfg)
@@ -156,7 +166,7 @@ static void apply_log_level(const struct ks_config *cfg)
 /* Build the route table for cfg and publish it; 0 or -1 with err. */
 static int publish(struct ks_master *m, const struct ks_config *cfg, char *err, size_t errlen)
 {
-    size_t len = ks_publish_build(cfg, &m->shm, m->table_buf, m->table_cap, err, errlen);
+    size_t len = ks_publish_build(cfg, m->dyn, &m->shm, m->table_buf, m->table_cap, err, errlen);
     if (len == 0)
         return -1;
     uint64_t gen = ks_shm_routes_publish(&m->shm, m->table_buf, len);
@@ -183,6 +193,8 @@ static void close_master_fds(struct ks_master *m)
         close(m->ready_fd);
     close(m->sigfd);
     close(m->lifeline[1]);
+    ks_watch_free(m->watch);
+    m->watch = NULL;
     ks_control_close(m->control, 0);
     m->control = NULL;
     ks_health_free(m->health, true);
@@ -563,6 +575,8 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
     ks_health_configure(m->health, cfg);    /* keeps unchanged upstreams' state */
     ks_config_free(m->cfg);
     m->cfg = cfg;
+    ks_dynroutes_prune(m->dyn, cfg);
+    ks_watch_set(m->watch, cfg);
     apply_log_level(cfg);
     m->fatal_gen = 0;
     if (new_listeners)
@@ -575,6 +589,19 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
         ks_appendf(reply, replylen, &pos, "0 reload applied: generation %llu\n",
                    (unsigned long long)generation(m));
     return KS_RELOAD_APPLIED;
+}
+
+/* A watched script changed and stayed quiet for lua.reload_debounce: the
+ * same reload as SIGHUP. */
+static void script_changed(struct ks_master *m, int64_t now)
+{
+    const char *what;
+    if (m->stopping || !ks_watch_due(m->watch, now, &what))
+        return;
+    char path[PATH_MAX];
+    ks_strlcpy(path, what, sizeof(path));   /* the reload replaces the watch list */
+    ks_log_info("lua-watch", "%s changed: reloading", path);
+    reload(m, NULL, 0);
 }
 
 /* ---- stop ---------------------------------------------------------------------- */
@@ -658,6 +685,35 @@ static void handle_signals(struct ks_master *m)
     }
 }
 
+/* A runtime route change (a worker's, for Lua or the admin API): check
+ * it, publish it.  Reply "0 <http status> <id> <generation>" or
+ * "1 <http status> <reason>". */
+static void route_command(struct ks_master *m, const char *cmd, char *reply, size_t len)
+{
+    char id[64], tenant[128], err[512];
+    int status;
+    size_t pos = 0;
+    if (m->stopping) {
+        ks_appendf(reply, len, &pos, "1 503 keystoned is stopping\n");
+        return;
+    }
+    if (ks_dynroutes_apply(m->dyn, m->cfg, cmd, ks_now_ms(), id, sizeof(id), tenant, sizeof(tenant),
+                           &status, err, sizeof(err)) == 0) {
+        ks_appendf(reply, len, &pos, "1 %d %s\n", status, err);
+        return;
+    }
+    if (publish(m, m->cfg, err, sizeof(err)) < 0) {
+        ks_dynroutes_undo(m->dyn);
+        ks_appendf(reply, len, &pos, "1 507 %s\n", err);
+        return;
+    }
+    const char *parts[] = { tenant };
+    int slot = ks_shm_tenant_slot(&m->shm, ks_hash_strings(parts, 1));
+    if (slot >= 0)
+        atomic_fetch_add(&ks_shm_tenant_stats(&m->shm, (uint32_t)slot)->dynamic_changes, 1);
+    ks_appendf(reply, len, &pos, "0 %d %s %llu\n", status, id, (unsigned long long)generation(m));
+}
+
 static void control_command(void *arg, const char *cmd, char *reply, size_t len)
 {
     struct ks_master *m = arg;
@@ -670,6 +726,8 @@ static void control_command(void *arg, const char *cmd, char *reply, size_t len)
     } else if (strcmp(cmd, "stop") == 0) {
         ks_appendf(reply, len, &pos, "0 stopping (pid %d)\n", (int)getpid());
         begin_stop(m, false);
+    } else if (ks_dynroutes_is_command(cmd)) {
+        route_command(m, cmd, reply, len);
     } else if (strcmp(cmd, "ping") == 0) {
         ks_appendf(reply, len, &pos, "0 pong: generation %llu\n", (unsigned long long)generation(m));
     } else {
@@ -693,8 +751,15 @@ struct ks_master *ks_master_new(struct ks_config *cfg, bool foreground, char *er
     m->shm.fd = -1;
     m->spawn_rate = 1;
     m->pidfile_fd = m->ready_fd = -1;
+    m->dyn = ks_dynroutes_new();
+    if (m->dyn == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(m);
+        return NULL;
+    }
     if (bind_all(cfg, m->listeners, &m->nlisteners, err, errlen) < 0) {
         m->cfg = NULL;
+        ks_dynroutes_free(m->dyn);
         free(m);
         return NULL;
     }
@@ -792,6 +857,8 @@ static int start(struct ks_master *m, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory configuring health checks");
         return -1;
     }
+    m->watch = ks_watch_new();
+    ks_watch_set(m->watch, cfg);
     m->process_gen = generation(m);
     for (int i = 0; i < cfg->server.workers; i++) {
         int slot = free_slot(m);
@@ -821,6 +888,9 @@ static int poll_timeout(const struct ks_master *m, int64_t now)
     int h = m->health != NULL ? ks_health_timeout(m->health, now) : -1;
     if (h >= 0 && h < t)
         t = h;
+    int64_t wt = ks_watch_timeout(m->watch, now);
+    if (wt >= 0 && wt < t)
+        t = wt;
     return t < 0 ? 0 : (int)t;
 }
 
@@ -849,6 +919,8 @@ int ks_master_run(struct ks_master *m, int ready_fd, int pidfile_fd)
         size_t n = 0;
         pfd[n++] = (struct pollfd){ .fd = m->sigfd, .events = POLLIN };
         pfd[n++] = (struct pollfd){ .fd = ks_health_fd(m->health), .events = POLLIN };
+        size_t watch_at = n;
+        pfd[n++] = (struct pollfd){ .fd = ks_watch_fd(m->watch), .events = POLLIN };
         size_t control_first = n;
         if (m->control != NULL)
             n += ks_control_pollfds(m->control, pfd + n, KS_ARRAY_LEN(pfd) - n);
@@ -863,6 +935,9 @@ int ks_master_run(struct ks_master *m, int ready_fd, int pidfile_fd)
             ks_control_process(m->control, pfd + control_first, n - control_first);
         ks_health_run(m->health);   /* ready probes, deadlines, due probes */
         int64_t now = ks_now_ms();
+        if (pfd[watch_at].revents)
+            ks_watch_process(m->watch, now, m->cfg->lua.reload_debounce_ms);
+        script_changed(m, now);
         respawn_due(m, now);
         stop_deadline(m, now);
         if (now >= m->next_tick_ms) {
@@ -883,6 +958,7 @@ void ks_master_free(struct ks_master *m)
         close(m->listeners[i].fd);
     ks_control_close(m->control, 1);
     ks_health_free(m->health, false);
+    ks_watch_free(m->watch);
     if (m->shm.base != NULL) {
         unlink(m->cfg->server.state_file);
         ks_shm_close(&m->shm);
@@ -895,6 +971,7 @@ void ks_master_free(struct ks_master *m)
     }
     free(m->slots);
     free(m->table_buf);
+    ks_dynroutes_free(m->dyn);
     ks_config_free(m->cfg);
     free(m);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "keystoned/log.h"
+#include "master/dynroutes.h"
 #include "master/publish.h"
 #include "shm/table.h"
 
@@ -99,8 +100,8 @@ static uint32_t level_of(const char *name)
     return 2;
 }
 
-size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *buf, size_t cap,
-                        char *err, size_t errlen)
+size_t ks_publish_build(const struct ks_config *cfg, const struct ks_dynroutes *dyn,
+                        struct ks_shm *shm, void *buf, size_t cap, char *err, size_t errlen)
 {
     uint32_t nup = 0, nstr = (uint32_t)cfg->lua.nallowed_env, nsched = 0;
     for (size_t i = 0; i < cfg->ntenants; i++) {
@@ -112,8 +113,11 @@ size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *b
             weights[u] = t->upstreams[u].weight;
         nsched += (uint32_t)ks_wrr_schedule(weights, t->nupstreams, NULL, KS_SCHEDULE_MAX);
     }
+    uint32_t nroutes, nroute_str;
+    ks_routes_count(dyn, cfg, &nroutes, &nroute_str);
+    nstr += nroute_str;
     struct ks_table_builder b;
-    if (ks_table_begin(&b, buf, cap, (uint32_t)cfg->ntenants, nup, 0, nstr, nsched) < 0)
+    if (ks_table_begin(&b, buf, cap, (uint32_t)cfg->ntenants, nup, nroutes, nstr, nsched) < 0)
         goto overflow;
 
     struct ks_t_settings *s = &b.t->settings;
@@ -142,7 +146,7 @@ size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *b
 
     uint32_t *strlist = ks_table_strlist(&b);
     uint16_t *schedule = ks_table_schedule(&b);
-    uint32_t nstr_used = 0, nup_used = 0, nsched_used = 0;
+    uint32_t nstr_used = 0, nup_used = 0, nsched_used = 0, nroutes_used = 0;
 
     s->allowed_env = nstr_used;
     s->nallowed_env = (uint32_t)cfg->lua.nallowed_env;
@@ -181,6 +185,7 @@ size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *b
         t->lua_max_routes = tc->lua_limits.max_routes;
         t->lua_max_middlewares = tc->lua_limits.max_middlewares;
 
+        ks_routes_publish(dyn, cfg, i, &b, t, nup_used, &nroutes_used, &nstr_used);
         t->upstreams = nup_used;
         t->nupstreams = (uint32_t)tc->nupstreams;
         int weights[tc->nupstreams ? tc->nupstreams : 1];

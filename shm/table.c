@@ -197,6 +197,7 @@ int ks_table_check(const void *buf, size_t len, char *err, size_t errlen)
         str_ok(&c, r->method, "route method");
         str_ok(&c, r->pattern, "route pattern");
         str_ok(&c, r->handler, "route handler");
+        str_ok(&c, r->strip, "route strip");
         range_ok(&c, r->tenant, 1, t->ntenants, "route tenant");
         range_ok(&c, r->headers, r->nheaders, t->nstrlist, "route headers");
         if (r->upstream != KS_NONE)

@@ -99,9 +99,11 @@ struct ks_t_upstream {
     struct ks_addr addr;
 };
 
-/* A route that lives in the table (runtime routes added through Lua or
- * the admin API); routes a script registers at load live in each worker's
- * Lua state instead. */
+/* A route in the table.  Runtime routes (KS_RF_DYNAMIC, added through Lua
+ * or the admin API) are served from here; the routes a script registers
+ * at load are served from each worker's Lua state and appear here only
+ * for listing (keystonectl routes, the admin API), as the master's check
+ * of the script found them. */
 struct ks_t_route {
     uint32_t tenant;
     uint32_t id;                    /* string */
@@ -109,11 +111,16 @@ struct ks_t_route {
     uint32_t pattern;               /* string */
     uint32_t upstream;              /* index into upstreams[] or KS_NONE */
     uint32_t handler;               /* string: named Lua handler, "" = none */
-    uint32_t headers, nheaders;     /* into strlist: name, value, name, value... */
+    uint32_t headers, nheaders;     /* into strlist: name, value, name, value... (nheaders entries) */
     uint32_t flags;                 /* KS_RF_* */
+    uint32_t strip;                 /* string: prefix removed before proxying, "" = none */
     int64_t timeout_ms;             /* 0 = upstream default */
 };
-enum { KS_RF_DYNAMIC = 1u << 0, KS_RF_STRIP_PREFIX = 1u << 1 };
+enum {
+    KS_RF_DYNAMIC = 1u << 0,
+    KS_RF_STRIP_PREFIX = 1u << 1,   /* strip is set */
+    KS_RF_LUA_FUNCTION = 1u << 2,   /* a script's route answered by a Lua function */
+};
 
 struct ks_table {
     uint64_t magic;

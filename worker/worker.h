@@ -15,6 +15,7 @@
 #include "shm/table.h"
 
 struct ks_header;
+struct ks_lua_engine;
 
 #define KS_MAX_LISTENERS 4
 
@@ -78,6 +79,7 @@ struct ks_worker {
     uint32_t access_log_str;        /* table string it was opened for */
     char access_log_path[4096];
     struct ks_proxy *proxy;         /* the proxy data path's buffers and pool (proxy.h) */
+    struct ks_lua_engine *lua;      /* tenant Lua states (lua/handle.h) */
     /* cached "Date:" line, rebuilt once a second */
     time_t date_sec;
     char date_line[64];

@@ -1,0 +1,18 @@
+/*
+ * ctlclient.h: the client side of the master's control socket (see
+ * master/control.h for the protocol), for keystonectl and for workers
+ * that send runtime route changes.
+ */
+#ifndef KS_CTLCLIENT_H
+#define KS_CTLCLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Send one command line (without the newline) and read the whole reply
+ * into reply (NUL-terminated) within timeout_ms.  0, or -1 with err
+ * filled when the socket cannot be reached or does not answer in time. */
+int ks_ctl_call(const char *path, const char *command, char *reply, size_t cap, int64_t timeout_ms,
+                char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,425 @@
+/*
+ * response.c: the res object and the writing of Lua-made responses.
+ *
+ * A handler's output is buffered up to KS_LUA_STREAM_AT bytes and sent
+ * with Content-Length when the handler returns; past that the head goes
+ * out with chunked framing (HTTP/1.0: until close) and every further
+ * write is sent at once.  In a response hook res edits the upstream's
+ * head instead (status and header edits applied by the proxy).
+ */
+#include <config.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "keystoned/util.h"
+#include "lua/api.h"
+#include "lua/reqctx.h"
+#include "worker/conn.h"
+#include "worker/http.h"
+#include "worker/respond.h"
+
+#define HEAD_MAX 16384
+#define JSON_ENCODE_KEY "ks.json_encode"
+
+static struct ks_lua_req *cur(lua_State *L)
+{
+    return ks_lua_current(L, KS_LUA_RES_CLASS);
+}
+
+bool ks_lua_res_open(const struct ks_lua_req *q)
+{
+    return !q->proxied && !q->res.started;
+}
+
+static bool no_body_status(int status)
+{
+    return status < 200 || status == 204 || status == 304;
+}
+
+static bool is_head(const struct ks_lua_req *q)
+{
+    return strcmp(q->x->r->method, "HEAD") == 0;
+}
+
+static int64_t send_deadline(const struct ks_lua_req *q)
+{
+    return ks_now_ms() + q->x->w->table->settings.send_timeout_ms;
+}
+
+static int writev_client(struct ks_lua_req *q, struct iovec *iov, int n)
+{
+    return ks_conn_writev(q->x->c, iov, n, send_deadline(q)) == KS_IO_OK ? 0 : -1;
+}
+
+/* Write the head: Content-Length content_length, or (stream) chunked /
+ * until close. */
+static int send_head(struct ks_lua_req *q, bool stream, size_t content_length, const char *body,
+                     size_t body_len)
+{
+    struct ks_lua_resp *res = &q->res;
+    struct ks_exchange *x = q->x;
+    int status = res->status > 0 ? res->status : 200;
+    bool nobody = no_body_status(status);
+    char head[HEAD_MAX];
+    size_t pos = 0;
+    int rc = ks_appendf(head, sizeof(head), &pos, "HTTP/1.1 %d %s\r\nServer: keystoned\r\n%s", status,
+                        ks_status_reason(status), ks_date_header(x->w));
+    bool has_type = false;
+    for (size_t i = 0; i < res->nheaders; i++)
+        has_type |= res->headers[i].name_len == 12 &&
+                    strncasecmp(res->headers[i].name, "content-type", 12) == 0;
+    if (!has_type && !nobody && (res->written || content_length > 0))
+        rc |= ks_appendf(head, sizeof(head), &pos, "Content-Type: text/plain; charset=utf-8\r\n");
+    if (stream) {
+        if (x->r->http_major == 1 && x->r->http_minor == 0)
+            res->until_close = true;
+        else
+            res->chunked = true;
+        if (res->until_close)
+            q->keep_alive = false;
+        if (res->chunked && !nobody)
+            rc |= ks_appendf(head, sizeof(head), &pos, "Transfer-Encoding: chunked\r\n");
+    } else if (!nobody) {
+        rc |= ks_appendf(head, sizeof(head), &pos, "Content-Length: %zu\r\n", content_length);
+    }
+    rc |= ks_appendf(head, sizeof(head), &pos, "X-Request-ID: %s\r\n", x->r->id);
+    for (size_t i = 0; i < res->nheaders; i++)
+        rc |= ks_appendf(head, sizeof(head), &pos, "%.*s: %.*s\r\n", (int)res->headers[i].name_len,
+                         res->headers[i].name, (int)res->headers[i].value_len, res->headers[i].value);
+    rc |= ks_appendf(head, sizeof(head), &pos, "Connection: %s\r\n\r\n",
+                     q->keep_alive ? "keep-alive" : "close");
+    if (rc < 0) {
+        /* the script's headers do not fit: a 500 rather than a truncated head */
+        res->nheaders = 0;
+        res->status = 500;
+        res->written = false;
+        q->keep_alive = false;
+        send_head(q, false, 0, NULL, 0);
+        return -1;
+    }
+    res->started = true;
+    x->status = status;
+    x->r->status = status;
+    x->responded = true;
+    bool skip = nobody || is_head(q);
+    struct iovec iov[2] = {
+        { .iov_base = head, .iov_len = pos },
+        { .iov_base = (void *)body, .iov_len = skip || body == NULL ? 0 : body_len },
+    };
+    return writev_client(q, iov, 2);
+}
+
+static int send_chunk(struct ks_lua_req *q, const char *s, size_t n)
+{
+    struct ks_lua_resp *res = &q->res;
+    int status = res->status > 0 ? res->status : 200;
+    if (n == 0 || is_head(q) || no_body_status(status))
+        return 0;
+    if (res->until_close) {
+        struct iovec iov = { .iov_base = (void *)s, .iov_len = n };
+        return writev_client(q, &iov, 1);
+    }
+    char size[24];
+    int sl = snprintf(size, sizeof(size), "%zx\r\n", n);
+    struct iovec iov[3] = {
+        { .iov_base = size, .iov_len = (size_t)sl },
+        { .iov_base = (void *)s, .iov_len = n },
+        { .iov_base = "\r\n", .iov_len = 2 },
+    };
+    return writev_client(q, iov, 3);
+}
+
+int ks_lua_res_finish(struct ks_lua_req *q)
+{
+    struct ks_lua_resp *res = &q->res;
+    if (q->proxied)
+        return 0;
+    if (!res->started)
+        return send_head(q, false, res->len, res->buf, res->len);
+    if (res->chunked && !is_head(q) && !no_body_status(res->status)) {
+        struct iovec iov = { .iov_base = "0\r\n\r\n", .iov_len = 5 };
+        return writev_client(q, &iov, 1);
+    }
+    return 0;
+}
+
+static int ensure_room(struct ks_lua_resp *res, size_t n)
+{
+    if (res->len + n <= res->cap)
+        return 0;
+    size_t nc = res->cap ? res->cap : 4096;
+    while (nc < res->len + n)
+        nc *= 2;
+    char *nb = realloc(res->buf, nc);
+    if (nb == NULL)
+        return -1;
+    res->buf = nb;
+    res->cap = nc;
+    return 0;
+}
+
+void ks_lua_res_error(struct ks_lua_req *q, int status, const char *message, const char *hname,
+                      const char *hvalue)
+{
+    struct ks_lua_resp *res = &q->res;
+    res->status = status;
+    res->nheaders = 0;
+    res->len = 0;
+    res->written = true;
+    static const char ct[] = "Content-Type", json[] = "application/json";
+    res->headers[res->nheaders++] = (struct ks_lua_resp_header){ ct, json, sizeof(ct) - 1, sizeof(json) - 1 };
+    if (hname != NULL)
+        res->headers[res->nheaders++] =
+            (struct ks_lua_resp_header){ hname, hvalue, strlen(hname), strlen(hvalue) };
+    char body[1024];
+    size_t pos = 0;
+    ks_appendf(body, sizeof(body), &pos, "{\"error\":{\"code\":%d,\"message\":\"", status);
+    ks_json_escape(body, sizeof(body), &pos, message, strlen(message));
+    ks_appendf(body, sizeof(body), &pos, "\",\"request_id\":\"%s\"}}\n", q->x->r->id);
+    if (ensure_room(res, pos) == 0) {
+        memcpy(res->buf, body, pos);
+        res->len = pos;
+    }
+}
+
+/* ---- the res methods -------------------------------------------------------------- */
+
+static void check_value(lua_State *L, const char *what, const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 && v[i] != '\t')
+            luaL_error(L, "%s: control characters in a header value", what);
+}
+
+static void check_name(lua_State *L, const char *what, const char *s, size_t n)
+{
+    bool ok = n > 0 && n <= 256;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+             (s[i] >= '0' && s[i] <= '9') || strchr("!#$%&'*+-.^_`|~", s[i]) != NULL;
+    if (!ok)
+        luaL_error(L, "%s: bad header name", what);
+    static const char *const framing[] = { "content-length", "transfer-encoding", "connection" };
+    for (size_t i = 0; i < KS_ARRAY_LEN(framing); i++)
+        if (strlen(framing[i]) == n && strncasecmp(framing[i], s, n) == 0)
+            luaL_error(L, "%s: %s is set by keystoned", what, framing[i]);
+}
+
+static int check_status(lua_State *L, int idx)
+{
+    lua_Integer c = luaL_checkinteger(L, idx);
+    if (c < 100 || c > 599)
+        luaL_error(L, "res:status: %d is not an HTTP status (100 to 599)", (int)c);
+    return (int)c;
+}
+
+static void not_sent(lua_State *L, struct ks_lua_req *q, const char *what)
+{
+    if (q->proxied)
+        luaL_error(L, "%s: the request was proxied: its response is already sent", what);
+    if (q->res.started)
+        luaL_error(L, "%s: the response head is already sent", what);
+}
+
+static int l_status(lua_State *L)
+{
+    struct ks_lua_req *q = cur(L);
+    int code = check_status(L, 2);
+    if (ks_lua_of(L)->phase == KS_LUA_RESPONSE) {
+        q->head->status = code;
+        return 0;
+    }
+    ks_lua_check_phase(L, KS_LUA_MIDDLEWARE | KS_LUA_HANDLER, "res:status");
+    not_sent(L, q, "res:status");
+    q->res.status = code;
+    return 0;
+}
+
+static void set_header(lua_State *L, struct ks_lua_req *q, const char *name, size_t nl,
+                       const char *value, size_t vl)
+{
+    struct ks_lua_resp *res = &q->res;
+    size_t k = 0;
+    for (size_t i = 0; i < res->nheaders; i++)
+        if (!(res->headers[i].name_len == nl && strncasecmp(res->headers[i].name, name, nl) == 0))
+            res->headers[k++] = res->headers[i];
+    res->nheaders = k;
+    if (value == NULL)
+        return;
+    if (res->nheaders == KS_LUA_MAX_RESP_HEADERS)
+        luaL_error(L, "res:header: more than %d headers", KS_LUA_MAX_RESP_HEADERS);
+    res->headers[res->nheaders++] = (struct ks_lua_resp_header){
+        ks_lua_arena_copy(L, q, name, nl), ks_lua_arena_copy(L, q, value, vl), nl, vl,
+    };
+}
+
+static int l_header(lua_State *L)
+{
+    struct ks_lua_req *q = cur(L);
+    size_t nl, vl = 0;
+    const char *name = luaL_checklstring(L, 2, &nl);
+    const char *value = lua_isnoneornil(L, 3) ? NULL : luaL_checklstring(L, 3, &vl);
+    check_name(L, "res:header", name, nl);
+    if (value != NULL)
+        check_value(L, "res:header", value, vl);
+    if (ks_lua_of(L)->phase == KS_LUA_RESPONSE) {
+        struct ks_response_head *h = q->head;
+        if (h->nedits >= h->max_edits)
+            return luaL_error(L, "res:header: too many header changes (at most %d)", (int)h->max_edits);
+        h->edits[h->nedits++] = (struct ks_header_edit){
+            ks_lua_arena_copy(L, q, name, nl), nl,
+            value ? ks_lua_arena_copy(L, q, value, vl) : NULL, vl,
+        };
+        return 0;
+    }
+    ks_lua_check_phase(L, KS_LUA_MIDDLEWARE | KS_LUA_HANDLER, "res:header");
+    not_sent(L, q, "res:header");
+    set_header(L, q, name, nl, value, vl);
+    return 0;
+}
+
+static void write_out(lua_State *L, struct ks_lua_req *q, const char *s, size_t n)
+{
+    struct ks_lua_resp *res = &q->res;
+    res->written = true;
+    if (!res->started && res->len + n <= KS_LUA_STREAM_AT) {
+        if (ensure_room(res, n) < 0)
+            luaL_error(L, "res:write: out of memory");
+        memcpy(res->buf + res->len, s, n);
+        res->len += n;
+        return;
+    }
+    struct ks_lua_pause p;
+    ks_lua_pause(q->lx, &p);
+    int rc = 0;
+    if (!res->started) {
+        rc = send_head(q, true, 0, NULL, 0);
+        if (rc == 0 && res->len > 0)
+            rc = send_chunk(q, res->buf, res->len);
+        res->len = 0;
+    }
+    if (rc == 0)
+        rc = send_chunk(q, s, n);
+    ks_lua_resume(q->lx, &p);
+    if (rc < 0)
+        ks_lua_abort(L, q, -1, "the client connection was lost");
+}
+
+static int l_write(lua_State *L)
+{
+    struct ks_lua_req *q = cur(L);
+    ks_lua_check_phase(L, KS_LUA_MIDDLEWARE | KS_LUA_HANDLER, "res:write");
+    if (q->proxied)
+        return luaL_error(L, "res:write: the request was proxied: its response is already sent");
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    write_out(L, q, s, n);
+    return 0;
+}
+
+static int l_json(lua_State *L)
+{
+    struct ks_lua_req *q = cur(L);
+    ks_lua_check_phase(L, KS_LUA_MIDDLEWARE | KS_LUA_HANDLER, "res:json");
+    if (q->proxied)
+        return luaL_error(L, "res:json: the request was proxied: its response is already sent");
+    luaL_checkany(L, 2);
+    lua_getfield(L, LUA_REGISTRYINDEX, JSON_ENCODE_KEY);
+    lua_pushvalue(L, 2);
+    lua_call(L, 1, 1);
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    bool has_type = false;
+    for (size_t i = 0; i < q->res.nheaders; i++)
+        has_type |= q->res.headers[i].name_len == 12 &&
+                    strncasecmp(q->res.headers[i].name, "content-type", 12) == 0;
+    if (!has_type && !q->res.started)
+        set_header(L, q, "Content-Type", 12, "application/json", 16);
+    write_out(L, q, s, n);
+    return 0;
+}
+
+static int l_redirect(lua_State *L)
+{
+    struct ks_lua_req *q = cur(L);
+    ks_lua_check_phase(L, KS_LUA_MIDDLEWARE | KS_LUA_HANDLER, "res:redirect");
+    not_sent(L, q, "res:redirect");
+    size_t n;
+    const char *url = luaL_checklstring(L, 2, &n);
+    lua_Integer code = luaL_optinteger(L, 3, 302);
+    if (code != 301 && code != 302 && code != 303 && code != 307 && code != 308)
+        return luaL_error(L, "res:redirect: %d is not a redirect status (301, 302, 303, 307, 308)",
+                          (int)code);
+    if (n == 0)
+        return luaL_error(L, "res:redirect: empty URL");
+    check_value(L, "res:redirect", url, n);
+    q->res.status = (int)code;
+    set_header(L, q, "Location", 8, url, n);
+    return 0;
+}
+
+static int l_get_status(lua_State *L)
+{
+    struct ks_lua_req *q = cur(L);
+    if (ks_lua_of(L)->phase == KS_LUA_RESPONSE)
+        lua_pushinteger(L, q->head->status);
+    else if (q->proxied || q->res.started)
+        lua_pushinteger(L, q->x->status);
+    else
+        lua_pushinteger(L, q->res.status > 0 ? q->res.status : 200);
+    return 1;
+}
+
+static int l_get_header(lua_State *L)
+{
+    struct ks_lua_req *q = cur(L);
+    size_t n;
+    const char *name = luaL_checklstring(L, 2, &n);
+    if (ks_lua_of(L)->phase == KS_LUA_RESPONSE) {
+        const struct ks_response_head *h = q->head;
+        for (size_t i = h->nedits; i-- > 0;)
+            if (h->edits[i].name_len == n && strncasecmp(h->edits[i].name, name, n) == 0) {
+                if (h->edits[i].value == NULL)
+                    lua_pushnil(L);
+                else
+                    lua_pushlstring(L, h->edits[i].value, h->edits[i].value_len);
+                return 1;
+            }
+        for (size_t i = 0; i < h->nheaders; i++)
+            if (h->headers[i].name_len == n && strncasecmp(h->headers[i].name, name, n) == 0) {
+                lua_pushlstring(L, h->headers[i].value, h->headers[i].value_len);
+                return 1;
+            }
+        lua_pushnil(L);
+        return 1;
+    }
+    for (size_t i = 0; i < q->res.nheaders; i++)
+        if (q->res.headers[i].name_len == n && strncasecmp(q->res.headers[i].name, name, n) == 0) {
+            lua_pushlstring(L, q->res.headers[i].value, q->res.headers[i].value_len);
+            return 1;
+        }
+    lua_pushnil(L);
+    return 1;
+}
+
+int ks_lua_open_response(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "status", l_status },         { "header", l_header },
+        { "write", l_write },           { "json", l_json },
+        { "redirect", l_redirect },     { "get_status", l_get_status },
+        { "get_header", l_get_header }, { NULL, NULL },
+    };
+    ks_lua_new_class(L, KS_LUA_RES_CLASS, methods);
+    ks_lua_of(L)->ref_res = ks_lua_singleton(L, KS_LUA_RES_CLASS);
+    /* res:json keeps cjson's encode even if the script rebinds json */
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "json");
+    lua_getfield(L, -1, "encode");
+    lua_setfield(L, LUA_REGISTRYINDEX, JSON_ENCODE_KEY);
+    lua_pop(L, 2);
+    return 0;
+}

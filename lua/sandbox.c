@@ -1,0 +1,403 @@
+/*
+ * sandbox.c: what a script can reach.  Base (without dofile and loadfile,
+ * load forced to text, setmetatable without __gc, print to the error log),
+ * string (without dump), table, math and utf8; json (lua-cjson), log and
+ * keystone (time, clock, date, now, env).  Never io, os, package, debug,
+ * require or coroutine.  At the end every API table becomes a read-only
+ * view (ks_lua_seal_globals).
+ */
+#include <config.h>
+
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keystoned/log.h"
+#include "keystoned/util.h"
+#include "lua/api.h"
+
+#define SEALED_KEY "ks.sealed"      /* registry: weak set of read-only views */
+#define MOVE_MAX ((lua_Integer)1 << 24)
+
+/* ---- base library, trimmed ------------------------------------------------------ */
+
+static int l_load(lua_State *L)
+{
+    int n = lua_gettop(L);
+    const char *mode = luaL_optstring(L, 3, "t");
+    if (strchr(mode, 'b') != NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "load: binary chunks are not allowed (mode must be \"t\")");
+        return 2;
+    }
+    lua_settop(L, 4);           /* stable indexes below, whatever was passed */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushliteral(L, "t");
+    if (n >= 4)
+        lua_pushvalue(L, 4);    /* an explicit env, even nil */
+    lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
+    return lua_gettop(L) - 4;
+}
+
+static int l_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "setmetatable: __gc metamethods are not allowed "
+                                 "(finalizers would run outside the time limit)");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* xpcall(f, handler, ...): Lua calls a message handler before unwinding,
+ * and when the error came from the count hook it does so with hooks still
+ * off (they are restored only by the pcall that catches the error), so a
+ * handler that loops could never be stopped.  Here the handler runs after
+ * unwinding, hooks on; without the debug library a script cannot tell the
+ * difference. */
+static int l_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_checkany(L, 1);
+    lua_pushvalue(L, 1);
+    for (int i = 3; i <= n; i++)
+        lua_pushvalue(L, i);
+    if (lua_pcall(L, n - 2, LUA_MULTRET, 0) == LUA_OK) {
+        lua_pushboolean(L, 1);
+        lua_insert(L, n + 1);
+        return lua_gettop(L) - n;
+    }
+    lua_pushvalue(L, 2);
+    lua_insert(L, -2);
+    lua_pcall(L, 1, 1, 0);      /* the handler's result, or its own error */
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+}
+
+static bool is_sealed(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_getfield(L, LUA_REGISTRYINDEX, SEALED_KEY);
+    lua_pushvalue(L, idx);
+    bool sealed = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    return sealed;
+}
+
+static int l_rawset(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (is_sealed(L, 1))
+        return luaL_error(L, "rawset: attempt to modify a read-only table");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int l_collectgarbage(lua_State *L)
+{
+    static const char *const allowed[] = { "collect", "count", "step", "isrunning", NULL };
+    luaL_checkoption(L, 1, "collect", allowed);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* Concatenate the arguments as print does, tab-separated. */
+static void join_args(lua_State *L, int first, luaL_Buffer *b)
+{
+    int n = lua_gettop(L);
+    for (int i = first; i <= n; i++) {
+        if (i > first)
+            luaL_addchar(b, '\t');
+        size_t len;
+        luaL_tolstring(L, i, &len);
+        luaL_addvalue(b);
+    }
+}
+
+static void write_log(lua_State *L, enum ks_log_level level, const char *text, size_t len)
+{
+    struct ks_lua *lx = ks_lua_of(L);
+    if (lx->quiet || level > ks_log_get_level())
+        return;
+    ks_log(level, "lua-log", "tenant %s: %.*s", lx->tenant, (int)(len > 4000 ? 4000 : len), text);
+}
+
+/* Log the arguments from first on, as print would show them. */
+static int log_args(lua_State *L, enum ks_log_level level, int first)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    join_args(L, first, &b);
+    luaL_pushresult(&b);
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    write_log(L, level, s, len);
+    return 0;
+}
+
+static int l_print(lua_State *L)
+{
+    return log_args(L, KS_LOG_INFO, 1);
+}
+
+static int l_log(lua_State *L)
+{
+    static const char *const levels[] = { "error", "warn", "info", "debug", NULL };
+    int level = luaL_checkoption(L, 1, NULL, levels);
+    return log_args(L, (enum ks_log_level)level, 2);
+}
+
+/* ---- string and table guards ------------------------------------------------------ */
+
+/* string.rep("", 1e15) would loop in C for ever without allocating */
+static int l_rep(lua_State *L)
+{
+    size_t l, lsep = 0;
+    luaL_checklstring(L, 1, &l);
+    luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    if (l == 0 && lsep == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* table.move over 2^60 nil slots would loop in C for ever too */
+static int l_move(lua_State *L)
+{
+    lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+    if (e >= f && (lua_Unsigned)e - (lua_Unsigned)f >= (lua_Unsigned)MOVE_MAX)
+        return luaL_error(L, "table.move: more than %d elements", (int)MOVE_MAX);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* Replace t[name] (t at the top) by a C closure over the old value. */
+static void wrap_field(lua_State *L, const char *name, lua_CFunction f)
+{
+    lua_getfield(L, -1, name);
+    lua_pushcclosure(L, f, 1);
+    lua_setfield(L, -2, name);
+}
+
+static void drop_field(lua_State *L, const char *name)
+{
+    lua_pushnil(L);
+    lua_setfield(L, -2, name);
+}
+
+/* ---- keystone ---------------------------------------------------------------------- */
+
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)ks_wall_ms() / 1000.0);
+    return 1;
+}
+
+static int l_env(lua_State *L)
+{
+    struct ks_lua *lx = ks_lua_of(L);
+    const char *name = luaL_checkstring(L, 1);
+    for (size_t i = 0; i < lx->nallowed_env; i++)
+        if (strcmp(lx->allowed_env[i], name) == 0) {
+            const char *v = getenv(name);
+            if (v == NULL)
+                lua_pushnil(L);
+            else
+                lua_pushstring(L, v);
+            return 1;
+        }
+    return luaL_error(L, "keystone.env: %s is not in lua.allowed_env", name);
+}
+
+static void open_keystone(lua_State *L)
+{
+    lua_newtable(L);
+    /* os.time, os.clock and os.date, without the rest of os */
+    lua_pushcfunction(L, luaopen_os);
+    lua_call(L, 0, 1);
+    static const char *const from_os[] = { "time", "clock", "date" };
+    for (size_t i = 0; i < KS_ARRAY_LEN(from_os); i++) {
+        lua_getfield(L, -1, from_os[i]);
+        lua_setfield(L, -3, from_os[i]);
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_now);
+    lua_setfield(L, -2, "now");
+    lua_pushcfunction(L, l_env);
+    lua_setfield(L, -2, "env");
+    lua_pushstring(L, PACKAGE_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_setglobal(L, "keystone");
+}
+
+int ks_lua_open_sandbox(lua_State *L)
+{
+    luaL_requiref(L, "_G", luaopen_base, 1);
+    drop_field(L, "dofile");
+    drop_field(L, "loadfile");
+    wrap_field(L, "load", l_load);
+    wrap_field(L, "setmetatable", l_setmetatable);
+    wrap_field(L, "rawset", l_rawset);
+    wrap_field(L, "collectgarbage", l_collectgarbage);
+    lua_pushcfunction(L, l_xpcall);
+    lua_setfield(L, -2, "xpcall");
+    lua_pushcfunction(L, l_print);
+    lua_setfield(L, -2, "print");
+    lua_pushcfunction(L, l_log);
+    lua_setfield(L, -2, "log");
+    lua_pop(L, 1);
+
+    luaL_requiref(L, "string", luaopen_string, 1);
+    drop_field(L, "dump");
+    wrap_field(L, "rep", l_rep);
+    lua_pop(L, 1);
+    luaL_requiref(L, "table", luaopen_table, 1);
+    wrap_field(L, "move", l_move);
+    lua_pop(L, 1);
+    luaL_requiref(L, "math", luaopen_math, 1);
+    lua_pop(L, 1);
+    luaL_requiref(L, "utf8", luaopen_utf8, 1);
+    lua_pop(L, 1);
+    luaL_requiref(L, "json", luaopen_cjson, 1);
+    lua_pop(L, 1);
+    open_keystone(L);
+
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, SEALED_KEY);
+    return 0;
+}
+
+/* ---- read-only views -------------------------------------------------------------- */
+
+static int readonly_newindex(lua_State *L)
+{
+    return luaL_error(L, "attempt to modify the read-only table %s", lua_tostring(L, lua_upvalueindex(1)));
+}
+
+/* __pairs of a view: iterate the real table without handing it out. */
+static int view_next(lua_State *L)
+{
+    lua_settop(L, 2);
+    if (lua_next(L, lua_upvalueindex(1)) == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    return 2;
+}
+
+static int view_pairs(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcclosure(L, view_next, 1);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* Push a read-only view of the table at idx. */
+static void push_view(lua_State *L, int idx, const char *name)
+{
+    idx = lua_absindex(L, idx);
+    lua_newtable(L);                    /* the view */
+    lua_newtable(L);                    /* its metatable */
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, name);
+    lua_pushcclosure(L, readonly_newindex, 1);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushvalue(L, idx);
+    lua_pushcclosure(L, view_pairs, 1);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_getfield(L, LUA_REGISTRYINDEX, SEALED_KEY);
+    lua_pushvalue(L, -2);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+void ks_lua_seal_globals(lua_State *L)
+{
+    static const char *const api[] = { "string", "table", "math", "utf8", "json", "keystone",
+                                       "http", "router" };
+    for (size_t i = 0; i < KS_ARRAY_LEN(api); i++) {
+        if (lua_getglobal(L, api[i]) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            continue;
+        }
+        push_view(L, -1, api[i]);
+        if (strcmp(api[i], "string") == 0) {
+            /* ("x"):upper() goes through the string metatable: point it at
+             * the view and protect it */
+            lua_pushliteral(L, "");
+            lua_getmetatable(L, -1);
+            lua_pushvalue(L, -3);
+            lua_setfield(L, -2, "__index");
+            lua_pushliteral(L, "read-only");
+            lua_setfield(L, -2, "__metatable");
+            lua_pop(L, 2);
+        }
+        lua_setglobal(L, api[i]);
+        lua_pop(L, 1);
+    }
+}
+
+/* ---- helpers for the other openers ------------------------------------------------ */
+
+void ks_lua_new_class(lua_State *L, const char *name, const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "read-only");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+int ks_lua_singleton(lua_State *L, const char *name)
+{
+    lua_newuserdata(L, 1);
+    luaL_setmetatable(L, name);
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+int64_t ks_lua_duration(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        lua_Number s = lua_tonumber(L, idx);
+        return s >= 0 && s <= 86400.0 ? (int64_t)(s * 1000.0 + 0.5) : -1;
+    }
+    int64_t ms;
+    const char *s = lua_tostring(L, idx);
+    if (s == NULL || ks_parse_duration(s, &ms) < 0)
+        return -1;
+    return ms;
+}

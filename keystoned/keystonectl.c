@@ -348,10 +348,18 @@ static int cmd_status(struct ctl *c)
             json_str(stdout, ks_t_str(t, tn->name));
             printf(",\"base_path\":");
             json_str(stdout, ks_t_str(t, tn->base_path));
-            printf(",\"requests\":%llu,\"responses_4xx\":%llu,\"responses_5xx\":%llu,\"upstreams\":",
+            printf(",\"requests\":%llu,\"responses_4xx\":%llu,\"responses_5xx\":%llu,",
                    (unsigned long long)atomic_load(&ts->requests),
                    (unsigned long long)atomic_load(&ts->responses_4xx),
                    (unsigned long long)atomic_load(&ts->responses_5xx));
+            printf("\"lua\":{\"script\":");
+            json_str(stdout, ks_t_str(t, tn->lua_script));
+            printf(",\"errors\":%llu,\"timeouts\":%llu,\"memory\":%llu,\"route_changes\":%llu},"
+                   "\"upstreams\":",
+                   (unsigned long long)atomic_load(&ts->lua_errors),
+                   (unsigned long long)atomic_load(&ts->lua_timeouts),
+                   (unsigned long long)atomic_load(&ts->lua_oom),
+                   (unsigned long long)atomic_load(&ts->dynamic_changes));
             print_rendered(render_upstreams, c, tn);
             printf("}");
         }
@@ -388,6 +396,12 @@ static int cmd_status(struct ctl *c)
                    (unsigned long long)atomic_load(&ts->requests),
                    (unsigned long long)atomic_load(&ts->responses_4xx),
                    (unsigned long long)atomic_load(&ts->responses_5xx));
+            if (tn->lua_script != 0)
+                printf("    lua %s: %llu errors, %llu timeouts, %llu out of memory, %llu route changes\n",
+                       ks_t_str(t, tn->lua_script), (unsigned long long)atomic_load(&ts->lua_errors),
+                       (unsigned long long)atomic_load(&ts->lua_timeouts),
+                       (unsigned long long)atomic_load(&ts->lua_oom),
+                       (unsigned long long)atomic_load(&ts->dynamic_changes));
             print_upstreams_text(c, tn);
         }
     }

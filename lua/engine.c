@@ -50,6 +50,7 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
          * raises "not enough memory": from then on refuse every growth and
          * fail every instruction (lua_sethook may be called from anywhere),
          * so a script that catches the error cannot go on. */
+        m->refusals++;
         if (m->refused_ptr == ptr && m->refused_size == nsize && !m->breached) {
             m->breached = true;
             if (m->L != NULL)
@@ -156,6 +157,7 @@ enum ks_lua_result ks_lua_call(struct ks_lua *lx, int nargs, int nresults, char 
         lx->paused = false;
         store_since(lx, now);
     }
+    uint64_t refusals = lx->mem.refusals;
     lx->depth++;
     int status = lua_pcall(L, nargs, nresults, base);
     lx->depth--;
@@ -166,8 +168,13 @@ enum ks_lua_result ks_lua_call(struct ks_lua *lx, int nargs, int nresults, char 
         store_since(lx, lx->depth > 0 && !lx->paused ? lx->since_ms : 0);
     }
 
+    /* a call that failed after the cap refused it memory failed for want
+     * of memory, whatever the error says (lauxlib's buffers turn a
+     * refusal into an ordinary error: "not enough memory for buffer
+     * allocation") */
     enum ks_lua_result r = KS_LUA_OK;
-    if (status == LUA_ERRMEM || lx->mem.breached)
+    if (status == LUA_ERRMEM || lx->mem.breached ||
+        (status != LUA_OK && lx->mem.refusals != refusals))
         r = KS_LUA_ERR_MEMORY;
     else if (lx->breached)
         r = KS_LUA_ERR_TIMEOUT;

@@ -79,6 +79,7 @@ typedef int (*ks_lua_runtime_fn)(void *arg, const struct ks_route_spec *spec, bo
 struct ks_lua_mem {
     lua_State *L;                   /* to latch the hook too (NULL: no hook) */
     size_t used, limit, peak;
+    uint64_t refusals;              /* growths refused by the cap, ever */
     bool breached;
     const void *refused_ptr;
     size_t refused_size;

@@ -23,7 +23,8 @@
 #include "lua/api.h"
 #include "lua/handle.h"
 #include "lua/reqctx.h"
-#include "worker/respond.h"
+#include "worker/body.h"
+#include "worker/proxy.h"
 
 static const char *phase_name(enum ks_lua_phase p)
 {
@@ -281,17 +282,6 @@ static int on_response(struct ks_exchange *x, struct ks_response_head *h)
 
 /* ---- the entry point ------------------------------------------------------------------ */
 
-static int respond_error(struct ks_lua_req *q, int status, const char *message)
-{
-    struct ks_exchange *x = q->x;
-    x->status = status;
-    x->responded = true;
-    x->error = message;
-    bool keep = q->keep_alive;
-    int rc = ks_respond_error(x->c, x->r, status, message, NULL, keep);
-    return rc < 0 || !keep ? -1 : 0;
-}
-
 static const char *failure_text(enum ks_lua_result r)
 {
     return r == KS_LUA_ERR_TIMEOUT  ? "Lua script timed out"
@@ -304,27 +294,29 @@ int ks_lua_handle(struct ks_exchange *x)
     struct ks_worker *w = x->w;
     struct ks_lua *lx = ks_lua_engine_state(w, x->tenant);
     const struct ks_request *r = x->r;
-    bool has_body = r->chunked || r->content_length > 0;
+    if (lx == NULL)
+        return ks_proxy_fail(x, 500, "the tenant's Lua script could not be loaded", NULL);
     struct ks_lua_req q;
     memset(&q, 0, sizeof(q));
     q.x = x;
     q.lx = lx;
+    /* a Lua answer keeps the connection when what is left of the body can
+     * be read past afterwards (serve() drains it) */
     q.keep_input = !x->close;
-    q.keep_alive = q.keep_input && !has_body;
-    if (lx == NULL)
-        return respond_error(&q, 500, "the tenant's Lua script could not be loaded");
-
+    q.keep_alive = q.keep_input &&
+                   (x->in == NULL || !ks_body_pending(x->in) || ks_body_drainable(x->in, KS_DRAIN_MAX));
     q.arena = ks_lua_engine_arena(w);
     ks_lua_arena_reset(q.arena);
     q.scratch = ks_lua_engine_scratch(w);
-    q.path = r->path;
-    q.path_len = r->path_len;
+    q.path = x->match_path != NULL ? x->match_path : r->path;
+    q.path_len = x->match_path != NULL ? x->match_path_len : r->path_len;
     char **outbuf;
     size_t *outcap;
     ks_lua_engine_outbuf(w, &outbuf, &outcap);
     q.res.buf = *outbuf;
     q.res.cap = *outcap;
 
+    ks_worker_set_state(w, KS_WS_LUA);
     lx->req = &q;
     lua_pushcfunction(lx->L, entry);
     char msg[KS_LUA_MSG_MAX];
@@ -334,23 +326,23 @@ int ks_lua_handle(struct ks_exchange *x)
     lx->phase = KS_LUA_IDLE;
     *outbuf = q.res.buf;
     *outcap = q.res.cap;
+    ks_worker_set_state(w, KS_WS_WRITING);
 
     int rc;
     if (q.abort_status < 0) {
         rc = -1;                        /* the client is gone */
     } else if (q.abort_status > 0) {
-        /* the body could not be read: that status, and close (the rest
-         * of the body is still on the connection) */
-        q.keep_alive = false;
-        rc = q.proxied || q.res.started ? -1 : respond_error(&q, q.abort_status,
-                                                             x->error ? x->error : "bad request body");
+        /* the body could not be read (413, 400, 408) */
+        rc = q.proxied || q.res.started ? -1
+                                        : ks_proxy_fail(x, q.abort_status,
+                                                        x->error ? x->error : "bad request body", NULL);
     } else if (res != KS_LUA_OK) {
         log_failure(&q, res, phase, msg);
-        if (q.proxied)
+        if (q.proxied) {
             rc = q.proxy_rc;            /* the response is out; nothing to add */
-        else if (q.res.started)
+        } else if (q.res.started) {
             rc = -1;                    /* a truncated stream: closing tells the client */
-        else {
+        } else {
             char text[512];
             if (w->table->settings.lua_expose_errors) {
                 size_t n = strcspn(msg, "\n");
@@ -358,17 +350,21 @@ int ks_lua_handle(struct ks_exchange *x)
             } else {
                 snprintf(text, sizeof(text), "%s", failure_text(res));
             }
-            rc = respond_error(&q, 500, text);
+            /* the reason outlives this frame: the access log reads it */
+            const char *why = ks_lua_arena_strdup(q.arena, text);
+            rc = ks_proxy_fail(x, 500, why != NULL ? why : failure_text(res), NULL);
         }
     } else if (q.proxied) {
         rc = q.proxy_rc;
     } else {
-        rc = ks_lua_res_finish(&q) < 0 || !q.keep_alive ? -1 : 0;
+        rc = ks_lua_res_finish(&q);
+        if (!q.keep_alive)
+            x->close = true;
     }
     if (lx->dead) {
         ks_log_warn("lua-discard", "tenant %s: Lua state discarded after a %s; it is rebuilt "
-                    "for the next request", lx->tenant, res == KS_LUA_ERR_TIMEOUT ? "timeout"
-                                                                                   : "memory error");
+                    "for the next request", lx->tenant, res == KS_LUA_ERR_MEMORY ? "memory error"
+                                                                                  : "timeout");
         ks_lua_engine_discard(w, x->tenant);
     }
     return rc;

@@ -36,11 +36,13 @@ bool ks_lua_wants(const struct ks_exchange *x);
 int ks_lua_handle(struct ks_exchange *x);
 
 /* A runtime route change, sent to the master over its control socket.
- * 0 with id_out filled (the new route's id), or -1 with err and
+ * 0 with id_out (the route's id) and *generation (the one publishing it,
+ * if not NULL) filled, *http_status 201 or 200; or -1 with err and
  * *http_status (400 bad spec, 403 not allowed, 404 no such tenant or
  * route, 409 conflict, 429 rate limited, 503 master unreachable). */
 int ks_lua_send_route(struct ks_worker *w, const struct ks_route_spec *s, bool del, char *id_out,
-                      size_t idlen, char *err, size_t errlen, int *http_status);
+                      size_t idlen, uint64_t *generation, char *err, size_t errlen,
+                      int *http_status);
 
 /* A runtime route from a JSON object (the admin API's POST body), with
  * the same keys and checks as router:add_route's options plus "method"

@@ -63,14 +63,14 @@ void ks_lua_arena_free(struct ks_lua_arena *a)
 }
 
 /* n + 1 bytes of the request arena. */
-char *ks_lua_arena_alloc(lua_State *L, struct ks_lua_req *q, size_t n)
+/* Like ks_lua_arena_alloc, for C outside Lua: NULL instead of an error. */
+static char *arena_take(struct ks_lua_arena *a, size_t n)
 {
-    struct ks_lua_arena *a = q->arena;
     if (a->head == NULL || a->head->used + n + 1 > a->head->cap) {
         size_t cap = n + 1 > ARENA_BLOCK ? n + 1 : ARENA_BLOCK;
         struct arena_block *b = a->total + cap <= ARENA_MAX ? malloc(sizeof(*b) + cap) : NULL;
         if (b == NULL)
-            luaL_error(L, "too much header and path data for one request");
+            return NULL;
         b->next = a->head;
         b->used = 0;
         b->cap = cap;
@@ -79,6 +79,23 @@ char *ks_lua_arena_alloc(lua_State *L, struct ks_lua_req *q, size_t n)
     }
     char *d = a->head->data + a->head->used;
     a->head->used += n + 1;
+    return d;
+}
+
+char *ks_lua_arena_alloc(lua_State *L, struct ks_lua_req *q, size_t n)
+{
+    char *d = arena_take(q->arena, n);
+    if (d == NULL)
+        luaL_error(L, "too much header and path data for one request");
+    return d;
+}
+
+char *ks_lua_arena_strdup(struct ks_lua_arena *a, const char *s)
+{
+    size_t n = strlen(s);
+    char *d = arena_take(a, n);
+    if (d != NULL)
+        memcpy(d, s, n + 1);
     return d;
 }
 

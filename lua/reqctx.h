@@ -86,6 +86,8 @@ void ks_lua_arena_reset(struct ks_lua_arena *a);
 void ks_lua_arena_free(struct ks_lua_arena *a);
 char *ks_lua_arena_alloc(lua_State *L, struct ks_lua_req *q, size_t n);
 char *ks_lua_arena_copy(lua_State *L, struct ks_lua_req *q, const char *s, size_t n);
+/* A copy for C code outside Lua (valid until the next request), or NULL. */
+char *ks_lua_arena_strdup(struct ks_lua_arena *a, const char *s);
 
 /* The request being handled; raises a Lua error outside one (or when the
  * first argument is not a req/res object of class cls). */

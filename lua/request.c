@@ -12,6 +12,7 @@
 #include "keystoned/util.h"
 #include "lua/api.h"
 #include "lua/reqctx.h"
+#include "worker/body.h"
 #include "worker/conn.h"
 #include "worker/http.h"
 
@@ -236,6 +237,24 @@ static int l_header(lua_State *L)
     return 1;
 }
 
+static int l_body(lua_State *L)
+{
+    struct ks_lua_req *q = cur(L);
+    ks_lua_check_phase(L, KS_LUA_MIDDLEWARE | KS_LUA_HANDLER, "req:body");
+    struct ks_exchange *x = q->x;
+    if (!x->body_read) {
+        struct ks_lua_pause p;
+        ks_lua_pause(q->lx, &p);
+        int rc = ks_body_read_all(x, x->w->table->settings.max_body_bytes);
+        ks_lua_resume(q->lx, &p);
+        if (rc < 0)
+            return ks_lua_abort(L, q, x->status > 0 ? x->status : 400, "cannot read the request body");
+        q->keep_alive = q->keep_input;
+    }
+    lua_pushlstring(L, x->body ? x->body : "", x->body ? x->body_len : 0);
+    return 1;
+}
+
 static int l_params(lua_State *L)
 {
     struct ks_lua_req *q = cur(L);
@@ -362,7 +381,7 @@ int ks_lua_open_request(lua_State *L)
         { "host", l_host },             { "query", l_query },
         { "query_string", l_query_string },
         { "headers", l_headers },       { "header", l_header },
-        { "params", l_params },
+        { "body", l_body },             { "params", l_params },
         { "param", l_param },           { "client_ip", l_client_ip },
         { "request_id", l_request_id }, { "tenant", l_tenant },
         { "set_header", l_set_header }, { "del_header", l_del_header },

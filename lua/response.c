@@ -139,7 +139,7 @@ int ks_lua_res_finish(struct ks_lua_req *q)
         return 0;
     if (!res->started)
         return send_head(q, false, res->len, res->buf, res->len);
-    if (res->chunked && !is_head(q) && !no_body_status(res->status)) {
+    if (res->chunked && !is_head(q) && !no_body_status(res->status > 0 ? res->status : 200)) {
         struct iovec iov = { .iov_base = "0\r\n\r\n", .iov_len = 5 };
         return writev_client(q, &iov, 1);
     }

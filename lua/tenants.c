@@ -139,7 +139,7 @@ static int send_route(void *arg, const struct ks_route_spec *s, bool del, char *
                       size_t idlen, char *err, size_t errlen)
 {
     int status;
-    return ks_lua_send_route(arg, s, del, id_out, idlen, err, errlen, &status);
+    return ks_lua_send_route(arg, s, del, id_out, idlen, NULL, err, errlen, &status);
 }
 
 static struct ks_lua *build(struct ks_worker *w, uint32_t i, struct slot *sl)
@@ -284,7 +284,8 @@ void ks_lua_engine_outbuf(struct ks_worker *w, char ***buf, size_t **cap)
 /* ---- runtime route changes: to the master ---------------------------------------- */
 
 int ks_lua_send_route(struct ks_worker *w, const struct ks_route_spec *s, bool del, char *id_out,
-                      size_t idlen, char *err, size_t errlen, int *http_status)
+                      size_t idlen, uint64_t *generation, char *err, size_t errlen,
+                      int *http_status)
 {
     char line[KS_SPEC_LINE_MAX + 64], reply[1024];
     *http_status = 400;
@@ -313,7 +314,10 @@ int ks_lua_send_route(struct ks_worker *w, const struct ks_route_spec *s, bool d
         return -1;
     }
     char id[KS_ROUTE_ID_MAX] = "";
-    sscanf(reply + n, "%23s", id);
+    unsigned long long gen = 0;
+    sscanf(reply + n, "%23s %llu", id, &gen);
     ks_strlcpy(id_out, id, idlen);
+    if (generation != NULL)
+        *generation = gen;
     return 0;
 }

@@ -378,19 +378,29 @@ void ks_dynroutes_undo(struct ks_dynroutes *d)
 
 void ks_dynroutes_prune(struct ks_dynroutes *d, const struct ks_config *cfg)
 {
-    size_t k = 0;
+    /* decide for every route against the whole list first, then compact
+     * (a freed entry must not be compared with) */
+    bool *drop = calloc(d->n + 1, sizeof(bool));
+    if (drop == NULL)
+        return;             /* keep them all; the next publish filters */
     for (size_t i = 0; i < d->n; i++) {
         char err[512];
         int status;
-        if (validate(d, cfg, &d->v[i], i, false, &status, err, sizeof(err)) == 0) {
-            d->v[k++] = d->v[i];
+        if (validate(d, cfg, &d->v[i], i, false, &status, err, sizeof(err)) == 0)
             continue;
-        }
         ks_log_warn("lua-route", "runtime route %s of tenant %s dropped by the reload: %s",
                     d->v[i].id, d->v[i].tenant, err);
-        route_free(&d->v[i]);
+        drop[i] = true;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        if (drop[i])
+            route_free(&d->v[i]);
+        else
+            d->v[k++] = d->v[i];
     }
     d->n = k;
+    free(drop);
     if (d->undo == UNDO_DEL)
         route_free(&d->removed);
     d->undo = UNDO_NONE;

@@ -100,8 +100,14 @@ static uint32_t level_of(const char *name)
     return 2;
 }
 
-size_t ks_publish_build(const struct ks_config *cfg, const struct ks_dynroutes *dyn,
-                        struct ks_shm *shm, void *buf, size_t cap, char *err, size_t errlen)
+size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *buf, size_t cap,
+                        char *err, size_t errlen)
+{
+    return ks_publish_build_dyn(cfg, NULL, shm, buf, cap, err, errlen);
+}
+
+size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynroutes *dyn,
+                            struct ks_shm *shm, void *buf, size_t cap, char *err, size_t errlen)
 {
     uint32_t nup = 0, nstr = (uint32_t)cfg->lua.nallowed_env, nsched = 0;
     for (size_t i = 0; i < cfg->ntenants; i++) {

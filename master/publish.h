@@ -16,12 +16,14 @@
 
 struct ks_dynroutes;
 
-/* Build the table for cfg (and the runtime routes in dyn, which may be
- * NULL) into buf (cap bytes).  Health records and tenant stats slots are
- * found or assigned in shm (so a reload keeps the health of unchanged
- * upstreams).  Returns the table size, or 0 with err filled. */
-size_t ks_publish_build(const struct ks_config *cfg, const struct ks_dynroutes *dyn,
-                        struct ks_shm *shm, void *buf, size_t cap, char *err, size_t errlen);
+/* Build the table for cfg into buf (cap bytes).  Health records and tenant
+ * stats slots are found or assigned in shm (so a reload keeps the health of
+ * unchanged upstreams).  Returns the table size, or 0 with err filled. */
+size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *buf, size_t cap,
+                        char *err, size_t errlen);
+/* The same with the runtime routes in dyn (master/dynroutes.h). */
+size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynroutes *dyn,
+                            struct ks_shm *shm, void *buf, size_t cap, char *err, size_t errlen);
 
 /* Release health records and tenant stats no longer named by cfg. */
 void ks_publish_sweep(const struct ks_config *cfg, struct ks_shm *shm);

@@ -13,9 +13,7 @@
 #include "worker/admin.h"
 #include "worker/respond.h"
 
-/* The admin path of r relative to the admin root, or NULL when r is not
- * for the admin API.  *len receives its length. */
-static const char *admin_path(const struct ks_conn *c, const struct ks_request *r, size_t *len)
+const char *ks_admin_path(const struct ks_conn *c, const struct ks_request *r, size_t *len)
 {
     const struct ks_table *t = c->w->table;
     const char *base = ks_t_str(t, t->settings.admin_base_path);
@@ -35,7 +33,7 @@ static const char *admin_path(const struct ks_conn *c, const struct ks_request *
 bool ks_admin_wants(const struct ks_conn *c, const struct ks_request *r)
 {
     size_t len = 0;
-    return admin_path(c, r, &len) != NULL;
+    return ks_admin_path(c, r, &len) != NULL;
 }
 
 static bool path_is(const char *p, size_t len, const char *want)
@@ -171,7 +169,7 @@ static int serve_health_endpoints(struct ks_conn *c, struct ks_request *r, const
 int ks_admin_serve(struct ks_conn *c, struct ks_request *r, bool keep_alive)
 {
     size_t len = 0;
-    const char *p = admin_path(c, r, &len);
+    const char *p = ks_admin_path(c, r, &len);
     bool handled;
     int rc = serve_health_endpoints(c, r, p, len, keep_alive, &handled);
     if (handled)

@@ -12,6 +12,9 @@
 #include "worker/conn.h"
 #include "worker/http.h"
 
+/* The path of r relative to the admin root, or NULL when r is not for
+ * the admin API on this connection's listener; *len receives its length. */
+const char *ks_admin_path(const struct ks_conn *c, const struct ks_request *r, size_t *len);
 /* Is r addressed to the admin API on this connection's listener? */
 bool ks_admin_wants(const struct ks_conn *c, const struct ks_request *r);
 /* Answer an admin request (ks_admin_wants() was true).  Returns 0, or -1

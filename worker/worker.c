@@ -20,8 +20,10 @@
 
 #include "keystoned/log.h"
 #include "keystoned/util.h"
+#include "lua/handle.h"
 #include "worker/accesslog.h"
 #include "worker/admin.h"
+#include "worker/admin_routes.h"
 #include "worker/body.h"
 #include "worker/conn.h"
 #include "worker/http.h"
@@ -166,6 +168,7 @@ int ks_worker_refresh(struct ks_worker *w)
     int rc = size_buffers(w);
     if (ks_proxy_sync(w) < 0)
         rc = -1;
+    ks_lua_engine_refresh(w);       /* tenant states follow the table too */
     if (rc < 0) {
         ks_log_error("table", "out of memory sizing buffers for generation %llu", (unsigned long long)gen);
         return -1;
@@ -272,11 +275,12 @@ static void count_response(struct ks_worker *w, const struct ks_exchange *x, int
         atomic_fetch_add_explicit(&ts->responses_4xx, 1, memory_order_relaxed);
 }
 
-/* The one place a request is handed to the proxy. */
+/* The one place a request is handed to the proxy (through the tenant's
+ * Lua script when it has one). */
 static int dispatch(struct ks_exchange *x)
 {
     int rc;
-    rc = ks_proxy_forward(x);
+    rc = ks_lua_wants(x) ? ks_lua_handle(x) : ks_proxy_forward(x);
     return rc;
 }
 
@@ -382,7 +386,8 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
             if (!ks_body_drainable(&body, KS_DRAIN_MAX))
                 x.close = true;
             ks_worker_set_state(w, KS_WS_WRITING);
-            rc = ks_admin_serve(&c, &r, !x.close);
+            rc = ks_admin_routes_wants(&c, &r) ? ks_admin_routes_serve(&x)
+                                               : ks_admin_serve(&c, &r, !x.close);
             x.status = r.status;
         } else {
             rc = route_request(&x);
@@ -506,6 +511,7 @@ int ks_worker_main(const struct ks_worker_args *a)
     ks_worker_set_state(&w, KS_WS_CLOSING);
     close(ep);
     ks_proxy_free(&w);
+    ks_lua_engine_free(&w);
     ks_accesslog_close(&w);
     adopt_buffers(&w, NULL);
     free(w.conn_buf);

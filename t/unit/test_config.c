@@ -139,7 +139,12 @@ START_TEST(test_example_loads)
     t = ks_config_tenant(cfg, "demo");
     ck_assert_ptr_nonnull(t);
     ck_assert_str_eq(t->base_path, "/");
-    ck_assert_ptr_null(t->lua_script);
+    /* the quick start's script, relative to the file, read at load */
+    snprintf(want, sizeof(want), "%s/scripts/hello.lua", cfg->dir);
+    ck_assert_ptr_nonnull(t->lua_script);
+    ck_assert_str_eq(t->lua_script, want);
+    ck_assert_ptr_nonnull(t->lua_source);
+    ck_assert_ptr_nonnull(strstr(t->lua_source, "Hello World"));
     ck_assert_uint_eq(t->nupstreams, 1);
     u = &t->upstreams[0];
     ck_assert_str_eq(u->url_text, "http://127.0.0.1:3001");

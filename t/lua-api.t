@@ -1,0 +1,376 @@
+#!/usr/bin/perl
+# The Lua API end to end: every req and res call, json, log, keystone.*,
+# middleware order, short-circuit and next() misuse, groups, 405 with
+# Allow, proxy routes (upstream, strip_prefix, headers, timeout), set_path
+# and header edits reaching the upstream, response hooks, large output
+# streamed chunked, HEAD, script errors as 500 with the request id, and
+# http.request against t/backend with its deadline.
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP;
+use Keystone::Test;
+
+my $t = Keystone::Test->new;
+my $port = $t->free_port;
+my $app = $t->backend(name => 'app');
+my $other = $t->backend(name => 'other');
+my $app_addr = $app->addr;
+my $dead = $t->free_port;
+
+$t->write_file('scripts/api.lua', <<"LUA");
+local APP = "$app_addr"
+local DEAD = "127.0.0.1:$dead"
+
+router:add_route("GET", "/hello", {handler = function(req, res) res:write("Hello World") end})
+
+router:add_route("*", "/echo/{a}/*", {handler = function(req, res)
+    res:json({
+        method = req:method(), path = req:path(), host = req:host(),
+        query = req:query(), x = req:query("x"), nox = req:query("nope"),
+        query_string = req:query_string(),
+        params = req:params(), a = req:param("a"), star = req:param("*"), none = req:param("zz"),
+        headers = req:headers(), test = req:header("x-TEST"), missing = req:header("X-None"),
+        client_ip = req:client_ip(), request_id = req:request_id(), tenant = req:tenant(),
+    })
+end})
+
+router:add_route("POST", "/body", {handler = function(req, res)
+    local b = req:body()
+    local t = json.decode(b)
+    t.len = #b
+    t.again = req:body() == b
+    res:status(201)
+    res:header("X-Len", tostring(#b))
+    res:json(t)
+end})
+
+router:add_route("GET", "/stream", {handler = function(req, res)
+    for i = 1, tonumber(req:query("n")) do res:write(string.rep("x", 9999) .. "\\n") end
+end})
+router:add_route("GET", "/redirect", {handler = function(req, res) res:redirect("/hello", 301) end})
+router:add_route("GET", "/found", {handler = function(req, res) res:redirect("https://example.com/") end})
+router:add_route("GET", "/status", {handler = function(req, res)
+    res:status(418)
+    res:header("X-A", "1") res:header("X-A", "2")
+    res:header("X-B", "b") res:header("X-B", nil)
+    res:write("tea") res:write("pot")
+end})
+router:add_route("GET", "/empty", {handler = function(req, res) res:status(204) res:write("ignored") end})
+router:add_route("GET", "/nothing", {handler = function(req, res) end})
+router:add_route("GET", "/error", {handler = function(req, res) local x = nil; return x.field end})
+router:add_route("GET", "/error-table", {handler = function(req, res) error({code = 1}) end})
+router:add_route("GET", "/bad-header", {handler = function(req, res) res:header("Content-Length", "5") end})
+router:add_route("GET", "/late-status", {handler = function(req, res)
+    res:write(string.rep("y", 70000))
+    res:status(500)
+end})
+router:add_route("GET", "/misc", {handler = function(req, res)
+    log("warn", "misc handler", req:request_id())
+    print("printed", 42)
+    res:json({now = keystone.now(), time = keystone.time(), year = keystone.date("!%Y", 0),
+              ok = pcall(keystone.env, "HOME") == false, version = keystone.version})
+end})
+router:add_route("PUT", "/only-put", {handler = function(req, res) res:write("put") end})
+router:add_route("DELETE", "/only-put", {handler = function(req, res) res:write("delete") end})
+
+-- proxy routes
+router:add_route("GET", "/up/*", {upstream = "app", strip_prefix = true,
+                                  headers = {["X-Route"] = "up"}, timeout = "300ms"})
+router:add_route("GET", "/other/{x}", {upstream = "other"})
+
+-- middleware: global, group, route; order and short-circuit
+router:use(function(req, res, next)
+    req:set_header("X-Order", "g")
+    next()
+end)
+router:middleware("one", function(req, res, next)
+    req:set_header("X-Order", req:header("X-Order") .. "1")
+    next()
+    res:header("X-After", "one-after")
+end)
+router:middleware("two", function(req, res, next)
+    req:set_header("X-Order", req:header("X-Order") .. "2")
+    next()
+end)
+router:middleware("deny", function(req, res, next)
+    if req:header("X-Let-In") ~= "yes" then
+        res:status(403)
+        res:write("denied by middleware")
+        return
+    end
+    next()
+end)
+local mw = router:create_group("/mw", {middleware = {"one"}})
+mw:add_route("GET", "/chain", {middleware = {"two"}, handler = function(req, res)
+    res:write(req:header("X-Order"))
+end})
+mw:add_route("GET", "/proxy", {middleware = {"two"}, upstream = "app"})
+local guarded = router:create_group("/guarded", {middleware = {"deny"}})
+guarded:add_route("GET", "/x", {handler = function(req, res) res:write("inside") end})
+
+router:middleware("rewrite", function(req, res, next)
+    req:set_path("/rewritten" .. req:path())
+    req:del_header("X-Secret")
+    req:set_header("Host", "rewritten.example")
+    res:header("X-From-Middleware", "yes")
+    next()
+end)
+router:create_group("/rw", {middleware = {"rewrite"}}):add_route("GET", "/*", {upstream = "app"})
+
+router:middleware("twice", function(req, res, next) next() next() end)
+router:create_group("/twice", {middleware = {"twice"}}):add_route("GET", "/x", {handler = function(req, res) res:write("x") end})
+router:middleware("write-then-next", function(req, res, next) res:write("partial") next() end)
+router:create_group("/wn", {middleware = {"write-then-next"}}):add_route("GET", "/x", {handler = function(req, res) res:write("x") end})
+router:add_route("GET", "/set-path-in-handler", {handler = function(req, res) req:set_path("/x") end})
+
+-- response hook on every proxied response
+router:on_response(function(req, res)
+    res:header("X-Hook", "status=" .. res:get_status() .. " name=" .. tostring(res:get_header("x-backend")))
+    if req:path() == "/up/teapot" then res:status(299) end
+end)
+
+-- http.request
+router:add_route("GET", "/fetch", {handler = function(req, res)
+    local r, err = http.request{method = "POST", url = "http://" .. APP .. "/fetched?x=1",
+                                headers = {["X-From"] = "lua"}, body = "payload", timeout = "2s"}
+    if not r then res:status(502) res:write(err) return end
+    local seen = json.decode(r.body)
+    res:json({status = r.status, ctype = r.headers["content-type"], method = seen.method,
+              target = seen.target, body = seen.body, name = seen.name})
+end})
+router:add_route("GET", "/fetch-slow", {handler = function(req, res)
+    local t0 = keystone.now()
+    local r, err = http.request{url = "http://" .. APP .. "/slow?delay=3000", timeout = "300ms"}
+    res:json({ok = r ~= nil, err = err, took = keystone.now() - t0})
+end})
+router:add_route("GET", "/fetch-dead", {handler = function(req, res)
+    local r, err = http.request{url = "http://" .. DEAD .. "/"}
+    res:json({ok = r ~= nil, err = err})
+end})
+router:add_route("GET", "/fetch-status", {handler = function(req, res)
+    local r = http.request{url = "http://" .. APP .. "/s?status=404&header=X-Up%3Ayes", method = "GET"}
+    res:json({status = r.status, up = r.headers["x-up"]})
+end})
+router:add_route("GET", "/fetch-https", {handler = function(req, res)
+    local r, err = http.request{url = "https://" .. APP .. "/"}
+    res:json({ok = r ~= nil, err = err})
+end})
+LUA
+
+sub config {
+    my ($extra) = @_;
+    $extra //= '';
+    return <<"EOF";
+server:
+  public_addr: 127.0.0.1:$port
+  workers: 1
+  min_spare: 0
+  max_spare: 2
+  access_log: "off"
+lua:
+  timeout: 1s
+$extra
+tenants:
+  - name: demo
+    lua_script: scripts/api.lua
+    upstreams:
+      - { name: app, url: "http://$app_addr" }
+      - { name: other, url: "http://@{[ $other->addr ]}", weight: 1 }
+EOF
+}
+$t->write_config(config());
+$t->start;
+
+# ---- answered by Lua ---------------------------------------------------------------
+my $r = $t->request($port, GET => '/hello');
+is($r->{status}, 200, 'GET /hello');
+is($r->{body}, 'Hello World', 'Hello World');
+is($r->{headers}{'content-type'}, 'text/plain; charset=utf-8', 'default content type');
+is($r->{headers}{'content-length'}, 11, 'with a Content-Length');
+like($r->{headers}{'x-request-id'}, qr/^[0-9a-f]{32}$/, 'and the request id');
+$r = $t->request($port, HEAD => '/hello');
+is($r->{status}, 200, 'HEAD is answered by the GET route');
+is($r->{headers}{'content-length'}, 11, 'HEAD: the length of the GET body');
+is($r->{body}, '', 'HEAD: no body');
+
+$r = $t->request($port, PATCH => '/echo/aa/b/c?x=1&x=2&y=a%20b+c&flag',
+                 headers => [ 'X-Test' => 'one', 'X-Test' => 'two', 'X-Other' => 'o' ]);
+is($r->{status}, 200, 'method * route');
+my $j = $r->{json};
+is($j->{method}, 'PATCH', 'req:method()');
+is($j->{path}, '/echo/aa/b/c', 'req:path()');
+is($j->{host}, 'localhost', 'req:host()');
+is_deeply($j->{query}, { x => '1', y => 'a b c', flag => '' }, 'req:query(): first values, decoded');
+is($j->{x}, '1', 'req:query(name)');
+ok(!exists $j->{nox}, 'req:query(missing) is nil');
+is($j->{query_string}, 'x=1&x=2&y=a%20b+c&flag', 'req:query_string()');
+is_deeply($j->{params}, { a => 'aa', '*' => 'b/c' }, 'req:params()');
+is($j->{a}, 'aa', 'req:param(name)');
+is($j->{star}, 'b/c', 'req:param("*")');
+ok(!exists $j->{none}, 'req:param(missing) is nil');
+is($j->{headers}{'x-test'}, 'one, two', 'req:headers(): lower-case names, repeats joined');
+is($j->{headers}{'x-other'}, 'o', 'req:headers(): other headers');
+is($j->{test}, 'one, two', 'req:header() is case-insensitive');
+ok(!exists $j->{missing}, 'req:header(missing) is nil');
+is($j->{client_ip}, '127.0.0.1', 'req:client_ip()');
+is($j->{request_id}, $r->{headers}{'x-request-id'}, 'req:request_id() is the X-Request-ID');
+is($j->{tenant}, 'demo', 'req:tenant()');
+is($r->{headers}{'content-type'}, 'application/json', 'res:json sets the content type');
+
+my $sent = '{"a":[1,2,{"b":null}],"s":"caf\u00e9"}';
+$r = $t->request($port, POST => '/body', body => $sent, headers => [ 'Content-Type' => 'application/json' ]);
+is($r->{status}, 201, 'res:status(201)');
+is($r->{headers}{'x-len'}, length $sent, 'res:header()');
+is_deeply($r->{json}, { a => [ 1, 2, { b => undef } ], s => "caf\x{e9}", len => length $sent,
+                        again => JSON::PP::true },
+          'req:body() and a json round trip (null, nesting, UTF-8)') or diag explain $r->{json};
+$r = $t->request($port, POST => '/body', body => 'x' x 100, chunked => 1);
+is($r->{status}, 500, 'a chunked body that is not JSON: the script fails');
+
+$r = $t->request($port, GET => '/stream?n=3');
+ok(!$r->{chunked}, 'small output: one buffered response');
+is(length $r->{body}, 30000, 'with everything written');
+is($r->{headers}{'content-length'}, 30000, 'and its length');
+$r = $t->request($port, GET => '/stream?n=100');
+ok($r->{chunked}, 'large output is streamed chunked');
+is(length $r->{body}, 1_000_000, 'every byte of it');
+my $c = $t->conn($port);
+$r = $c->request(GET => '/stream?n=50', headers => [ Connection => 'keep-alive' ]);
+is(length $r->{body}, 500_000, 'streamed on a keep-alive connection');
+$r = $c->request(GET => '/hello', headers => [ Connection => 'keep-alive' ]);
+is($r->{body}, 'Hello World', 'and the connection goes on');
+$c->close;
+my $raw = $t->raw($port, "GET /stream?n=10 HTTP/1.0\r\nHost: localhost\r\n\r\n");
+my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+unlike($head, qr/chunked/i, 'HTTP/1.0: no chunked framing');
+is(length $body, 100_000, 'HTTP/1.0: the body until close');
+
+$r = $t->request($port, GET => '/redirect');
+is($r->{status}, 301, 'res:redirect(url, 301)');
+is($r->{headers}{location}, '/hello', 'Location');
+$r = $t->request($port, GET => '/found');
+is($r->{status}, 302, 'res:redirect defaults to 302');
+$r = $t->request($port, GET => '/status');
+is($r->{status}, 418, 'any status');
+is($r->{headers}{'x-a'}, '2', 'res:header replaces');
+ok(!exists $r->{headers}{'x-b'}, 'res:header(name, nil) removes');
+is($r->{body}, 'teapot', 'several writes');
+$r = $t->request($port, GET => '/empty');
+is($r->{status}, 204, 'res:status(204)');
+is($r->{body}, '', 'without a body');
+ok(!exists $r->{headers}{'content-length'}, 'nor a length');
+$r = $t->request($port, GET => '/nothing');
+is($r->{status}, 200, 'a handler that writes nothing: 200');
+is($r->{headers}{'content-length'}, 0, 'empty');
+
+$r = $t->request($port, GET => '/misc');
+cmp_ok(abs($r->{json}{now} - time), '<', 5, 'keystone.now() is wall-clock seconds');
+cmp_ok(abs($r->{json}{time} - time), '<', 5, 'keystone.time()');
+is($r->{json}{year}, '1970', 'keystone.date()');
+ok($r->{json}{ok}, 'keystone.env refuses names not in lua.allowed_env');
+like($r->{json}{version}, qr/^\d+\.\d+/, 'keystone.version');
+ok($t->wait_log(qr/\[warn\] \d+ lua-log: tenant demo: misc handler\t[0-9a-f]{32}/), 'log() writes to the error log');
+ok($t->wait_log(qr/lua-log: tenant demo: printed\t42/), 'print() too');
+
+# ---- 405 --------------------------------------------------------------------------------
+$r = $t->request($port, GET => '/only-put');
+is($r->{status}, 405, 'a path with routes for other methods: 405');
+is($r->{headers}{allow}, 'PUT, DELETE', 'with Allow');
+is($r->{json}{error}{code}, 405, 'and the JSON envelope');
+is($t->request($port, DELETE => '/only-put')->{body}, 'delete', 'the allowed method is served');
+
+# ---- errors ------------------------------------------------------------------------------
+my $mark = $t->log_mark;
+$r = $t->request($port, GET => '/error');
+is($r->{status}, 500, 'a runtime error: 500');
+is($r->{json}{error}{message}, 'Lua script error', 'the Lua message stays in the log');
+is($r->{json}{error}{request_id}, $r->{headers}{'x-request-id'}, 'the envelope has the request id');
+my $line = $t->wait_log(qr/lua-error: tenant demo/, from => $mark);
+like($line, qr/script \S+api\.lua: runtime error in handler \(request $r->{json}{error}{request_id}\)/,
+     'the log line names tenant, script, kind, where and the request');
+like($line, qr/api\.lua:\d+: attempt to index a nil value .*stack traceback:/, 'with message and traceback');
+unlike($line, qr/\n./, 'on one line');
+$r = $t->request($port, GET => '/error-table');
+is($r->{status}, 500, 'an error object that is a table: 500 too');
+$r = $t->request($port, GET => '/bad-header');
+is($r->{status}, 500, 'res:header refuses the framing headers');
+$r = $t->request($port, GET => '/late-status');
+ok(!defined $r->{status} && $r->{error} eq 'eof', 'an error once the head is out (res:status too late) '
+   . 'closes the connection: the client sees a truncated stream');
+like($r->{raw}, qr/^HTTP\/1\.1 200 OK\r\n/, 'after the 200 that was already sent');
+$r = $t->request($port, GET => '/twice/x');
+is($r->{status}, 500, 'next() twice is an error');
+$r = $t->request($port, GET => '/wn/x');
+is($r->{status}, 500, 'next() after writing is an error');
+$r = $t->request($port, GET => '/set-path-in-handler');
+is($r->{status}, 500, 'req:set_path outside middleware is an error');
+ok($t->wait_log(qr/req:set_path is not available in a handler/, from => $mark), 'saying where');
+my ($code, $out) = $t->ctl('-c', "$t->{dir}/keystone.yaml", 'status', '-j');
+my ($demo) = grep { $_->{name} eq 'demo' } @{ decode_json($out)->{tenants} };
+cmp_ok($demo->{lua}{errors}, '>=', 6, 'script errors are counted per tenant');
+
+# ---- middleware ---------------------------------------------------------------------------
+$r = $t->request($port, GET => '/mw/chain');
+is($r->{body}, 'g12', 'global, then group, then route middleware, then the handler');
+is($r->{headers}{'x-after'}, 'one-after', 'a middleware runs on after next() and may still add headers');
+$r = $t->request($port, GET => '/mw/proxy');
+my %up = map { lc($_->[0]) => $_->[1] } @{ $r->{json}{headers} };
+is($up{'x-order'}, 'g12', 'the chain before the proxy: the upstream sees the headers it set');
+is($r->{json}{name}, 'app', 'route upstream');
+$r = $t->request($port, GET => '/guarded/x');
+is($r->{status}, 403, 'a middleware that does not call next() ends the request');
+is($r->{body}, 'denied by middleware', 'with what it wrote');
+$r = $t->request($port, GET => '/guarded/x', headers => [ 'X-Let-In' => 'yes' ]);
+is($r->{body}, 'inside', 'and lets it through when it calls next()');
+
+# ---- proxy routes, edits and hooks -----------------------------------------------------------
+$r = $t->request($port, GET => '/up/a/b?q=1');
+is($r->{json}{target}, '/a/b?q=1', 'strip_prefix = true: the literal prefix is removed, the query kept');
+%up = map { lc($_->[0]) => $_->[1] } @{ $r->{json}{headers} };
+is($up{'x-route'}, 'up', 'route headers are added upstream');
+is($r->{headers}{'x-hook'}, 'status=200 name=app', 'the response hook sees the proxied head');
+$r = $t->request($port, GET => '/up/teapot');
+is($r->{status}, 299, 'the response hook may change the status');
+$r = $t->request($port, GET => '/up/slow?delay=1500');
+is($r->{status}, 504, 'timeout = "300ms": the route\'s response timeout');
+$r = $t->request($port, GET => '/other/1');
+is($r->{json}{name}, 'other', 'upstream = "other" forces that upstream');
+is($t->request($port, GET => '/other/2')->{json}{name}, 'other', 'every time');
+$r = $t->request($port, GET => '/rw/p?z=9', headers => [ 'X-Secret' => 's', 'X-Kept' => 'k' ]);
+is($r->{json}{target}, '/rewritten/rw/p?z=9', 'req:set_path rewrites the path sent upstream');
+%up = map { lc($_->[0]) => $_->[1] } @{ $r->{json}{headers} };
+ok(!exists $up{'x-secret'}, 'req:del_header removes a header upstream');
+is($up{'x-kept'}, 'k', 'others stay');
+is($up{host}, 'rewritten.example', 'req:set_header can set Host');
+is($r->{headers}{'x-from-middleware'}, 'yes', 'res:header before next() reaches a proxied response');
+$r = $t->request($port, GET => '/no/route/here');
+is($r->{json}{target}, '/no/route/here', 'no Lua route: proxied as before');
+like($r->{headers}{'x-hook'}, qr/^status=200/, 'through the response hook too');
+
+# ---- http.request --------------------------------------------------------------------------
+$r = $t->request($port, GET => '/fetch');
+is_deeply($r->{json}, { status => 200, ctype => 'application/json', method => 'POST',
+                        target => '/fetched?x=1', body => 'payload', name => 'app' },
+          'http.request: method, url, headers, body; status, headers, body back') or diag explain $r->{json};
+my $t0 = Time::HiRes::time();
+$r = $t->request($port, GET => '/fetch-slow');
+my $took = Time::HiRes::time() - $t0;
+ok(!$r->{json}{ok}, 'http.request past its timeout returns nil');
+like($r->{json}{err}, qr/timeout/, 'and says timeout');
+cmp_ok($r->{json}{took}, '<', 2.5, 'the deadline held (not the upstream\'s 3 s)');
+$r = $t->request($port, GET => '/fetch-dead');
+like($r->{json}{err}, qr/connect to 127\.0\.0\.1:$dead: Connection refused/, 'a refused connect: nil, why');
+$r = $t->request($port, GET => '/fetch-status');
+is_deeply($r->{json}, { status => 404, up => 'yes' }, 'the upstream status and headers as they are');
+$r = $t->request($port, GET => '/fetch-https');
+like($r->{json}{err}, qr/https is not supported/, 'https is refused');
+
+# ---- expose_errors ---------------------------------------------------------------------------
+$t->write_config(config("  expose_errors: true"));
+$t->signal('HUP');
+ok($t->wait_log(qr/reload applied: generation 2/), 'reloaded with expose_errors');
+ok($t->wait_for(sub { ($t->request($port, GET => '/error')->{json}{error}{message} // '') =~ /attempt to index/ }),
+   'lua.expose_errors: true puts the Lua message in the 500');
+
+done_testing;

@@ -1,0 +1,151 @@
+#!/usr/bin/perl
+# The limits of tenant scripts in a running daemon: a call past its
+# timeout (a plain loop, a loop around pcall, a response hook) and a memory
+# bomb answer 500 within the timeout, the state is rebuilt for the next
+# request while the worker lives on and other tenants keep theirs; a
+# worker stuck inside a C function (a pathological pattern) is killed by
+# the master's watchdog after hard_timeout and replaced.
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP;
+use Time::HiRes ();
+use Keystone::Test;
+
+my $t = Keystone::Test->new;
+my $port = $t->free_port;
+my $app = $t->backend(name => 'app');
+
+$t->write_file('limits.lua', <<'LUA');
+count = 0
+router:add_route("GET", "/count", {handler = function(req, res)
+    count = count + 1
+    res:write(tostring(count))
+end})
+router:add_route("GET", "/loop", {handler = function(req, res) while true do end end})
+router:add_route("GET", "/pcall-loop", {handler = function(req, res)
+    while true do pcall(function() while true do end end) end
+end})
+router:add_route("GET", "/caught", {handler = function(req, res)
+    -- catching the timeout and answering anyway does not work
+    pcall(function() while true do end end)
+    res:write("survived")
+end})
+router:add_route("GET", "/bomb", {handler = function(req, res)
+    local t = {}
+    for i = 1, 1e8 do t[i] = string.rep("x", 100) .. i end
+end})
+router:add_route("GET", "/slow-pattern", {handler = function(req, res)
+    res:write(tostring(string.find(string.rep("a", 40), string.rep("a*", 40) .. "b")))
+end})
+router:on_response(function(req, res)
+    if req:path() == "/hook-loop" then while true do end end
+end)
+LUA
+$t->write_file('other.lua', <<'LUA');
+count = 0
+router:add_route("GET", "/count", {handler = function(req, res)
+    count = count + 1
+    res:write(tostring(count))
+end})
+LUA
+$t->write_config(<<"EOF");
+server:
+  public_addr: 127.0.0.1:$port
+  workers: 1
+  min_spare: 0
+  max_spare: 2
+  access_log: "off"
+lua:
+  timeout: 100ms
+  memory: 4MB
+  hard_timeout: 1s
+tenants:
+  - name: limited
+    lua_script: limits.lua
+    upstreams:
+      - { name: app, url: "http://@{[ $app->addr ]}" }
+  - name: other
+    domains: [other.test]
+    lua_script: other.lua
+    upstreams:
+      - { name: app, url: "http://@{[ $app->addr ]}" }
+EOF
+$t->start;
+
+sub status_json {
+    my ($code, $out) = $t->ctl('-c', "$t->{dir}/keystone.yaml", 'status', '-j');
+    return $code == 0 ? decode_json($out) : undef;
+}
+sub worker_pids { my $s = status_json() or return (); map { $_->{pid} } @{ $s->{workers}{list} } }
+sub lua_stats { my ($name) = @_; my ($tn) = grep { $_->{name} eq $name } @{ status_json()->{tenants} }; $tn->{lua} }
+
+is($t->request($port, GET => '/count')->{body}, '1', 'the state counts');
+is($t->request($port, GET => '/count')->{body}, '2', 'and keeps its globals between requests');
+is($t->request($port, GET => '/count', host => 'other.test')->{body}, '1', 'the other tenant has its own');
+my @pids = worker_pids();
+is(scalar @pids, 1, 'one worker');
+
+# ---- timeouts -------------------------------------------------------------------------
+for my $path (qw(/loop /pcall-loop /caught)) {
+    my $mark = $t->log_mark;
+    my $t0 = Time::HiRes::time();
+    my $c = $t->conn($port);
+    my $r = $c->request(GET => $path, headers => [ Connection => 'keep-alive' ]);
+    my $took = Time::HiRes::time() - $t0;
+    is($r->{status}, 500, "$path: 500");
+    is($r->{json}{error}{message}, 'Lua script timed out', "$path: says it timed out");
+    cmp_ok($took, '<', 2.5, "$path: within the timeout, not the watchdog's hard_timeout");
+    ok($t->wait_log(qr/lua-error: tenant limited, script \S+limits\.lua: timeout error in handler/, from => $mark),
+       "$path: logged as a timeout");
+    ok($t->wait_log(qr/lua-discard: tenant limited: Lua state discarded after a timeout/, from => $mark),
+       "$path: the state is discarded");
+    $r = $c->request(GET => '/count', headers => [ Connection => 'keep-alive' ]);
+    is($r->{status}, 200, "$path: the same connection serves the next request");
+    is($r->{body}, '1', "$path: from a fresh state");
+    $c->close;
+}
+is_deeply([ worker_pids() ], \@pids, 'the worker lived through every timeout');
+is($t->request($port, GET => '/count', host => 'other.test')->{body}, '2', 'the other tenant kept its state');
+is(lua_stats('limited')->{timeouts}, 3, 'timeouts counted per tenant');
+is(lua_stats('other')->{timeouts}, 0, 'not for the other tenant');
+
+# a response hook that loops: the proxied request answers 500
+my $mark = $t->log_mark;
+my $r = $t->request($port, GET => '/hook-loop');
+is($r->{status}, 500, 'a response hook past the timeout: 500');
+ok($t->wait_log(qr/lua-error: tenant limited, \S+ \S+: timeout error in response hook/, from => $mark),
+   'logged as a timeout in the response hook');
+is($t->request($port, GET => '/count')->{body}, '1', 'and the state was rebuilt');
+is($t->request($port, GET => '/proxied')->{json}{target}, '/proxied', 'proxying goes on');
+
+# ---- memory ------------------------------------------------------------------------------
+$mark = $t->log_mark;
+$r = $t->request($port, GET => '/bomb');
+is($r->{status}, 500, 'a memory bomb: 500');
+is($r->{json}{error}{message}, 'Lua script ran out of memory', 'says so');
+ok($t->wait_log(qr/lua-error: tenant limited, \S+ \S+: memory error in handler/, from => $mark), 'logged');
+ok($t->wait_log(qr/lua-discard: tenant limited: Lua state discarded after a memory error/, from => $mark),
+   'the state is discarded');
+is($t->request($port, GET => '/count')->{body}, '1', 'the next request gets a fresh state');
+is(lua_stats('limited')->{memory}, 1, 'counted');
+is_deeply([ worker_pids() ], \@pids, 'still the same worker');
+
+# ---- stuck in C: the watchdog -------------------------------------------------------------
+$mark = $t->log_mark;
+my $t0 = Time::HiRes::time();
+my ($bytes, $how) = $t->raw($port, "GET /slow-pattern HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout => 10);
+my $took = Time::HiRes::time() - $t0;
+is($bytes, '', 'a pathological pattern: no answer');
+ok($how eq 'eof' || $how eq 'reset', "the connection is closed ($how)");
+cmp_ok($took, '>=', 0.9, 'not before hard_timeout');
+ok($t->wait_log(qr/lua-watchdog: worker \d+ \(pid $pids[0]\) has been in Lua for \d+ ms \(hard_timeout 1000 ms\): killed/,
+                from => $mark), 'the watchdog killed the worker');
+ok($t->wait_for(sub { my @p = worker_pids(); @p == 1 && $p[0] != $pids[0] }, timeout => 10),
+   'a new worker took its place');
+ok($t->wait_for(sub { ($t->request($port, GET => '/count')->{body} // '') eq '1' }), 'and serves');
+is($t->request($port, GET => '/count', host => 'other.test')->{body}, '1',
+   'the other tenant too (a new process: new states)');
+
+is($t->stop >> 8, 0, 'clean stop');
+done_testing;

@@ -61,7 +61,10 @@ struct ks_exchange {
     bool body_read;
 
     /* called with the upstream's response head before it goes to the
-     * client (router:on_response); returns 0, or -1 to answer 500 */
+     * client (router:on_response); returns 0, or -1 to answer 500.  It may
+     * change the status (200..599; 204 and 304 drop the upstream's body,
+     * other values are answered 500), add edits (the proxy provides
+     * max_edits slots) and shorten nheaders. */
     int (*on_response)(struct ks_exchange *x, struct ks_response_head *h);
     void *on_response_arg;
 

@@ -115,11 +115,6 @@ void ks_pool_sweep(struct ks_pool *p, int64_t now_ms)
     }
 }
 
-uint32_t ks_pool_count(const struct ks_pool *p, uint32_t u)
-{
-    return u < p->nlists ? p->lists[u].n : 0;
-}
-
 void ks_pool_free(struct ks_pool *p)
 {
     for (uint32_t k = 0; k < p->nlists; k++)

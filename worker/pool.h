@@ -50,8 +50,6 @@ int ks_pool_take(struct ks_pool *p, uint32_t u, int64_t now_ms);
 bool ks_pool_put(struct ks_pool *p, uint32_t u, int fd, int64_t now_ms);
 /* Close every connection idle for too long (the worker's idle tick). */
 void ks_pool_sweep(struct ks_pool *p, int64_t now_ms);
-/* Idle connections to u (for tests and status). */
-uint32_t ks_pool_count(const struct ks_pool *p, uint32_t u);
 void ks_pool_free(struct ks_pool *p);
 
 #endif

@@ -1005,6 +1005,8 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
         return fail_attempt(a, a->outcome, 500, "on_response failed", AT_FAIL);
     if (rh.nheaders < rp->f.n)
         rp->f.n = rh.nheaders;       /* on_response may only drop from the end */
+    if (rh.status != st && (rh.status < 200 || rh.status > 599))
+        return fail_attempt(a, a->outcome, 500, "on_response set an invalid status", AT_FAIL);
     if (st == 101)
         return tunnel(x, a, rp, &rh);
 
@@ -1012,6 +1014,12 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
     if (response_kind(x, rp, &kind) < 0)
         return fail_attempt(a, KS_UO_BAD_RESPONSE, 502, "unsupported transfer coding from the upstream",
                             AT_FAIL);
+    if ((rh.status == 204 || rh.status == 304) && kind != KS_BODY_NONE) {
+        /* on_response made it a status without a body: the upstream's is
+         * dropped, with the connection it is still on */
+        kind = KS_BODY_NONE;
+        rp->keep_alive = false;
+    }
     enum client_framing cf = client_framing(x, kind);
     if (cf == CF_CLOSE || (x->in != NULL && ks_body_pending(x->in)))
         x->close = true;

@@ -393,6 +393,47 @@ START_TEST(test_on_response)
 }
 END_TEST
 
+static int no_content_hook(struct ks_exchange *x, struct ks_response_head *h)
+{
+    (void)x;
+    h->status = 204;
+    return 0;
+}
+
+static int silly_hook(struct ks_exchange *x, struct ks_response_head *h)
+{
+    (void)x;
+    h->status = 100;
+    return 0;
+}
+
+START_TEST(test_on_response_no_body)
+{
+    struct upstream u = upstream(0, ok_response, 0);
+    struct ks_exchange x = exchange("GET /h HTTP/1.1\r\nHost: h\r\n\r\n");
+    x.upstream = 0;
+    x.on_response = no_content_hook;
+    ks_proxy_forward(&x);
+    received(&u);
+    const char *a = answer();
+    ck_assert_msg(strcmp(a, "HTTP/1.1 204 No Content\r\nX-Up: 1\r\nX-Request-ID: rid\r\n"
+                            "Connection: close\r\n\r\n") == 0, "%s", a);
+}
+END_TEST
+
+START_TEST(test_on_response_bad_status)
+{
+    struct upstream u = upstream(0, ok_response, 0);
+    struct ks_exchange x = exchange("GET /h HTTP/1.1\r\nHost: h\r\n\r\n");
+    x.upstream = 0;
+    x.on_response = silly_hook;
+    ks_proxy_forward(&x);
+    received(&u);
+    ck_assert_int_eq(x.status, 500);
+    ck_assert(strncmp(answer(), "HTTP/1.1 500 ", 13) == 0);
+}
+END_TEST
+
 START_TEST(test_on_response_fails)
 {
     struct upstream u = upstream(0, ok_response, 0);
@@ -438,6 +479,8 @@ static Suite *proxy_suite(void)
     tcase_add_test(tc, test_body_read_whole_timeout);
     tcase_add_test(tc, test_on_response);
     tcase_add_test(tc, test_on_response_fails);
+    tcase_add_test(tc, test_on_response_no_body);
+    tcase_add_test(tc, test_on_response_bad_status);
     tcase_add_test(tc, test_timeout_override);
     suite_add_tcase(s, tc);
     return s;

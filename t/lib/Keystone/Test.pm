@@ -144,6 +144,13 @@ C<($exit_code, $stdout, $stderr)>; a program killed by a signal gives
 128 + signal number, one still running at the deadline is killed and
 gives -1.
 
+=item C<< $t->spawn([$program, @args], stdout => FILE, stderr => FILE) >>, C<< $t->terminate($pid, timeout => 10) >>
+
+Start any other long-running program (stdin from F</dev/null>, output
+appended to the files, F</dev/null> by default) and return its pid; the
+cleanup stops it like every other process.  C<terminate> stops one the
+way the cleanup does (TERM, wait, KILL) and returns its wait status.
+
 =item C<< $t->processes_of($pid) >>, C<< $t->alive($pid) >>, C<< $t->track_pid($pid) >>
 
 The live (not zombie) processes whose parent is C<$pid> (their number in
@@ -359,8 +366,20 @@ sub _spawn {
         POSIX::_exit(127);
     }
     close $w if $w;
+    delete $self->{status}{$pid};   # pids are reused: forget an earlier child's status
     $self->{pids}{$pid} = $o{what} // $cmd->[0];
     return ($pid, $r);
+}
+
+sub spawn {
+    my ($self, $cmd, %o) = @_;
+    my ($pid) = $self->_spawn($cmd, stdout => $o{stdout}, stderr => $o{stderr});
+    return $pid;
+}
+
+sub terminate {
+    my ($self, $pid, %o) = @_;
+    return $self->_terminate($pid, $o{timeout} // 10);
 }
 
 sub track_pid {
@@ -456,6 +475,7 @@ sub run {
         print STDERR $@;
         POSIX::_exit(127);
     }
+    delete $self->{status}{$pid};
     $self->{pids}{$pid} = $cmd->[0];
     my $st = $self->_wait_gone($pid, $o{timeout} // 10);
     my $code;

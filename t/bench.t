@@ -1,0 +1,73 @@
+#!/usr/bin/perl
+# Smoke test of the benchmark harness: t/bench/run --quick --scenario 1
+# starts the backend, keystoned, nginx and HAProxy, measures them and
+# prints its tables.  Speed is not asserted (make check never times
+# anything); the shape of the report is.  The peers are not build
+# dependencies, so without them this test is skipped, never failed.
+use strict;
+use warnings;
+use Test::More;
+use File::Path qw(remove_tree);
+use Keystone::Test;
+
+my @missing = grep { !program($_) } qw(wrk nginx haproxy);
+plan skip_all => "needs @missing (t/bench/run installs them when run by hand as root)" if @missing;
+
+my $t = Keystone::Test->new;
+my $run = $t->srcdir . '/t/bench/run';
+my ($code, $out, $err) = $t->run([ $^X, $run, '--quick', '--scenario', '1', '--keep' ], timeout => 60);
+is($code, 0, 't/bench/run --quick --scenario 1 exits 0') or diag($err);
+
+like($out, qr/^- machine: \d+ CPUs /m, 'the report names the machine');
+for my $c (16, 64) {
+    my ($table) = $out =~ /^(### 1\. small GET proxied, keep-alive, C=$c\n.*?)(?=^###|\z)/ms;
+    ok($table, "a table for C=$c") or next;
+    like($table, qr/keystoned $c workers, nginx $c worker processes, HAProxy $c threads/,
+         "C=$c: every proxy gets $c workers");
+    like($table, qr/^\| direct +\| +\d+ \| +[\d.]+ ms \| +[\d.]+ ms \| +[\d.]+ us \| +1\.00 \| +0 \|$/m,
+         "C=$c: the direct backend measured, without errors");
+    for my $peer (qw(nginx haproxy)) {
+        like($table, qr/^\| $peer +\| +\d+ \| +[\d.]+ ms \| +[\d.]+ ms \| +[\d.]+ us \| +[\d.]+ \| +0 \|$/m,
+             "C=$c: $peer measured, without errors");
+    }
+    # Until keystoned proxies, its row must say why it was not measured.
+    like($table, qr/^\| keystoned \| (?:\d+ \||not available: \S.*)/m,
+         "C=$c: keystoned measured or said why not");
+    like($table, qr{^keystoned/nginx: (?:req/s x[\d.]+, p99 x[\d.]+, CPU/req x[\d.]+|n/a \(keystoned not measured\))$}m,
+         "C=$c: keystoned/nginx ratio line");
+    like($table, qr{^keystoned/haproxy: }m, "C=$c: keystoned/haproxy ratio line");
+}
+like($err, qr/^\[1 C=16\] round 1\/1 nginx +\d+ req\/s/m, 'progress lines on stderr');
+
+# Everything the benchmark starts names its temporary directory on its
+# command line (nginx -p, haproxy -f, keystoned -c, wrk -s), so a process
+# left behind, even one re-parented to init, is found by that name.
+my ($dir) = $err =~ /^# test directory kept: (\S+)$/m;
+ok($dir && -d $dir, '--keep kept the temporary directory') or diag($err);
+if ($dir) {
+    is_deeply([ processes_naming($dir) ], [], 'nothing the benchmark started is left running');
+    ok(-s "$dir/nginx.conf" && -s "$dir/haproxy.cfg" && -s "$dir/keystone.yaml",
+       'the generated configurations are in it');
+    remove_tree($dir);
+}
+
+done_testing;
+
+sub program {
+    my ($name) = @_;
+    return grep { -x "$_/$name" } split(/:/, $ENV{PATH} // ''), qw(/usr/sbin /sbin);
+}
+
+sub processes_naming {
+    my ($text) = @_;
+    my @found;
+    opendir my $d, '/proc' or return;
+    for my $pid (grep { /^\d+$/ } readdir $d) {
+        open my $fh, '<', "/proc/$pid/cmdline" or next;
+        local $/;
+        my $cmd = <$fh> // '';
+        $cmd =~ tr/\0/ /;
+        push @found, "$pid: $cmd" if index($cmd, $text) >= 0;
+    }
+    return @found;
+}

@@ -168,6 +168,8 @@ server:
   min_spare: 0
   max_spare: 2
   access_log: "off"
+limits:
+  max_body_bytes: 64KB
 lua:
   timeout: 1s
 $extra
@@ -227,6 +229,9 @@ is_deeply($r->{json}, { a => [ 1, 2, { b => undef } ], s => "caf\x{e9}", len => 
           'req:body() and a json round trip (null, nesting, UTF-8)') or diag explain $r->{json};
 $r = $t->request($port, POST => '/body', body => 'x' x 100, chunked => 1);
 is($r->{status}, 500, 'a chunked body that is not JSON: the script fails');
+$r = $t->request($port, POST => '/body', body => 'x' x 70000, chunked => 1);
+is($r->{status}, 413, 'req:body() past limits.max_body_bytes: 413, not a script error');
+is($r->{headers}{connection}, 'close', 'and the connection closes (the rest of the body is unread)');
 
 $r = $t->request($port, GET => '/stream?n=3');
 ok(!$r->{chunked}, 'small output: one buffered response');

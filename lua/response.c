@@ -166,9 +166,17 @@ void ks_lua_res_error(struct ks_lua_req *q, int status, const char *message, con
 {
     struct ks_lua_resp *res = &q->res;
     res->status = status;
-    res->nheaders = 0;
     res->len = 0;
     res->written = true;
+    /* headers middleware set before next() stay; the type and hname are ours */
+    size_t k = 0;
+    for (size_t i = 0; i < res->nheaders; i++) {
+        const struct ks_lua_resp_header *h = &res->headers[i];
+        if (!(h->name_len == 12 && strncasecmp(h->name, "content-type", 12) == 0) &&
+            !(hname != NULL && h->name_len == strlen(hname) && strncasecmp(h->name, hname, h->name_len) == 0))
+            res->headers[k++] = *h;
+    }
+    res->nheaders = k < KS_LUA_MAX_RESP_HEADERS - 2 ? k : KS_LUA_MAX_RESP_HEADERS - 2;
     static const char ct[] = "Content-Type", json[] = "application/json";
     res->headers[res->nheaders++] = (struct ks_lua_resp_header){ ct, json, sizeof(ct) - 1, sizeof(json) - 1 };
     if (hname != NULL)

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -320,8 +321,14 @@ int ks_luacheck_config(struct ks_config *cfg, struct ks_diag *diag)
         return -1;
     }
     if (pid == 0) {
-        close(fds[0]);
-        run_child(cfg, fds[1]);
+        /* nothing of the master's: above all not the workers' lifeline,
+         * which must reach EOF when the master dies; and die with it */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int out = fds[1] == 3 ? 3 : dup2(fds[1], 3);
+        if (out != 3)
+            _exit(1);
+        close_range(4, ~0u, 0);
+        run_child(cfg, out);
         _exit(0);
     }
     close(fds[1]);

@@ -82,6 +82,7 @@ router:add_route("GET", "/other/{x}", {upstream = "other"})
 -- middleware: global, group, route; order and short-circuit
 router:use(function(req, res, next)
     req:set_header("X-Order", "g")
+    res:header("X-Global", "g")
     next()
 end)
 router:middleware("one", function(req, res, next)
@@ -283,6 +284,8 @@ $r = $t->request($port, GET => '/only-put');
 is($r->{status}, 405, 'a path with routes for other methods: 405');
 is($r->{headers}{allow}, 'PUT, DELETE', 'with Allow');
 is($r->{json}{error}{code}, 405, 'and the JSON envelope');
+is($r->{headers}{'x-global'}, 'g', 'and the headers middleware set before next()');
+is($t->request($port, GET => '/hello')->{headers}{'x-global'}, 'g', 'as on any answer');
 is($t->request($port, DELETE => '/only-put')->{body}, 'delete', 'the allowed method is served');
 
 # ---- errors ------------------------------------------------------------------------------

@@ -180,4 +180,17 @@ is_deeply([ map { $_->{source} } @{ $j->{routes} } ], [ ('static') x 4 ], 'all s
 is($j->{routes}[2]{upstream}, 'app', 'with the upstream');
 
 is($t->stop >> 8, 0, 'clean stop');
+
+# ---- the master dies while a reload's check is stuck: nothing lingers ---------------------------
+$t->write_file('scripts/live.lua', "router:add_route('GET', '/v', {handler = function(req, res) res:write('x') end})\n");
+my $master = $t->start;
+my @before = $t->processes_of($master);
+$t->write_file('scripts/live.lua', "string.find(string.rep('a', 40), string.rep('a*', 40) .. 'b')\n");
+my @children;
+ok($t->wait_for(sub { @children = $t->processes_of($master); @children > @before }),
+   'the reload\'s script check runs in a child');
+kill 'KILL', $master;
+ok($t->wait_for(sub { !grep { $t->alive($_) } @children }, timeout => 5),
+   'killing the master: the workers and the stuck check child all go')
+    or diag(join ' ', map { "$_:" . ($t->alive($_) ? 'alive' : 'gone') . ':' . `cat /proc/$_/cmdline 2>/dev/null | tr '\\0' ' '` } @children);
 done_testing;

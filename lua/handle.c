@@ -26,6 +26,9 @@
 #include "worker/body.h"
 #include "worker/proxy.h"
 
+/* Largest http.request buffer kept between requests. */
+#define SCRATCH_KEEP (1u << 20)
+
 static const char *phase_name(enum ks_lua_phase p)
 {
     switch (p) {
@@ -360,6 +363,12 @@ int ks_lua_handle(struct ks_exchange *x)
         rc = ks_lua_res_finish(&q);
         if (!q.keep_alive)
             x->close = true;
+    }
+    /* a response http.request read is not kept for ever */
+    if (q.scratch->cap > SCRATCH_KEEP) {
+        free(q.scratch->buf);
+        q.scratch->buf = NULL;
+        q.scratch->cap = 0;
     }
     if (lx->dead) {
         ks_log_warn("lua-discard", "tenant %s: Lua state discarded after a %s; it is rebuilt "

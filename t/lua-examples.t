@@ -79,6 +79,10 @@ is($r->{headers}{'strict-transport-security'}, 'max-age=31536000', 'HSTS');
 is($r->{headers}{'x-frame-options'}, 'DENY', 'the middleware\'s res:header reaches the proxied response');
 %up = map { lc($_->[0]) => $_->[1] } @{ $r->{json}{headers} };
 like($up{'x-request-start'}, qr/^\d+\.\d{3}$/, 'and its request header the upstream');
+$r = $t2->request($port, GET => '/page?header=Server%3Aupstream-1.0&header=X-Kept%3Ak');
+ok(!grep({ lc $_->[0] eq 'server' && $_->[1] eq 'upstream-1.0' } @{ $r->{header_list} }),
+   'res:header(name, nil) in the hook removes the upstream\'s header') or diag explain $r->{header_list};
+is($r->{headers}{'x-kept'}, 'k', 'and leaves the others');
 $r = $t2->request($port, GET => '/x?status=503');
 is($r->{headers}{'cache-control'}, 'no-store', 'a 5xx from the upstream gets Cache-Control: no-store');
 

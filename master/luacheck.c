@@ -312,6 +312,7 @@ int ks_luacheck_config(struct ks_config *cfg, struct ks_diag *diag)
         ks_lua_catalog_free(cat);
         return -1;
     }
+    pid_t master = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         ks_diag_add(diag, "cannot check the Lua scripts: fork: %s", strerror(errno));
@@ -324,6 +325,8 @@ int ks_luacheck_config(struct ks_config *cfg, struct ks_diag *diag)
         /* nothing of the master's: above all not the workers' lifeline,
          * which must reach EOF when the master dies; and die with it */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != master)
+            _exit(1);           /* it died before the line above */
         int out = fds[1] == 3 ? 3 : dup2(fds[1], 3);
         if (out != 3)
             _exit(1);

@@ -45,8 +45,8 @@ or the test failed; then its path is printed with C<diag>.
 
 =head2 Environment
 
-C<KEYSTONED>, C<KEYSTONECTL>, C<KS_BACKEND> (programs), C<KS_SRCDIR> (the
-source tree), C<KS_MANDOC> (mandoc).  C<make check> sets them all; when
+C<KEYSTONED>, C<KEYSTONECTL>, C<KS_BACKEND>, C<KS_LOADGEN> (programs),
+C<KS_SRCDIR> (the source tree), C<KS_MANDOC> (mandoc).  C<make check> sets them all; when
 one is unset it defaults to the build tree this module sits in
 (F<keystoned/keystoned>, F<keystoned/keystonectl>, F<t/backend>), so
 C<perl -I t/lib t/foo.t> works from an in-tree build.
@@ -62,7 +62,7 @@ New harness with its own temporary directory.
 =item C<< $t->dir >>, C<< $t->bin($name) >>, C<< $t->srcdir >>
 
 The temporary directory; the path of C<keystoned>, C<keystonectl>,
-C<backend> or C<mandoc>; the source directory.
+C<backend>, C<loadgen> or C<mandoc>; the source directory.
 
 =item C<< $t->free_port >>
 
@@ -144,12 +144,14 @@ C<($exit_code, $stdout, $stderr)>; a program killed by a signal gives
 128 + signal number, one still running at the deadline is killed and
 gives -1.
 
-=item C<< $t->spawn([$program, @args], stdout => FILE, stderr => FILE) >>, C<< $t->terminate($pid, timeout => 10) >>
+=item C<< $t->spawn([$program, @args], stdout => FILE, stderr => FILE) >>, C<< $t->terminate($pid, timeout => 10) >>, C<< $t->reap($pid, timeout => 10) >>
 
 Start any other long-running program (stdin from F</dev/null>, output
 appended to the files, F</dev/null> by default) and return its pid; the
 cleanup stops it like every other process.  C<terminate> stops one the
-way the cleanup does (TERM, wait, KILL) and returns its wait status.
+way the cleanup does (TERM, wait, KILL) and returns its wait status;
+C<reap> waits for one to exit by itself and returns its wait status, or
+undef at the deadline.
 
 =item C<< $t->processes_of($pid) >>, C<< $t->alive($pid) >>, C<< $t->track_pid($pid) >>
 
@@ -231,6 +233,7 @@ my %BIN = (
     keystoned   => [ KEYSTONED   => "$ROOT/keystoned/keystoned" ],
     keystonectl => [ KEYSTONECTL => "$ROOT/keystoned/keystonectl" ],
     backend     => [ KS_BACKEND  => "$ROOT/t/backend" ],
+    loadgen     => [ KS_LOADGEN  => "$ROOT/t/loadgen" ],
     mandoc      => [ KS_MANDOC   => 'mandoc' ],
 );
 
@@ -380,6 +383,11 @@ sub spawn {
 sub terminate {
     my ($self, $pid, %o) = @_;
     return $self->_terminate($pid, $o{timeout} // 10);
+}
+
+sub reap {
+    my ($self, $pid, %o) = @_;
+    return $self->_wait_gone($pid, $o{timeout} // 10);
 }
 
 sub track_pid {

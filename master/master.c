@@ -379,9 +379,7 @@ static void reap(struct ks_master *m)
         ks_log_info("worker-exit", "worker %u exited: pid %d, gen %llu, status %s", slot, (int)pid,
                     (unsigned long long)wgen, how);
         /* the master marks the slot dead: the worker cannot any more */
-        atomic_store(&sc->state, KS_WS_FREE);
-        atomic_store(&sc->lua_since_ms, 0);
-        atomic_store(&sc->pid, 0);
+        ks_shm_score_release(&m->shm, slot);
 
         int64_t now = ks_now_ms();
         bool crashed = WIFSIGNALED(status) ||

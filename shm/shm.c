@@ -35,6 +35,25 @@ const char *ks_health_reason_name(enum ks_health_reason r)
     return (unsigned)r < KS_HR_COUNT ? names[r] : "?";
 }
 
+void ks_shm_score_release(struct ks_shm *shm, uint32_t slot)
+{
+    struct ks_score *sc = ks_shm_score(shm, slot);
+    atomic_store(&sc->state, KS_WS_FREE);
+    atomic_store(&sc->lua_since_ms, 0);
+    atomic_store(&sc->pid, 0);
+    uint32_t hs = atomic_exchange(&sc->active_health, 0);
+    if (hs == 0 || hs > ks_shm_count(shm, KS_REGION_HEALTH))
+        return;
+    /* the record may have been released and reused by a reload since:
+     * only the upstream the worker counted itself on gets the decrement */
+    struct ks_health *h = ks_shm_health(shm, hs - 1);
+    if (atomic_load(&h->id) != atomic_load(&sc->active_id))
+        return;
+    uint64_t n = atomic_load(&h->active);
+    while (n > 0 && !atomic_compare_exchange_weak(&h->active, &n, n - 1))
+        ;
+}
+
 static size_t align_up(size_t n, size_t a)
 {
     return (n + a - 1) & ~(a - 1);

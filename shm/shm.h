@@ -135,6 +135,12 @@ struct ks_score {
     _Atomic uint64_t bytes_out;
     char client[KS_SCORE_CLIENT_LEN];
     char request[KS_SCORE_REQUEST_LEN];
+    /* The upstream this worker has a request in flight on (counted in its
+     * health record's `active`): health slot + 1 (0 = none) and the
+     * record's id.  The master takes the request back out of `active`
+     * when it reaps a worker that died with one in flight. */
+    _Atomic uint32_t active_health;
+    _Atomic uint64_t active_id;
 } __attribute__((aligned(64)));
 
 /* ---- health (per upstream, keyed by stable id) -------------------------- */
@@ -244,6 +250,11 @@ static inline struct ks_score *ks_shm_score(const struct ks_shm *shm, uint32_t s
 {
     return (struct ks_score *)ks_shm_region(shm, KS_REGION_SCOREBOARD) + slot;
 }
+/* Master, after reaping the worker of a slot: mark the slot free and take
+ * the request that worker had in flight on an upstream (if any) back out
+ * of that upstream's `active` count. */
+void ks_shm_score_release(struct ks_shm *shm, uint32_t slot);
+
 static inline struct ks_health *ks_shm_health(const struct ks_shm *shm, uint32_t slot)
 {
     return (struct ks_health *)ks_shm_region(shm, KS_REGION_HEALTH) + slot;

@@ -164,6 +164,12 @@ void ks_balance_begin(struct ks_worker *w, uint32_t upstream)
     struct ks_health *h = record_of(w, upstream);
     atomic_fetch_add_explicit(&h->requests, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->active, 1, memory_order_relaxed);
+    /* after the add (and cleared before the sub in ks_balance_end): a
+     * worker killed in between leaks one, it never makes the master take
+     * out what was not put in */
+    const struct ks_t_upstream *u = &ks_t_upstreams(w->table)[upstream];
+    atomic_store_explicit(&w->score->active_id, u->id, memory_order_relaxed);
+    atomic_store_explicit(&w->score->active_health, u->health_slot + 1, memory_order_relaxed);
 }
 
 static const char *outcome_name(enum ks_upstream_outcome o)
@@ -202,6 +208,7 @@ void ks_balance_end(struct ks_worker *w, uint32_t upstream, enum ks_upstream_out
     struct ks_health *h = record_of(w, upstream);
     int64_t now = ks_now_ms();
     char lb[160];
+    atomic_store_explicit(&w->score->active_health, 0, memory_order_relaxed);
     atomic_fetch_sub_explicit(&h->active, 1, memory_order_relaxed);
     if (outcome != KS_UO_OK) {
         atomic_fetch_add_explicit(&h->failures, 1, memory_order_relaxed);

@@ -429,6 +429,7 @@ static int worker_init(struct ks_worker *w, const struct ks_worker_args *a)
     atomic_store(&w->score->bytes_in, 0);
     atomic_store(&w->score->bytes_out, 0);
     atomic_store(&w->score->lua_since_ms, 0);
+    atomic_store(&w->score->active_health, 0);
     atomic_store(&w->score->process_gen, a->process_gen);
     atomic_store(&w->score->started_ms, ks_now_ms());
     ks_worker_set_state(w, KS_WS_STARTING);

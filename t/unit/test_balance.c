@@ -91,6 +91,7 @@ static void setup(void)
     ck_assert_uint_gt(ks_shm_routes_publish(&shm, master_table, len), 0);
     memset(&w, 0, sizeof(w));
     w.shm = &shm;
+    w.score = ks_shm_score(&shm, 0);
     w.table = (struct ks_table *)worker_table;
     uint64_t gen;
     ck_assert_int_gt(ks_shm_routes_copy(&shm, worker_table, sizeof(worker_table), &gen, &w.table_buf), 0);
@@ -517,6 +518,39 @@ START_TEST(take_claims_the_probe)
 }
 END_TEST
 
+/* A worker that dies with a request in flight: the master's release of
+ * its slot takes the request out of the upstream's active count, once,
+ * and never from an upstream the worker did not count itself on. */
+START_TEST(dead_worker_gives_back_active)
+{
+    uint32_t a = up("wrr", "a"), b = up("wrr", "b");
+    ks_balance_begin(&w, a);
+    ks_balance_end(&w, a, KS_UO_OK);
+    ks_balance_begin(&w, a);
+    ck_assert_uint_eq(atomic_load(&rec(a)->active), 1);
+    atomic_store(&w.score->pid, 1234);
+    ks_shm_score_release(&shm, 0);                  /* killed in flight */
+    ck_assert_uint_eq(atomic_load(&rec(a)->active), 0);
+    ck_assert_int_eq(atomic_load(&w.score->pid), 0);
+    ck_assert_uint_eq(atomic_load(&w.score->state), KS_WS_FREE);
+    ks_shm_score_release(&shm, 0);                  /* nothing twice */
+    ck_assert_uint_eq(atomic_load(&rec(a)->active), 0);
+
+    /* finished its request before it died: nothing to give back */
+    ks_balance_begin(&w, b);
+    ks_balance_end(&w, b, KS_UO_OK);
+    atomic_fetch_add(&rec(b)->active, 1);           /* another worker's */
+    ks_shm_score_release(&shm, 0);
+    ck_assert_uint_eq(atomic_load(&rec(b)->active), 1);
+
+    /* the record was released and taken by another upstream since */
+    ks_balance_begin(&w, a);
+    atomic_store(&rec(a)->id, 42);
+    ks_shm_score_release(&shm, 0);
+    ck_assert_uint_eq(atomic_load(&rec(a)->active), 1);
+}
+END_TEST
+
 /* A probe whose worker died is given to another request once stale. */
 START_TEST(stale_probe_is_reclaimed)
 {
@@ -551,6 +585,7 @@ int main(void)
     tcase_add_test(tc, half_open_claimed_once);
     tcase_add_test(tc, stale_probe_is_reclaimed);
     tcase_add_test(tc, take_claims_the_probe);
+    tcase_add_test(tc, dead_worker_gives_back_active);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -40,7 +40,7 @@
 #define TICK_MS 1000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 30000
-#define BACKOFF_RESET_MS 30000  /* a worker that lived this long resets its slot's backoff */
+#define BACKOFF_RESET_MS 30000  /* a worker that lived this long (or served) resets its slot's backoff */
 #define SPAWN_RATE_MAX 32
 
 /* Master-private view of a scoreboard slot (the scoreboard itself is
@@ -376,6 +376,8 @@ static void reap(struct ks_master *m)
         struct ks_slot *s = &m->slots[slot];
         struct ks_score *sc = ks_shm_score(&m->shm, slot);
         uint64_t wgen = atomic_load(&sc->generation);
+        /* its own count only if it got as far as taking its slot */
+        bool served = atomic_load(&sc->pid) == pid && atomic_load(&sc->requests) > 0;
         ks_log_info("worker-exit", "worker %u exited: pid %d, gen %llu, status %s", slot, (int)pid,
                     (unsigned long long)wgen, how);
         /* the master marks the slot dead: the worker cannot any more */
@@ -395,7 +397,11 @@ static void reap(struct ks_master *m)
                          slot, (unsigned long long)m->fatal_gen);
         }
         if (replace) {
-            if (now - s->started_ms >= BACKOFF_RESET_MS || s->backoff_ms == 0)
+            /* the delay is for crash loops: a worker that lived long, or
+             * that served a request before it was killed (by an operator,
+             * the OOM killer, the Lua watchdog, a poisonous request), was
+             * not in one, and the pool must not empty under repeated kills */
+            if (now - s->started_ms >= BACKOFF_RESET_MS || s->backoff_ms == 0 || served)
                 s->backoff_ms = BACKOFF_MIN_MS;
             else if ((s->backoff_ms *= 2) > BACKOFF_MAX_MS)
                 s->backoff_ms = BACKOFF_MAX_MS;

@@ -11,13 +11,18 @@
 #include "keystoned/util.h"
 #include "worker/http.h"
 
-/* Parsing state of one head: the limits and where the parser is. */
+/* One head's parsing state, kept across the reads that bring its bytes. */
 struct head_ctx {
     struct ks_request *r;
     struct ks_fields fields;
     size_t max_request_line;
+    size_t max_header_bytes;
     int status;                 /* set by a callback that stops the parser */
     bool head_done;
+    size_t parsed;              /* bytes http-parser has taken */
+    bool parser_failed;         /* it stopped with an error (r->error) */
+    bool line_judged;           /* the request line is known not to be 505 */
+    size_t lf_scan;             /* bytes looked at for the request line's LF */
 };
 
 /* The buffer is contiguous while a head is parsed, so the pieces of a
@@ -224,6 +229,62 @@ const char *ks_http_check_head(const char *buf, size_t len)
     if (!crlf(p, end))
         return "request line not ended by CRLF";
     return check_fields(p + 2, end);
+}
+
+/* A prefix of "token SP target [SP HTTP-version] CR": could the bytes
+ * still become a request line? */
+static bool line_prefix(const char *p, const char *end)
+{
+    const char *m = p;
+    while (p < end && tchar((unsigned char)*p))
+        p++;
+    if (p == end)
+        return true;
+    if (p == m || *p++ != ' ')
+        return false;
+    while (p < end && *p > 0x20 && *p < 0x7f && *p != '#')
+        p++;
+    if (p == end)
+        return true;
+    if (*p == '\r')
+        return p + 1 == end;
+    if (*p++ != ' ')
+        return false;
+    static const char v[] = "HTTP/d.d\r";
+    for (size_t i = 0; p < end; i++, p++) {
+        if (i == sizeof(v) - 1)
+            return false;
+        if (v[i] == 'd' ? !isdigit((unsigned char)*p) : *p != v[i])
+            return false;
+    }
+    return true;
+}
+
+enum ks_line_kind ks_http_request_line(const char *buf, size_t len)
+{
+    const char *p = buf, *end = buf + len;
+    while (crlf(p, end))
+        p += 2;
+    const char *lf = memchr(p, '\n', (size_t)(end - p));
+    if (lf == NULL)
+        return line_prefix(p, end) ? KS_LINE_PARTIAL : KS_LINE_OTHER;
+    if (lf == p || lf[-1] != '\r' || !line_prefix(p, lf))
+        return KS_LINE_OTHER;
+    const char *cr = lf - 1;
+    /* line_prefix() held up to the CR, so the line is "token SP target
+     * [SP HTTP/d.d]" exactly when it has its target and, after a second
+     * space, all of the version */
+    const char *sp1 = memchr(p, ' ', (size_t)(cr - p));
+    if (sp1 == NULL || sp1 + 1 == cr)
+        return KS_LINE_OTHER;
+    const char *sp2 = memchr(sp1 + 1, ' ', (size_t)(cr - sp1 - 1));
+    if (sp2 == NULL)
+        return KS_LINE_UNSUPPORTED;     /* HTTP/0.9: "GET /" */
+    if (cr - sp2 != 9)
+        return KS_LINE_OTHER;
+    if (sp2[6] == '1' && (sp2[8] == '0' || sp2[8] == '1'))
+        return KS_LINE_OTHER;
+    return KS_LINE_UNSUPPORTED;
 }
 
 const char *ks_http_check_response_head(const char *buf, size_t len)
@@ -470,6 +531,14 @@ static int finish_head(struct ks_request *r)
         return 400;
     }
 
+    /* a backslash is no path character (RFC 3986); some upstreams read
+     * it as '/', which would let "/a/..\\b" leave a base path that the
+     * route was chosen by */
+    if (memchr(r->path, '\\', r->path_len) != NULL) {
+        r->error = "backslash in the path";
+        return 400;
+    }
+
     if (nexpect > 0 && r->http_minor >= 1) {
         const char *v = expect->value;
         size_t n = expect->value_len;
@@ -483,23 +552,127 @@ static int finish_head(struct ks_request *r)
     return 0;
 }
 
+
+static void head_begin(struct head_ctx *h, const struct ks_t_settings *s, struct ks_request *r,
+                       struct ks_header *headers)
+{
+    memset(r, 0, offsetof(struct ks_request, parser));
+    r->headers = headers;
+    *h = (struct head_ctx){
+        .r = r,
+        .fields = { .h = headers, .max = (size_t)s->max_headers },
+        .max_request_line = s->max_request_line,
+        .max_header_bytes = s->max_header_bytes,
+    };
+    /* the parser's own limit (80KB) must not cut in before ours */
+    http_parser_set_max_header_size((uint32_t)(s->max_request_line + s->max_header_bytes + 4096));
+    http_parser_init(&r->parser, HTTP_REQUEST);
+    r->parser.data = h;
+}
+
+/* Take what buf[0..len) holds now (the bytes of earlier calls again,
+ * plus new ones).  Returns -1 when the head needs more bytes, else the
+ * status to answer (0: accepted, the head is r->head_len bytes). */
+static int head_step(struct head_ctx *h, const char *buf, size_t len)
+{
+    struct ks_request *r = h->r;
+    enum http_errno e = HPE_OK;
+    if (!h->parser_failed) {
+        h->parsed += http_parser_execute(&r->parser, &head_settings, buf + h->parsed, len - h->parsed);
+        e = HTTP_PARSER_ERRNO(&r->parser);
+    }
+    /* A request line asking for another HTTP version is answered 505,
+     * whatever else the parser would say about it: it stops at the "I"
+     * of "PRI * HTTP/2.0" (the HTTP/2 preface), and takes "GET /" as
+     * HTTP/0.9 and goes on to read fields.  Judged once an LF is in. */
+    if (!h->line_judged) {
+        bool lf = memchr(buf + h->lf_scan, '\n', len - h->lf_scan) != NULL;
+        h->lf_scan = len;
+        if (lf || e != HPE_OK || h->parser_failed) {
+            enum ks_line_kind k = ks_http_request_line(buf, len);
+            if (k == KS_LINE_UNSUPPORTED) {
+                r->error = "only HTTP/1.0 and HTTP/1.1 are supported";
+                return 505;
+            }
+            h->line_judged = k == KS_LINE_OTHER;
+        }
+    }
+    if (h->parser_failed || (e != HPE_OK && h->status == 0 && !h->head_done)) {
+        /* the parser refused a line that may still turn out to ask for
+         * another version: wait for its end, within the line limit */
+        if (!h->parser_failed) {
+            h->parser_failed = true;
+            r->error = http_errno_description(e);
+        }
+        if (h->line_judged)
+            return 400;
+        if (len > h->max_request_line) {
+            r->error = "request line too long";
+            return 414;
+        }
+        return -1;
+    }
+    /* the limits: a request line longer than max_request_line, or header
+     * lines longer than max_header_bytes in all */
+    size_t parsed = h->parsed;
+    const char *eol = memchr(buf, '\n', parsed);
+    if (eol == NULL && parsed > h->max_request_line) {
+        r->error = "request line too long";
+        return 414;
+    }
+    if (eol != NULL && parsed - (size_t)(eol + 1 - buf) > h->max_header_bytes + 2) {
+        r->error = "request header fields too large";
+        return 431;
+    }
+    if (h->head_done) {
+        /* pausing in on_headers_complete stops *at* the head's final LF
+         * (it was seen, so it is in the buffer): let the parser take it,
+         * which moves it to the body (or the end) */
+        http_parser_pause(&r->parser, 0);
+        parsed += http_parser_execute(&r->parser, &head_settings, buf + parsed, 1);
+        e = HTTP_PARSER_ERRNO(&r->parser);
+        if (e == HPE_PAUSED)
+            http_parser_pause(&r->parser, 0);
+        r->head_len = parsed;
+        r->parser.data = NULL;
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            /* the parser refuses some framing only here (a
+             * Transfer-Encoding other than chunked, say) */
+            r->error = http_errno_description(e);
+            return 400;
+        }
+        r->error = ks_http_check_head(buf, parsed);
+        return r->error != NULL ? 400 : finish_head(r);
+    }
+    if (e != HPE_OK)
+        return h->status;       /* set with r->error by the callback */
+    return -1;
+}
+
+enum ks_head_result ks_http_parse_head(const struct ks_t_settings *s, const char *buf, size_t len,
+                                       struct ks_request *r, struct ks_header *headers,
+                                       int *status)
+{
+    struct head_ctx h;
+    head_begin(&h, s, r, headers);
+    r->start_us = 0;
+    *status = head_step(&h, buf, len);
+    r->parser.data = NULL;
+    if (*status < 0) {
+        *status = 0;
+        return KS_HEAD_CLOSED;
+    }
+    return *status == 0 ? KS_HEAD_OK : KS_HEAD_ERROR;
+}
+
 enum ks_head_result ks_http_read_head(struct ks_conn *c, struct ks_request *r,
                                       struct ks_header *headers, int64_t idle_deadline_ms,
                                       int *status)
 {
     const struct ks_t_settings *s = &c->w->table->settings;
     ks_conn_compact(c);
-    memset(r, 0, offsetof(struct ks_request, parser));
-    r->headers = headers;
-    struct head_ctx h = {
-        .r = r,
-        .fields = { .h = headers, .max = (size_t)s->max_headers },
-        .max_request_line = s->max_request_line,
-    };
-    /* the parser's own limit (80KB) must not cut in before ours */
-    http_parser_set_max_header_size((uint32_t)(s->max_request_line + s->max_header_bytes + 4096));
-    http_parser_init(&r->parser, HTTP_REQUEST);
-    r->parser.data = &h;
+    struct head_ctx h;
+    head_begin(&h, s, r, headers);
     *status = 0;
 
     /* the wait for the first byte is the keep-alive idle time, and a stop
@@ -511,52 +684,14 @@ enum ks_head_result ks_http_read_head(struct ks_conn *c, struct ks_request *r,
     }
     r->start_us = ks_now_us();
     int64_t deadline = ks_now_ms() + s->read_header_timeout_ms;
-    size_t parsed = 0;
     for (;;) {
-        size_t n = http_parser_execute(&r->parser, &head_settings, c->buf + parsed, c->len - parsed);
-        parsed += n;
-        enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
-        /* the limits: a request line longer than max_request_line, or
-         * header lines longer than max_header_bytes in all */
-        const char *eol = memchr(c->buf, '\n', parsed);
-        if (eol == NULL && parsed > s->max_request_line) {
-            *status = 414;
-            r->error = "request line too long";
-            return KS_HEAD_ERROR;
-        }
-        if (eol != NULL && parsed - (size_t)(eol + 1 - c->buf) > s->max_header_bytes + 2) {
-            *status = 431;
-            r->error = "request header fields too large";
-            return KS_HEAD_ERROR;
-        }
-        if (h.head_done) {
-            /* pausing in on_headers_complete stops *at* the head's final
-             * LF (it was seen, so it is in the buffer): let the parser
-             * take it, which moves it to the body (or the end) */
-            http_parser_pause(&r->parser, 0);
-            parsed += http_parser_execute(&r->parser, &head_settings, c->buf + parsed, 1);
-            e = HTTP_PARSER_ERRNO(&r->parser);
-            if (e == HPE_PAUSED)
-                http_parser_pause(&r->parser, 0);
-            r->head_len = parsed;
-            c->start = parsed;
+        int st = head_step(&h, c->buf, c->len);
+        if (st >= 0) {
             r->parser.data = NULL;
-            if (e != HPE_OK && e != HPE_PAUSED) {
-                /* the parser refuses some framing only here (a
-                 * Transfer-Encoding other than chunked, say) */
-                *status = 400;
-                r->error = http_errno_description(e);
-                return KS_HEAD_ERROR;
-            }
-            r->error = ks_http_check_head(c->buf, parsed);
-            *status = r->error != NULL ? 400 : finish_head(r);
-            return *status == 0 ? KS_HEAD_OK : KS_HEAD_ERROR;
-        }
-        if (e != HPE_OK) {
-            *status = h.status ? h.status : 400;
-            if (!h.status)
-                r->error = http_errno_description(e);
-            return KS_HEAD_ERROR;
+            if (h.head_done)
+                c->start = r->head_len;
+            *status = st;
+            return st == 0 ? KS_HEAD_OK : KS_HEAD_ERROR;
         }
         if (c->len == c->cap) {
             *status = 431;

@@ -91,6 +91,15 @@ enum ks_head_result ks_http_read_head(struct ks_conn *c, struct ks_request *r,
                                       struct ks_header *headers, int64_t idle_deadline_ms,
                                       int *status);
 
+/* The same on a buffer, without I/O: parse one head from buf[0..len) as
+ * if those were all the bytes the client has sent.  KS_HEAD_CLOSED means
+ * the head is incomplete.  On KS_HEAD_OK the parser in r is positioned
+ * at the body, which starts at buf + r->head_len (body.h decodes it). */
+struct ks_t_settings;
+enum ks_head_result ks_http_parse_head(const struct ks_t_settings *s, const char *buf, size_t len,
+                                       struct ks_request *r, struct ks_header *headers,
+                                       int *status);
+
 /* Collecting header fields from http-parser's callbacks (requests here,
  * responses in proxy.c). */
 struct ks_fields {
@@ -119,6 +128,15 @@ bool ks_http_is_value(const char *s, size_t len);
  * as RFC 9112 writes it; leading empty lines are allowed.  Returns NULL or
  * the reason it is refused. */
 const char *ks_http_check_head(const char *buf, size_t len);
+/* What the first request line in buf[0..len) asks for (leading empty
+ * lines skipped), judged before http-parser's verdict: UNSUPPORTED for a
+ * well-formed line of another HTTP version ("token SP target SP HTTP/x.y
+ * CRLF" with x.y not 1.0 or 1.1, such as the HTTP/2 preface "PRI *
+ * HTTP/2.0", or the HTTP/0.9 "token SP target CRLF"): 505.  PARTIAL while
+ * no LF has come and the bytes can still become such a line; OTHER for
+ * everything else, which the parser and ks_http_check_head() judge. */
+enum ks_line_kind { KS_LINE_PARTIAL, KS_LINE_UNSUPPORTED, KS_LINE_OTHER };
+enum ks_line_kind ks_http_request_line(const char *buf, size_t len);
 /* A response head (status line, field lines, empty line). */
 const char *ks_http_check_response_head(const char *buf, size_t len);
 /* Field lines followed by the empty line (a trailer section). */

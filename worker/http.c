@@ -597,6 +597,18 @@ static int head_step(struct head_ctx *h, const char *buf, size_t len)
             h->line_judged = k == KS_LINE_OTHER;
         }
     }
+    /* the limits: a request line longer than max_request_line, or header
+     * lines longer than max_header_bytes in all */
+    size_t parsed = h->parsed;
+    const char *eol = memchr(buf, '\n', parsed);
+    if (eol == NULL && parsed > h->max_request_line) {
+        r->error = "request line too long";
+        return 414;
+    }
+    if (eol != NULL && parsed - (size_t)(eol + 1 - buf) > h->max_header_bytes + 2) {
+        r->error = "request header fields too large";
+        return 431;
+    }
     if (h->parser_failed || (e != HPE_OK && h->status == 0 && !h->head_done)) {
         /* the parser refused a line that may still turn out to ask for
          * another version: wait for its end, within the line limit */
@@ -611,18 +623,6 @@ static int head_step(struct head_ctx *h, const char *buf, size_t len)
             return 414;
         }
         return -1;
-    }
-    /* the limits: a request line longer than max_request_line, or header
-     * lines longer than max_header_bytes in all */
-    size_t parsed = h->parsed;
-    const char *eol = memchr(buf, '\n', parsed);
-    if (eol == NULL && parsed > h->max_request_line) {
-        r->error = "request line too long";
-        return 414;
-    }
-    if (eol != NULL && parsed - (size_t)(eol + 1 - buf) > h->max_header_bytes + 2) {
-        r->error = "request header fields too large";
-        return 431;
     }
     if (h->head_done) {
         /* pausing in on_headers_complete stops *at* the head's final LF

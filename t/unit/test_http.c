@@ -387,6 +387,16 @@ START_TEST(test_preface_in_pieces)
 }
 END_TEST
 
+START_TEST(test_limit_before_parse_error)
+{
+    /* the limits are judged before a parse error further on: over
+     * max_header_bytes (1024) is 431, whatever comes after */
+    char big[2048];
+    snprintf(big, sizeof(big), "GET / HTTP/1.1\r\nHost: x\r\nX-A: %01100d\r\nno colon\r\n\r\n", 0);
+    ck_assert_int_eq(status_of(big), 431);
+}
+END_TEST
+
 START_TEST(test_backslash)
 {
     ck_assert_int_eq(status_of("GET /a/..\\b HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
@@ -674,6 +684,7 @@ static Suite *http_suite(void)
     tcase_add_test(io, test_refused_other);
     tcase_add_loop_test(io, test_refused_505, 0, (int)KS_ARRAY_LEN(other_versions));
     tcase_add_test(io, test_preface_in_pieces);
+    tcase_add_test(io, test_limit_before_parse_error);
     tcase_add_test(io, test_backslash);
     tcase_add_test(io, test_backslash_in_query);
     tcase_add_test(io, test_limits);

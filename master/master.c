@@ -58,7 +58,14 @@ struct ks_listener {
     int fd;
     enum ks_listener_kind kind;
     struct ks_addr addr;
+    uint64_t process_gen;       /* parked: the listener generation that used it */
 };
+
+/* Listeners a reload dropped while workers of their generation still
+ * hold them (and so still own the address): kept by the master until
+ * those workers are gone, so that a reload moving a listener back there
+ * meanwhile reuses the socket instead of failing with EADDRINUSE. */
+#define PARKED_MAX (2 * KS_MAX_LISTENERS)
 
 struct ks_master {
     struct ks_config *cfg;
@@ -67,6 +74,8 @@ struct ks_master {
     struct ks_listener listeners[KS_MAX_LISTENERS];
     int nlisteners;
     uint64_t process_gen;       /* generation at which the listeners were bound */
+    struct ks_listener parked[PARKED_MAX];
+    int nparked;
     int lifeline[2];            /* workers hold [0]; EOF tells them the master is gone */
     int sigfd;
     struct ks_control *control;
@@ -108,19 +117,37 @@ static int bind_listener(const struct ks_addr *a, char *err, size_t errlen)
     return fd;
 }
 
-/* Bind the listeners cfg asks for into out[]; all or nothing. */
-static int bind_all(const struct ks_config *cfg, struct ks_listener *out, int *n, char *err,
-                    size_t errlen)
+/* A listener on a: a duplicate of the one of have[] already bound there
+ * (a reload that keeps that address while another one changes: binding
+ * it again would fail with EADDRINUSE, and the connections queued on it
+ * must stay in its one kernel queue), else a new socket. */
+static int open_listener(const struct ks_addr *a, const struct ks_listener *have, int nhave,
+                         char *err, size_t errlen)
+{
+    for (int i = 0; i < nhave; i++)
+        if (have[i].fd >= 0 && strcmp(have[i].addr.text, a->text) == 0) {
+            int fd = fcntl(have[i].fd, F_DUPFD_CLOEXEC, 0);
+            if (fd < 0)
+                snprintf(err, errlen, "cannot keep the listener on %s: %s", a->text, strerror(errno));
+            return fd;
+        }
+    return bind_listener(a, err, errlen);
+}
+
+/* Open the listeners cfg asks for into out[], reusing those of have[]
+ * (the current and the parked ones) whose address stays; all or nothing. */
+static int bind_all(const struct ks_config *cfg, const struct ks_listener *have, int nhave,
+                    struct ks_listener *out, int *n, char *err, size_t errlen)
 {
     *n = 0;
     out[0] = (struct ks_listener){ .kind = KS_LISTEN_PUBLIC, .addr = cfg->server.public_addr };
-    out[0].fd = bind_listener(&out[0].addr, err, errlen);
+    out[0].fd = open_listener(&out[0].addr, have, nhave, err, errlen);
     if (out[0].fd < 0)
         return -1;
     *n = 1;
     if (cfg->server.has_admin_addr) {
         out[1] = (struct ks_listener){ .kind = KS_LISTEN_ADMIN, .addr = cfg->server.admin_addr };
-        out[1].fd = bind_listener(&out[1].addr, err, errlen);
+        out[1].fd = open_listener(&out[1].addr, have, nhave, err, errlen);
         if (out[1].fd < 0) {
             close(out[0].fd);
             *n = 0;
@@ -129,6 +156,13 @@ static int bind_all(const struct ks_config *cfg, struct ks_listener *out, int *n
         *n = 2;
     }
     return 0;
+}
+
+static void close_parked(struct ks_master *m)
+{
+    for (int k = 0; k < m->nparked; k++)
+        close(m->parked[k].fd);
+    m->nparked = 0;
 }
 
 static bool same_listeners(const struct ks_config *a, const struct ks_config *b)
@@ -193,6 +227,7 @@ static void close_master_fds(struct ks_master *m)
         close(m->ready_fd);
     close(m->sigfd);
     close(m->lifeline[1]);
+    close_parked(m);        /* only the current listeners are the worker's */
     ks_watch_free(m->watch);
     m->watch = NULL;
     ks_control_close(m->control, 0);
@@ -484,10 +519,44 @@ static const char *needs_restart(const struct ks_master *m, const struct ks_conf
 
 /* Start workers for a new listener set, then retire the old ones: new
  * connections go to the new workers while the old finish theirs. */
+static void park(struct ks_master *m, struct ks_listener *l)
+{
+    if (m->nparked == PARKED_MAX) {
+        close(m->parked[0].fd);     /* the oldest */
+        memmove(m->parked, m->parked + 1, sizeof(*m->parked) * (PARKED_MAX - 1));
+        m->nparked--;
+    }
+    l->process_gen = m->process_gen;
+    m->parked[m->nparked++] = *l;
+}
+
+/* Close the parked listeners no worker holds any more. */
+static void unpark_drained(struct ks_master *m)
+{
+    for (int k = 0; k < m->nparked;) {
+        bool held = false;
+        for (uint32_t i = 0; i < m->nslots && !held; i++)
+            held = m->slots[i].pid != 0 && m->slots[i].process_gen == m->parked[k].process_gen;
+        if (held) {
+            k++;
+            continue;
+        }
+        close(m->parked[k].fd);
+        m->parked[k] = m->parked[--m->nparked];
+    }
+}
+
 static void replace_listeners(struct ks_master *m, struct ks_listener *fresh, int n)
 {
-    for (int i = 0; i < m->nlisteners; i++)
-        close(m->listeners[i].fd);
+    for (int i = 0; i < m->nlisteners; i++) {
+        bool kept = false;
+        for (int k = 0; k < n && !kept; k++)
+            kept = strcmp(fresh[k].addr.text, m->listeners[i].addr.text) == 0;
+        if (kept)
+            close(m->listeners[i].fd);      /* fresh[] has its duplicate */
+        else
+            park(m, &m->listeners[i]);
+    }
     memcpy(m->listeners, fresh, sizeof(*fresh) * (size_t)n);
     m->nlisteners = n;
     m->process_gen = generation(m);
@@ -555,7 +624,11 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
     struct ks_listener fresh[KS_MAX_LISTENERS];
     int nfresh = 0;
     bool new_listeners = !same_listeners(m->cfg, cfg);
-    if (new_listeners && bind_all(cfg, fresh, &nfresh, err, sizeof(err)) < 0) {
+    struct ks_listener have[KS_MAX_LISTENERS + PARKED_MAX];
+    memcpy(have, m->listeners, sizeof(*have) * (size_t)m->nlisteners);
+    memcpy(have + m->nlisteners, m->parked, sizeof(*have) * (size_t)m->nparked);
+    if (new_listeners && bind_all(cfg, have, m->nlisteners + m->nparked, fresh, &nfresh, err,
+                                  sizeof(err)) < 0) {
         snprintf(msg, sizeof(msg), "FAILED: %s", err);
         ks_shm_set_reload(&m->shm, KS_RELOAD_INVALID, msg);
         ks_log_error("reload", "reload FAILED, keeping generation %llu: %s",
@@ -622,6 +695,7 @@ static void begin_stop(struct ks_master *m, bool immediate)
         for (int i = 0; i < m->nlisteners; i++)
             close(m->listeners[i].fd);
         m->nlisteners = 0;
+        close_parked(m);
         ks_log_info("stop", "%s stop: %d worker%s to finish (shutdown_timeout %lld ms)",
                     immediate ? "immediate" : "graceful", total_processes(m),
                     total_processes(m) == 1 ? "" : "s", (long long)m->cfg->server.shutdown_timeout_ms);
@@ -761,7 +835,7 @@ struct ks_master *ks_master_new(struct ks_config *cfg, bool foreground, char *er
         free(m);
         return NULL;
     }
-    if (bind_all(cfg, m->listeners, &m->nlisteners, err, errlen) < 0) {
+    if (bind_all(cfg, NULL, 0, m->listeners, &m->nlisteners, err, errlen) < 0) {
         m->cfg = NULL;
         ks_dynroutes_free(m->dyn);
         free(m);
@@ -944,6 +1018,8 @@ int ks_master_run(struct ks_master *m, int ready_fd, int pidfile_fd)
         script_changed(m, now);
         respawn_due(m, now);
         stop_deadline(m, now);
+        if (m->nparked > 0)
+            unpark_drained(m);
         if (now >= m->next_tick_ms) {
             m->next_tick_ms = now + TICK_MS;
             lua_watchdog(m, now);
@@ -960,6 +1036,7 @@ void ks_master_free(struct ks_master *m)
         return;
     for (int i = 0; i < m->nlisteners; i++)
         close(m->listeners[i].fd);
+    close_parked(m);
     ks_control_close(m->control, 1);
     ks_health_free(m->health, false);
     ks_watch_free(m->watch);

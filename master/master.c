@@ -52,6 +52,7 @@ struct ks_slot {
     int64_t backoff_ms;         /* delay before the next respawn after a crash */
     int64_t respawn_at_ms;      /* > 0: slot reserved, respawn at this time */
     bool retiring;              /* told to finish and exit */
+    int64_t retire_deadline_ms; /* retiring: killed if still there then */
 };
 
 struct ks_listener {
@@ -316,6 +317,7 @@ static void retire(struct ks_master *m, uint32_t slot)
     if (s->pid == 0 || s->retiring)
         return;
     s->retiring = true;
+    s->retire_deadline_ms = ks_now_ms() + m->cfg->server.shutdown_timeout_ms;
     kill(s->pid, SIGTERM);
 }
 
@@ -711,6 +713,24 @@ static void begin_stop(struct ks_master *m, bool immediate)
     }
 }
 
+/* A worker told to finish (an old listener generation, a spare too
+ * many) gets shutdown_timeout for its last request, like a stop: a
+ * request that never ends (a tunnel, a stream) must not keep old
+ * generations piling up reload after reload. */
+static void retire_deadlines(struct ks_master *m, int64_t now)
+{
+    for (uint32_t i = 0; i < m->nslots; i++) {
+        struct ks_slot *s = &m->slots[i];
+        if (s->pid == 0 || !s->retiring || now < s->retire_deadline_ms)
+            continue;
+        ks_log_warn("worker-retire", "worker %u (pid %d) still busy %lld ms after it was told to "
+                    "finish (shutdown_timeout): killed", i, (int)s->pid,
+                    (long long)m->cfg->server.shutdown_timeout_ms);
+        kill(s->pid, SIGKILL);
+        s->retire_deadline_ms = now + TICK_MS;
+    }
+}
+
 static void stop_deadline(struct ks_master *m, int64_t now)
 {
     if (!m->stopping || now < m->stop_deadline_ms)
@@ -956,6 +976,9 @@ static int poll_timeout(const struct ks_master *m, int64_t now)
     for (uint32_t i = 0; i < m->nslots; i++)
         if (m->slots[i].respawn_at_ms > 0 && m->slots[i].respawn_at_ms - now < t)
             t = m->slots[i].respawn_at_ms - now;
+        else if (m->slots[i].pid != 0 && m->slots[i].retiring &&
+                 m->slots[i].retire_deadline_ms - now < t)
+            t = m->slots[i].retire_deadline_ms - now;
     if (m->stopping && m->stop_deadline_ms - now < t)
         t = m->stop_deadline_ms - now;
     if (m->control != NULL) {
@@ -1018,6 +1041,7 @@ int ks_master_run(struct ks_master *m, int ready_fd, int pidfile_fd)
         script_changed(m, now);
         respawn_due(m, now);
         stop_deadline(m, now);
+        retire_deadlines(m, now);
         if (m->nparked > 0)
             unpark_drained(m);
         if (now >= m->next_tick_ms) {

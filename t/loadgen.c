@@ -26,6 +26,11 @@
  *              client closes (every other connection with an RST)
  *   connect    connect, then close at once without sending anything
  *
+ * A request that went out on a kept-alive connection which the server
+ * closed before any byte of the answer came back is sent once more on a
+ * new connection, as HTTP/1.1 clients do (counted in "retries"); only
+ * when that fails too does it count as failed.
+ *
  * -q spreads RATE requests (or connects) per second evenly over the
  * connections; without it they go as fast as the server answers.  After a
  * failure a connection waits 10 ms before it connects again.
@@ -38,7 +43,7 @@
  * response), "closed_mid_response" (EOF inside it), "timeout" (no complete
  * response within -t ms, default 10000), "malformed" (not HTTP).
  *
- * The report: {"duration_ms", "requests" (sent), "responses", "statuses":
+ * The report: {"duration_ms", "requests" (sent), "responses", "retries", "statuses":
  * {"200": n, ...}, "errors": {...}, "connections" (opened), "latency_us":
  * {"p50","p90","p99","max"}, "specs": [{"spec", "statuses", "errors",
  * "latency_us", "responses"}, ...]}.  With -l every finished request is
@@ -101,6 +106,7 @@ struct spec {
     uint64_t errors[O_COUNT];
     uint64_t responses;
     uint64_t connects;      /* -m connect: connections made */
+    uint64_t retries;       /* requests sent again (see retryable()) */
     struct lat lat;
 };
 
@@ -121,6 +127,8 @@ struct conn {
     bool keep_alive;
     bool rst;               /* churn: close with an RST */
     bool done;              /* the run is over for it */
+    bool reused;            /* the fd already carried a complete response */
+    bool retry;             /* the outstanding request is a retry */
     http_parser parser;
     int status;
 };
@@ -245,6 +253,7 @@ static void record(struct run *R, struct conn *c, int status, int err)
             fprintf(R->events, "%s\n", outcome_names[err]);
     }
     c->req_start_us = 0;
+    c->retry = false;
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -260,6 +269,7 @@ static void close_conn(struct run *R, struct conn *c, bool rst)
     epoll_ctl(R->ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
+    c->reused = false;
 }
 
 static bool over(const struct run *R)
@@ -289,9 +299,29 @@ static void wait_then(struct conn *c, int64_t at)
     c->wake_us = at;
 }
 
+static void start_connect(struct run *R, struct conn *c);
+
+/* A kept-alive connection the server closed just as the next request went
+ * out (nothing of an answer came back) is the race every HTTP/1.1 client
+ * meets when a server ends an idle connection; clients send the request
+ * again on a new connection (RFC 9112, 9.3.1), and so does this one,
+ * once.  It is counted in "retries", not as a failure. */
+static bool retryable(const struct run *R, const struct conn *c, int err)
+{
+    return R->mode == M_KEEPALIVE && c->reused && !c->retry && !c->got_bytes &&
+           (err == O_CLOSED_BEFORE || err == O_RESET) && !over(R);
+}
+
 /* A failure of the outstanding request (or of a connect). */
 static void fail(struct run *R, struct conn *c, int err)
 {
+    if (retryable(R, c, err)) {
+        close_conn(R, c, false);
+        c->retry = true;
+        c->spec->retries++;
+        start_connect(R, c);
+        return;
+    }
     record(R, c, 0, err);
     close_conn(R, c, false);
     wait_then(c, now_us() + RETRY_MS * 1000);
@@ -305,9 +335,11 @@ static void want(struct run *R, struct conn *c, uint32_t events)
 
 static void send_request(struct run *R, struct conn *c)
 {
-    R->requests++;
-    c->req_start_us = now_us();
-    c->deadline_us = c->req_start_us + R->timeout_us;
+    if (!c->retry) {
+        R->requests++;
+        c->req_start_us = now_us();
+    }
+    c->deadline_us = now_us() + R->timeout_us;
     c->sent = 0;
     c->got_bytes = c->complete = false;
     c->status = 0;
@@ -319,7 +351,8 @@ static void send_request(struct run *R, struct conn *c)
 
 static void start_connect(struct run *R, struct conn *c)
 {
-    c->req_start_us = now_us();
+    if (!c->retry)
+        c->req_start_us = now_us();
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         fail(R, c, O_LOCAL);
@@ -397,6 +430,8 @@ static void finish_response(struct run *R, struct conn *c)
     if (R->mode == M_CHURN || !c->keep_alive) {
         close_conn(R, c, R->mode == M_CHURN && c->rst);
         c->rst = !c->rst;
+    } else {
+        c->reused = true;
     }
     c->state = C_IDLE;
     ready(R, c);
@@ -592,14 +627,17 @@ static void report(struct run *R)
         for (size_t i = 0; i < sp->lat.n; i++)
             lat_add(&all, sp->lat.v[i]);
     }
-    uint64_t connects = 0;
-    for (int s = 0; s < R->nspecs; s++)
+    uint64_t connects = 0, retries = 0;
+    for (int s = 0; s < R->nspecs; s++) {
         connects += R->specs[s].connects;
+        retries += R->specs[s].retries;
+    }
     printf("{\"duration_ms\":%lld,\"requests\":%llu,\"responses\":%llu,\"connections\":%llu,"
-           "\"connects\":%llu,\"abandoned\":%llu,",
+           "\"connects\":%llu,\"retries\":%llu,\"abandoned\":%llu,",
            (long long)((now_us() - R->t0_us) / 1000), (unsigned long long)R->requests,
            (unsigned long long)responses, (unsigned long long)R->connections,
-           (unsigned long long)connects, (unsigned long long)R->abandoned);
+           (unsigned long long)connects, (unsigned long long)retries,
+           (unsigned long long)R->abandoned);
     print_counts(st, err);
     printf(",");
     print_lat(&all);
@@ -608,7 +646,8 @@ static void report(struct run *R)
         struct spec *sp = &R->specs[s];
         printf("%s{\"spec\":", s ? "," : "");
         json_text(sp->text);
-        printf(",\"responses\":%llu,", (unsigned long long)sp->responses);
+        printf(",\"responses\":%llu,\"retries\":%llu,", (unsigned long long)sp->responses,
+               (unsigned long long)sp->retries);
         print_counts(sp->statuses, sp->errors);
         printf(",");
         print_lat(&sp->lat);

@@ -43,7 +43,8 @@
  * response), "closed_mid_response" (EOF inside it), "timeout" (no complete
  * response within -t ms, default 10000), "malformed" (not HTTP).
  *
- * The report: {"duration_ms", "requests" (sent), "responses", "retries", "statuses":
+ * The report: {"started_ms" (wall clock, ms since the epoch: the zero of
+ * the event log), "duration_ms", "requests" (sent), "responses", "retries", "statuses":
  * {"200": n, ...}, "errors": {...}, "connections" (opened), "latency_us":
  * {"p50","p90","p99","max"}, "specs": [{"spec", "statuses", "errors",
  * "latency_us", "responses"}, ...]}.  With -l every finished request is
@@ -147,6 +148,7 @@ struct run {
     struct conn *conns;
     int ep;
     int64_t t0_us;
+    int64_t t0_wall_ms;     /* the same moment on the wall clock */
     uint64_t requests, connections, abandoned;
     FILE *events;
     int live;               /* connections not yet finished */
@@ -632,9 +634,10 @@ static void report(struct run *R)
         connects += R->specs[s].connects;
         retries += R->specs[s].retries;
     }
-    printf("{\"duration_ms\":%lld,\"requests\":%llu,\"responses\":%llu,\"connections\":%llu,"
+    printf("{\"started_ms\":%lld,\"duration_ms\":%lld,\"requests\":%llu,\"responses\":%llu,\"connections\":%llu,"
            "\"connects\":%llu,\"retries\":%llu,\"abandoned\":%llu,",
-           (long long)((now_us() - R->t0_us) / 1000), (unsigned long long)R->requests,
+           (long long)R->t0_wall_ms, (long long)((now_us() - R->t0_us) / 1000),
+           (unsigned long long)R->requests,
            (unsigned long long)responses, (unsigned long long)R->connections,
            (unsigned long long)connects, (unsigned long long)retries,
            (unsigned long long)R->abandoned);
@@ -738,6 +741,9 @@ int main(int argc, char **argv)
     if (R.ep < 0)
         die("epoll_create1 failed");
     R.t0_us = now_us();
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    R.t0_wall_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
     if (duration > 0)
         R.end_us = R.t0_us + (int64_t)(duration * 1e6);
     R.live = R.nconns;

@@ -27,7 +27,7 @@ in the background with C<-p port -c conns -d duration> and one C<-r> per
 spec; C<timeout> (ms), C<rate>, C<mode> and C<requests> map to C<-t>,
 C<-q>, C<-m> and C<-n>; C<events =E<gt> 1> asks for the event log, which
 C<result> then returns parsed in C<< $r->{events} >> (array of
-C<[start_ms, end_ms, spec, conn, outcome]>).  C<result(timeout =E<gt> s)>
+C<[start_ms, end_ms, spec, conn, outcome]>, milliseconds from C<< $r->{started_ms} >>, the wall-clock start of the run).  C<result(timeout =E<gt> s)>
 waits for the run to end (default: its duration plus 30 s) and dies if
 it does not, or if the report is not JSON.
 

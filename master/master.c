@@ -426,6 +426,11 @@ static void reap(struct ks_master *m)
         bool fatal = WIFEXITED(status) && WEXITSTATUS(status) == KS_WORKER_EXIT_FATAL_INIT;
         bool replace = crashed && !s->retiring && !m->stopping &&
                        s->process_gen == m->process_gen;
+        /* exit 0 without being told to finish: recycled after
+         * max_requests_per_worker; replaced at once (the spare policy
+         * alone would not, with idle workers left or min_spare 0) */
+        bool recycled = WIFEXITED(status) && WEXITSTATUS(status) == KS_WORKER_EXIT_OK &&
+                        !s->retiring && !m->stopping && s->process_gen == m->process_gen;
         s->pid = 0;
         if (fatal && !m->stopping) {
             m->fatal_gen = generation(m);
@@ -445,6 +450,9 @@ static void reap(struct ks_master *m)
             s->respawn_at_ms = now + s->backoff_ms;
             ks_log_info("worker-respawn", "worker %u will be respawned in %lld ms", slot,
                         (long long)s->backoff_ms);
+        } else if (recycled) {
+            s->respawn_at_ms = now;     /* respawn_due() forks it in this turn */
+            s->backoff_ms = 0;
         } else {
             s->respawn_at_ms = 0;
             s->backoff_ms = 0;

@@ -57,6 +57,16 @@ ok($t->wait_for(sub { my @w = $t->processes_of($master); @w == 1 && $w[0] != $fi
 is($t->request($port, GET => '/admin/health')->{status}, 200, 'service goes on');
 $t->stop;
 
+# even when the spare policy would not ask for it (min_spare 0)
+$t->write_config(config(workers => 1, min_spare => 0, max_spare => 1, max_workers => 1, recycle => 2));
+$master = $t->start;    # request 1
+($first) = $t->processes_of($master);
+is($t->request($port, GET => '/admin/health')->{status}, 200, 'request 2, the last of this worker');
+ok($t->wait_for(sub { my @w = $t->processes_of($master); @w == 1 && $w[0] != $first }, timeout => 2),
+   'with min_spare 0 the recycled worker is replaced at once too');
+is($t->request($port, GET => '/admin/health')->{status}, 200, 'service goes on');
+$t->stop;
+
 # ---- max_workers caps the pool, and saying so happens once ------------------------------------
 # Two workers, both wanted idle: once one is busy with a slow client the
 # master would fork a third, but max_workers says no.

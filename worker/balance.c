@@ -181,6 +181,7 @@ static const char *outcome_name(enum ks_upstream_outcome o)
     case KS_UO_TIMEOUT: return "timeout";
     case KS_UO_BAD_RESPONSE: return "bad response";
     case KS_UO_5XX: return "5xx response";
+    case KS_UO_LOCAL: return "local trouble";
     }
     return "?";
 }
@@ -210,6 +211,8 @@ void ks_balance_end(struct ks_worker *w, uint32_t upstream, enum ks_upstream_out
     char lb[160];
     atomic_store_explicit(&w->score->active_health, 0, memory_order_relaxed);
     atomic_fetch_sub_explicit(&h->active, 1, memory_order_relaxed);
+    if (outcome == KS_UO_LOCAL)
+        return;     /* nothing learnt: a half-open probe claim goes stale */
     if (outcome != KS_UO_OK) {
         atomic_fetch_add_explicit(&h->failures, 1, memory_order_relaxed);
         atomic_store_explicit(&h->last_fail_ms, now, memory_order_relaxed);

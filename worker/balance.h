@@ -23,6 +23,8 @@ enum ks_upstream_outcome {
     KS_UO_TIMEOUT,          /* response_timeout or idle timeout */
     KS_UO_BAD_RESPONSE,     /* not HTTP, oversized head, ... */
     KS_UO_5XX,              /* the upstream answered 5xx */
+    KS_UO_LOCAL,            /* our own trouble (no descriptor for a socket):
+                             * neither a success nor a failure of the upstream */
 };
 
 /* Pick an upstream of tenant (index into the table's tenants) for a new

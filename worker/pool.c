@@ -100,6 +100,16 @@ bool ks_pool_put(struct ks_pool *p, uint32_t u, int fd, int64_t now_ms)
     return true;
 }
 
+uint32_t ks_pool_shed(struct ks_pool *p)
+{
+    uint32_t n = 0;
+    for (uint32_t u = 0; u < p->nlists; u++) {
+        n += p->lists[u].n;
+        close_list(&p->lists[u]);
+    }
+    return n;
+}
+
 void ks_pool_sweep(struct ks_pool *p, int64_t now_ms)
 {
     for (uint32_t u = 0; u < p->nlists; u++) {

@@ -48,6 +48,9 @@ int ks_pool_sync(struct ks_pool *p, const struct ks_table *t);
 int ks_pool_take(struct ks_pool *p, uint32_t u, int64_t now_ms);
 /* Keep fd for reuse; false (fd closed) when the list is full or off. */
 bool ks_pool_put(struct ks_pool *p, uint32_t u, int fd, int64_t now_ms);
+/* Close every idle connection (out of descriptors: they are only a
+ * cache); returns how many were closed. */
+uint32_t ks_pool_shed(struct ks_pool *p);
 /* Close every connection idle for too long (the worker's idle tick). */
 void ks_pool_sweep(struct ks_pool *p, int64_t now_ms);
 void ks_pool_free(struct ks_pool *p);

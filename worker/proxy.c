@@ -114,6 +114,11 @@ void ks_proxy_idle(struct ks_worker *w)
         ks_pool_sweep(&w->proxy->pool, ks_now_ms());
 }
 
+uint32_t ks_proxy_shed(struct ks_worker *w)
+{
+    return w->proxy != NULL ? ks_pool_shed(&w->proxy->pool) : 0;
+}
+
 char *ks_proxy_body_buffer(struct ks_worker *w, size_t need)
 {
     struct ks_proxy *P = w->proxy;
@@ -439,10 +444,24 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
 
 /* ---- the upstream connection --------------------------------------------- */
 
-static enum ks_io_result connect_upstream(struct ks_worker *w, const struct ks_t_upstream *up,
-                                          int64_t deadline, int *out)
+static bool local_shortage(int err)
 {
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+/* *local: no socket could be made at all (our own descriptors or memory
+ * ran out, even after closing the idle pooled connections), which says
+ * nothing about the upstream. */
+static enum ks_io_result connect_upstream(struct ks_worker *w, const struct ks_t_upstream *up,
+                                          int64_t deadline, int *out, bool *local)
+{
+    *local = false;
     int fd = socket(up->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 && local_shortage(errno)) {
+        if (ks_worker_short_of_fds(w, "upstream socket", errno) > 0)
+            fd = socket(up->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        *local = fd < 0;
+    }
     if (fd < 0)
         return KS_IO_ERROR;
     int one = 1;
@@ -1055,10 +1074,13 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
             a->pooled = a->fd >= 0;
         }
         if (a->fd < 0) {
+            bool local;
             enum ks_io_result io =
-                connect_upstream(w, a->up, ks_now_ms() + a->up->connect_timeout_ms, &a->fd);
+                connect_upstream(w, a->up, ks_now_ms() + a->up->connect_timeout_ms, &a->fd, &local);
             if (io == KS_IO_TIMEOUT)
                 return fail_attempt(a, KS_UO_CONNECT_FAILED, 504, "upstream connect timed out", AT_NEXT);
+            if (local)
+                return fail_attempt(a, KS_UO_LOCAL, 503, "out of file descriptors", AT_FAIL);
             if (io != KS_IO_OK)
                 return fail_attempt(a, KS_UO_CONNECT_FAILED, 502, "cannot connect to the upstream",
                                     AT_NEXT);

@@ -47,6 +47,8 @@ int ks_proxy_sync(struct ks_worker *w);
 void ks_proxy_free(struct ks_worker *w);
 /* Close pooled connections that idled too long (the worker's idle tick). */
 void ks_proxy_idle(struct ks_worker *w);
+/* Close every idle pooled upstream connection; returns how many. */
+uint32_t ks_proxy_shed(struct ks_worker *w);
 /* body_buf with room for at least need bytes, or NULL. */
 char *ks_proxy_body_buffer(struct ks_worker *w, size_t need);
 /* After a request: a body buffer grown past KS_BODY_KEEP is given back,

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,9 @@
  * pipelined requests that arrive with it (a request body streams through
  * it, behind its head). */
 #define CONN_BUF_SLACK 65536
+/* How long a worker that cannot accept for want of descriptors waits
+ * before it tries again (descriptors freed elsewhere are used that soon). */
+#define ACCEPT_PAUSE_MS 50
 
 /* The signal handlers' only way to the worker: set once at start-up. */
 static struct ks_worker *signal_target;
@@ -76,6 +80,28 @@ void ks_worker_set_state(struct ks_worker *w, enum ks_worker_state s)
 {
     atomic_store_explicit(&w->score->state, s, memory_order_relaxed);
     atomic_store_explicit(&w->score->state_since_ms, ks_now_ms(), memory_order_relaxed);
+}
+
+uint32_t ks_worker_short_of_fds(struct ks_worker *w, const char *where, int err)
+{
+    uint32_t freed = ks_proxy_shed(w);
+    int64_t now = ks_now_ms();
+    if (now - w->fds_logged_ms >= 1000) {
+        ks_log_error("descriptors", "worker %u: %s: %s; %u idle upstream connection%s closed",
+                     w->args->slot, where, strerror(err), freed, freed == 1 ? "" : "s");
+        w->fds_logged_ms = now;
+    }
+    return freed;
+}
+
+/* Nothing could be freed for a failed accept: wait a little (the master's
+ * death or a stop still wake it) instead of spinning on a listener that
+ * stays readable. */
+static void accept_pause(struct ks_worker *w, int ms)
+{
+    struct pollfd p = { .fd = w->args->lifeline_fd, .events = POLLIN };
+    if (!w->stop)
+        poll(&p, 1, ms);
 }
 
 void ks_worker_request_id(struct ks_worker *w, char out[33])
@@ -467,7 +493,6 @@ int ks_worker_main(const struct ks_worker_args *a)
     epoll_ctl(ep, EPOLL_CTL_ADD, a->lifeline_fd, &lev);
 
     int code = KS_WORKER_EXIT_OK;
-    int64_t emfile_logged_ms = 0;
     while (!w.stop && !recycle_due(&w)) {
         reopen_logs(&w);
         /* idle workers follow reloads too (the wait below wakes every
@@ -494,15 +519,11 @@ int ks_worker_main(const struct ks_worker_args *a)
             int fd = accept4(a->listen_fd[li], (struct sockaddr *)&peer, &plen,
                              SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0) {
-                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                    /* once per second, not per attempt */
-                    int64_t now = ks_now_ms();
-                    if (now - emfile_logged_ms >= 1000) {
-                        ks_log_error("accept", "worker %u: accept: %s", a->slot, strerror(errno));
-                        emfile_logged_ms = now;
-                    }
-                }
-                continue;   /* EAGAIN: another worker took it */
+                int e = errno;
+                if ((e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) &&
+                    ks_worker_short_of_fds(&w, "accept", e) == 0)
+                    accept_pause(&w, ACCEPT_PAUSE_MS);
+                continue;   /* EAGAIN: another worker took it; else try again */
             }
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

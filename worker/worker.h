@@ -80,6 +80,7 @@ struct ks_worker {
     char access_log_path[4096];
     struct ks_proxy *proxy;         /* the proxy data path's buffers and pool (proxy.h) */
     struct ks_lua_engine *lua;      /* tenant Lua states (lua/handle.h) */
+    int64_t fds_logged_ms;          /* last "descriptors" line (one a second) */
     /* cached "Date:" line, rebuilt once a second */
     time_t date_sec;
     char date_line[64];
@@ -91,6 +92,11 @@ struct ks_worker {
 int ks_worker_refresh(struct ks_worker *w);
 /* Set the scoreboard state (and its timestamp). */
 void ks_worker_set_state(struct ks_worker *w, enum ks_worker_state s);
+/* Out of descriptors (EMFILE/ENFILE on accept or on an upstream socket,
+ * err says which): close the idle upstream connections, which are only a
+ * cache, and say so at most once a second.  Returns how many descriptors
+ * were freed (0: nothing to give, the caller must wait). */
+uint32_t ks_worker_short_of_fds(struct ks_worker *w, const char *where, int err);
 /* Next request id, 32 hex chars + NUL. */
 void ks_worker_request_id(struct ks_worker *w, char out[33]);
 

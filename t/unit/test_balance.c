@@ -518,6 +518,27 @@ START_TEST(take_claims_the_probe)
 }
 END_TEST
 
+/* Our own trouble (no descriptor for a socket) is neither a failure of
+ * the upstream nor the success that closes a half-open breaker. */
+START_TEST(local_trouble_is_neutral)
+{
+    uint32_t s = up("brk", "s");
+    for (int i = 0; i < 10; i++) {
+        ks_balance_begin(&w, s);
+        ks_balance_end(&w, s, KS_UO_LOCAL);
+    }
+    ck_assert_int_eq(breaker(s), KS_BREAKER_CLOSED);
+    ck_assert_uint_eq(atomic_load(&rec(s)->failures), 0);
+    ck_assert_uint_eq(atomic_load(&rec(s)->requests), 10);
+    ck_assert_uint_eq(atomic_load(&rec(s)->active), 0);
+    atomic_store(&rec(s)->open_until_ms, ks_now_ms() - 1);     /* half-open */
+    ck_assert(ks_balance_take(&w, s));                          /* the probe */
+    ks_balance_begin(&w, s);
+    ks_balance_end(&w, s, KS_UO_LOCAL);
+    ck_assert_int_ne(breaker(s), KS_BREAKER_CLOSED);            /* nothing learnt */
+}
+END_TEST
+
 /* A worker that dies with a request in flight: the master's release of
  * its slot takes the request out of the upstream's active count, once,
  * and never from an upstream the worker did not count itself on. */
@@ -586,6 +607,7 @@ int main(void)
     tcase_add_test(tc, stale_probe_is_reclaimed);
     tcase_add_test(tc, take_claims_the_probe);
     tcase_add_test(tc, dead_worker_gives_back_active);
+    tcase_add_test(tc, local_trouble_is_neutral);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -196,8 +196,8 @@ is($u->{reason}, 'connect refused', 'reason: connect refused');
 ok($u->{checks_failed} - $before->{checks_failed} >= 3, 'not before fall (3) failed probes');
 ok($t->wait_log(qr{health: upstream api/app-1 is DOWN: connect refused \(3 checks\)}, from => $mark),
    'logged: upstream api/app-1 is DOWN: connect refused (3 checks)');
-ok($t->wait_for(sub { upstream(health(), 'api', 'app-1')->{checks_failed} >= $u->{checks_failed} + 3 }),
-   'probing goes on while it is down');
+ok($t->wait_for(sub { upstream(health(), 'api', 'app-1')->{checks_failed} >= $u->{checks_failed} + 3 },
+                timeout => 20), 'probing goes on while it is down');
 is(count_log(qr{upstream api/app-1 is DOWN}), 1, 'and the change is logged once');
 $r = $t->request($port, GET => '/admin/tenants/api/health');
 is($r->{status}, 200, 'api still answers 200 with one upstream left');

@@ -13,7 +13,7 @@ my $mandoc = $t->bin('mandoc');
 sub slurp { my ($f) = @_; open my $fh, '<', $f or die "$f: $!"; local $/; <$fh> }
 
 my @pages = sort glob("$src/man/*.[578]");
-ok(scalar(@pages) >= 3, 'the manual pages are there') or diag("@pages");
+ok(scalar(@pages) >= 4, 'the manual pages are there') or diag("@pages");
 for my $page (@pages) {
     (my $name = $page) =~ s{.*/}{};
     my ($code, $out, $err) = $t->run([$mandoc, '-Tlint', '-Wwarning', $page]);
@@ -22,7 +22,7 @@ for my $page (@pages) {
     $out =~ s/.\x08//g;    # overstrike bold and underline
     like($out, qr/^NAME\n.*^DESCRIPTION\n/ms, "$name renders with NAME and DESCRIPTION");
 }
-for my $want (qw(keystoned.8 keystonectl.8 keystone.yaml.5)) {
+for my $want (qw(keystoned.8 keystonectl.8 keystone.yaml.5 keystone-lua.7)) {
     ok(-s "$src/man/$want", "man/$want exists");
 }
 

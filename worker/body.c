@@ -374,9 +374,11 @@ static int body_next(struct ks_body *b, struct ks_slice *out, size_t max, size_t
             if (ks_conn_write(c, cont, sizeof(cont) - 1, dl) != KS_IO_OK)
                 return body_fail(b, 400, "client gone");
         }
-        enum ks_io_result io = ks_conn_fill(c, body_deadline(b), false);
+        int64_t dl = body_deadline(b);
+        enum ks_io_result io = ks_conn_fill(c, dl, false);
         if (io == KS_IO_TIMEOUT)
-            return body_fail(b, 408, "request body not received in time");
+            return body_fail(b, 408, dl < b->deadline_ms ? "request body slower than min_body_rate"
+                                                         : "request body not received in time");
         if (io != KS_IO_OK)
             return body_fail(b, 400, "client closed the connection before the end of the body");
     }

@@ -459,7 +459,7 @@ END_TEST
  * take at least 800 ms */
 static bool fast_checked_often(void)
 {
-    return atomic_load(&rec("fast")->checks_ok) >= 8;
+    return atomic_load(&rec("fast")->checks_ok) >= 6;
 }
 static bool hangers_done(void)
 {
@@ -482,16 +482,18 @@ START_TEST(hanging_probes_do_not_block)
     for (int i = 0; i < 40; i++) {
         char name[16];
         snprintf(name, sizeof(name), "hang%d", i);
-        LINE(name, silent->port, ", health_path: /h, health_interval: 10s, health_timeout: 3s");
+        LINE(name, silent->port, ", health_path: /h, health_interval: 10s, health_timeout: 5s");
     }
-    LINE("fast", fast->port, ", health_path: /h, health_interval: 100ms, health_timeout: 50ms");
+    /* the fast probe's timeout leaves room for a loaded machine: what is
+     * tested is that it keeps completing while the 40 others hang */
+    LINE("fast", fast->port, ", health_path: /h, health_interval: 300ms, health_timeout: 250ms");
     configure(y, "  interval: 10s\n");
-    drive(3000, fast_checked_often);
+    drive(4500, fast_checked_often);
     ck_assert(fast_checked_often());
     /* the silent probes were all started and are all still waiting */
     ck_assert_uint_eq(ks_health_inflight(hc) >= 40, 1);
     ck_assert_uint_eq(atomic_load(&rec("hang0")->checked), 0);
-    drive(6000, hangers_done);
+    drive(9000, hangers_done);
     ck_assert(hangers_done());
     ck_assert_uint_eq(atomic_load(&rec("hang7")->last_reason), KS_HR_READ_TIMEOUT);
 }

@@ -635,10 +635,11 @@ START_TEST(test_body_min_rate)
      * client is due to send more by 1.01 s, long before the 60 s */
     send_str("0123456789", 10);
     ck_assert_int_eq(ks_body_next(&b, s, 4, &n), 0);
-    int64_t t0 = ks_now_ms();
     ck_assert_int_eq(ks_body_next(&b, s, 4, &n), -1);
     ck_assert_int_eq(b.status, 408);
-    ck_assert_int_lt(ks_now_ms() - t0, 5000);
+    /* the rate ended the wait, not read_body_timeout (no wall-clock bound
+     * here: a loaded machine may schedule this process late) */
+    ck_assert_str_eq(b.error, "request body slower than min_body_rate");
 }
 END_TEST
 

@@ -238,17 +238,10 @@ static void print_rendered(render_fn *render, const struct ctl *c, const struct 
     free(b.p);
 }
 
-/* The "upstreams" array of status -j. */
-static void render_upstreams(struct ks_jbuf *b, const struct ctl *c, const struct ks_t_tenant *tn)
+/* One tenant of status -j, as the admin API's /tenants shows it. */
+static void render_tenant(struct ks_jbuf *b, const struct ctl *c, const struct ks_t_tenant *tn)
 {
-    int64_t now = ks_now_ms();
-    ks_jbuf_printf(b, "[");
-    for (uint32_t k = 0; k < tn->nupstreams; k++) {
-        ks_jbuf_printf(b, "%s", k ? "," : "");
-        ks_upstream_health_json(b, &c->shm, c->table, &ks_t_upstreams(c->table)[tn->upstreams + k],
-                                now);
-    }
-    ks_jbuf_printf(b, "]");
+    ks_tenant_health_json(b, &c->shm, c->table, tn, ks_now_ms());
 }
 
 /* health -j: every tenant as the admin API's /tenants shows it. */
@@ -342,26 +335,8 @@ static int cmd_status(struct ctl *c)
         printf("]},");
         printf("\"tenants\":[");
         for (uint32_t i = 0; i < t->ntenants; i++) {
-            const struct ks_t_tenant *tn = &ks_t_tenants(t)[i];
-            const struct ks_tenant_stats *ts = ks_shm_tenant_stats(&c->shm, tn->stats_slot);
-            printf("%s{\"name\":", i ? "," : "");
-            json_str(stdout, ks_t_str(t, tn->name));
-            printf(",\"base_path\":");
-            json_str(stdout, ks_t_str(t, tn->base_path));
-            printf(",\"requests\":%llu,\"responses_4xx\":%llu,\"responses_5xx\":%llu,",
-                   (unsigned long long)atomic_load(&ts->requests),
-                   (unsigned long long)atomic_load(&ts->responses_4xx),
-                   (unsigned long long)atomic_load(&ts->responses_5xx));
-            printf("\"lua\":{\"script\":");
-            json_str(stdout, ks_t_str(t, tn->lua_script));
-            printf(",\"errors\":%llu,\"timeouts\":%llu,\"memory\":%llu,\"route_changes\":%llu},"
-                   "\"upstreams\":",
-                   (unsigned long long)atomic_load(&ts->lua_errors),
-                   (unsigned long long)atomic_load(&ts->lua_timeouts),
-                   (unsigned long long)atomic_load(&ts->lua_oom),
-                   (unsigned long long)atomic_load(&ts->dynamic_changes));
-            print_rendered(render_upstreams, c, tn);
-            printf("}");
+            printf("%s", i ? "," : "");
+            print_rendered(render_tenant, c, &ks_t_tenants(t)[i]);
         }
         printf("]}\n");
     } else {
@@ -389,19 +364,18 @@ static int cmd_status(struct ctl *c)
         printf("tenants: %u\n", t->ntenants);
         for (uint32_t i = 0; i < t->ntenants; i++) {
             const struct ks_t_tenant *tn = &ks_t_tenants(t)[i];
-            const struct ks_tenant_stats *ts = ks_shm_tenant_stats(&c->shm, tn->stats_slot);
+            struct ks_tenant_counters n;
+            ks_tenant_counters_read(&c->shm, tn, &n);
             uint32_t healthy = ks_tenant_usable(&c->shm, t, tn, ks_now_ms());
             printf("  %-16s base %-12s %u/%u upstreams healthy, %llu requests, %llu 4xx, %llu 5xx\n",
                    ks_t_str(t, tn->name), ks_t_str(t, tn->base_path), healthy, tn->nupstreams,
-                   (unsigned long long)atomic_load(&ts->requests),
-                   (unsigned long long)atomic_load(&ts->responses_4xx),
-                   (unsigned long long)atomic_load(&ts->responses_5xx));
+                   (unsigned long long)n.requests, (unsigned long long)n.responses_4xx,
+                   (unsigned long long)n.responses_5xx);
             if (tn->lua_script != 0)
                 printf("    lua %s: %llu errors, %llu timeouts, %llu out of memory, %llu route changes\n",
-                       ks_t_str(t, tn->lua_script), (unsigned long long)atomic_load(&ts->lua_errors),
-                       (unsigned long long)atomic_load(&ts->lua_timeouts),
-                       (unsigned long long)atomic_load(&ts->lua_oom),
-                       (unsigned long long)atomic_load(&ts->dynamic_changes));
+                       ks_t_str(t, tn->lua_script), (unsigned long long)n.lua_errors,
+                       (unsigned long long)n.lua_timeouts, (unsigned long long)n.lua_oom,
+                       (unsigned long long)n.route_changes);
             print_upstreams_text(c, tn);
         }
     }

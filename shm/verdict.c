@@ -151,10 +151,25 @@ void ks_upstream_health_json(struct ks_jbuf *b, const struct ks_shm *shm, const 
                    (unsigned long long)atomic_load_explicit(&h->active, memory_order_relaxed));
 }
 
+void ks_tenant_counters_read(const struct ks_shm *shm, const struct ks_t_tenant *tn,
+                             struct ks_tenant_counters *out)
+{
+    const struct ks_tenant_stats *ts = ks_shm_tenant_stats(shm, tn->stats_slot);
+    out->requests = atomic_load_explicit(&ts->requests, memory_order_relaxed);
+    out->responses_4xx = atomic_load_explicit(&ts->responses_4xx, memory_order_relaxed);
+    out->responses_5xx = atomic_load_explicit(&ts->responses_5xx, memory_order_relaxed);
+    out->lua_errors = atomic_load_explicit(&ts->lua_errors, memory_order_relaxed);
+    out->lua_timeouts = atomic_load_explicit(&ts->lua_timeouts, memory_order_relaxed);
+    out->lua_oom = atomic_load_explicit(&ts->lua_oom, memory_order_relaxed);
+    out->route_changes = atomic_load_explicit(&ts->dynamic_changes, memory_order_relaxed);
+}
+
 void ks_tenant_health_json(struct ks_jbuf *b, const struct ks_shm *shm, const struct ks_table *t,
                            const struct ks_t_tenant *tn, int64_t now)
 {
     uint32_t usable = ks_tenant_usable(shm, t, tn, now);
+    struct ks_tenant_counters n;
+    ks_tenant_counters_read(shm, tn, &n);
     ks_jbuf_printf(b, "{\"name\":");
     ks_jbuf_str(b, ks_t_str(t, tn->name));
     ks_jbuf_printf(b, ",\"base_path\":");
@@ -165,9 +180,16 @@ void ks_tenant_health_json(struct ks_jbuf *b, const struct ks_shm *shm, const st
         ks_jbuf_str(b, ks_t_str(t, ks_t_strlist(t)[tn->domains + d]));
     }
     ks_jbuf_printf(
-        b, "],\"status\":\"%s\",\"healthy\":%u,\"total\":%u,\"all_down\":\"%s\",\"upstreams\":[",
+        b, "],\"status\":\"%s\",\"healthy\":%u,\"total\":%u,\"all_down\":\"%s\","
+           "\"requests\":%llu,\"responses_4xx\":%llu,\"responses_5xx\":%llu,\"lua\":{\"script\":",
         tn->nupstreams > 0 && usable == 0 ? "down" : "healthy", usable, tn->nupstreams,
-        tn->flags & KS_TF_ALL_DOWN_TRY ? "try_anyway" : "fail");
+        tn->flags & KS_TF_ALL_DOWN_TRY ? "try_anyway" : "fail", (unsigned long long)n.requests,
+        (unsigned long long)n.responses_4xx, (unsigned long long)n.responses_5xx);
+    ks_jbuf_str(b, ks_t_str(t, tn->lua_script));
+    ks_jbuf_printf(b, ",\"errors\":%llu,\"timeouts\":%llu,\"memory\":%llu,\"route_changes\":%llu},"
+                      "\"upstreams\":[",
+                   (unsigned long long)n.lua_errors, (unsigned long long)n.lua_timeouts,
+                   (unsigned long long)n.lua_oom, (unsigned long long)n.route_changes);
     for (uint32_t k = 0; k < tn->nupstreams; k++) {
         ks_jbuf_printf(b, "%s", k ? "," : "");
         ks_upstream_health_json(b, shm, t, &ks_t_upstreams(t)[tn->upstreams + k], now);

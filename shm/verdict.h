@@ -60,6 +60,16 @@ bool ks_upstream_usable(const struct ks_shm *shm, const struct ks_t_upstream *u,
 uint32_t ks_tenant_usable(const struct ks_shm *shm, const struct ks_table *t,
                           const struct ks_t_tenant *tn, int64_t now_ms);
 
+/* A tenant's counters (ks_tenant_stats), read in one place so that the
+ * admin API, /metrics and keystonectl show the same numbers. */
+struct ks_tenant_counters {
+    uint64_t requests, responses_4xx, responses_5xx;
+    uint64_t lua_errors, lua_timeouts, lua_oom;
+    uint64_t route_changes;     /* runtime route changes applied */
+};
+void ks_tenant_counters_read(const struct ks_shm *shm, const struct ks_t_tenant *tn,
+                             struct ks_tenant_counters *out);
+
 /* ---- the JSON form (admin API and keystonectl -j) ------------------------ */
 
 /* A caller-allocated buffer; once something did not fit, trunc is set and
@@ -80,8 +90,9 @@ void ks_jbuf_str(struct ks_jbuf *b, const char *s);
 void ks_upstream_health_json(struct ks_jbuf *b, const struct ks_shm *shm, const struct ks_table *t,
                              const struct ks_t_upstream *u, int64_t now_ms);
 /* {"name","base_path","domains","status","healthy","total","all_down",
- *  "upstreams":[...]}; status is "down" when the tenant has upstreams and
- * none is usable, else "healthy". */
+ *  "requests","responses_4xx","responses_5xx","lua":{"script","errors",
+ *  "timeouts","memory","route_changes"},"upstreams":[...]}; status is
+ * "down" when the tenant has upstreams and none is usable, else "healthy". */
 void ks_tenant_health_json(struct ks_jbuf *b, const struct ks_shm *shm, const struct ks_table *t,
                            const struct ks_t_tenant *tn, int64_t now_ms);
 

@@ -11,6 +11,7 @@
 #include "keystoned/util.h"
 #include "shm/verdict.h"
 #include "worker/admin.h"
+#include "worker/metrics.h"
 #include "worker/respond.h"
 
 const char *ks_admin_path(const struct ks_conn *c, const struct ks_request *r, size_t *len)
@@ -41,14 +42,27 @@ static bool path_is(const char *p, size_t len, const char *want)
     return strlen(want) == len && memcmp(p, want, len) == 0;
 }
 
+#define JSON "application/json"
+
+/* Every endpoint of this file only reads. */
+static bool read_only(const struct ks_request *r)
+{
+    return strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
+}
+
+static int method_not_allowed(struct ks_conn *c, struct ks_request *r, bool keep_alive)
+{
+    return ks_respond_error(c, r, 405, "method not allowed", "Allow: GET, HEAD\r\n", keep_alive);
+}
+
 /* ---- health endpoints: /health, /tenants, /tenants/{name}/health -------- */
 
-/* Render a JSON body with render(b, c, arg, now) into a buffer that
- * doubles until it fits, and answer it with status. */
+/* Render a body with render(b, c, arg, now) into a buffer that doubles
+ * until it fits, and answer it with status. */
 typedef void render_fn(struct ks_jbuf *b, const struct ks_conn *c, uint32_t arg, int64_t now);
 
-static int respond_json(struct ks_conn *c, struct ks_request *r, bool keep_alive, int status,
-                        render_fn *render, uint32_t arg, int64_t now)
+static int respond_rendered(struct ks_conn *c, struct ks_request *r, bool keep_alive, int status,
+                            const char *content_type, render_fn *render, uint32_t arg, int64_t now)
 {
     struct ks_jbuf b = { .cap = 16384 };
     for (;;) {
@@ -61,12 +75,13 @@ static int respond_json(struct ks_conn *c, struct ks_request *r, bool keep_alive
         b.pos = 0;
         b.trunc = false;
         render(&b, c, arg, now);
-        ks_jbuf_printf(&b, "\n");
+        if (b.pos == 0 || b.p[b.pos - 1] != '\n')
+            ks_jbuf_printf(&b, "\n");
         if (!b.trunc)
             break;
         b.cap *= 2;
     }
-    int rc = ks_respond(c, r, status, "application/json", "Cache-Control: no-store\r\n", b.p, b.pos,
+    int rc = ks_respond(c, r, status, content_type, "Cache-Control: no-store\r\n", b.p, b.pos,
                         keep_alive);
     free(b.p);
     return rc;
@@ -152,18 +167,18 @@ static int serve_health_endpoints(struct ks_conn *c, struct ks_request *r, const
     *handled = health || tenant_path || path_is(p, len, "/tenants");
     if (!*handled)
         return 0;
-    if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0)
-        return ks_respond_error(c, r, 405, "method not allowed", "Allow: GET, HEAD\r\n", keep_alive);
+    if (!read_only(r))
+        return method_not_allowed(c, r, keep_alive);
     int64_t now = ks_now_ms();
     if (health)
-        return respond_json(c, r, keep_alive, 200, render_health, 0, now);
+        return respond_rendered(c, r, keep_alive, 200, JSON, render_health, 0, now);
     if (!tenant_path)
-        return respond_json(c, r, keep_alive, 200, render_tenants, 0, now);
+        return respond_rendered(c, r, keep_alive, 200, JSON, render_tenants, 0, now);
     if (tenant == KS_NONE)
         return ks_respond_error(c, r, 404, "no such tenant", NULL, keep_alive);
     const struct ks_t_tenant *tn = &ks_t_tenants(c->w->table)[tenant];
     bool down = tn->nupstreams > 0 && ks_tenant_usable(c->w->shm, c->w->table, tn, now) == 0;
-    return respond_json(c, r, keep_alive, down ? 503 : 200, render_tenant, tenant, now);
+    return respond_rendered(c, r, keep_alive, down ? 503 : 200, JSON, render_tenant, tenant, now);
 }
 
 int ks_admin_serve(struct ks_conn *c, struct ks_request *r, bool keep_alive)
@@ -174,5 +189,11 @@ int ks_admin_serve(struct ks_conn *c, struct ks_request *r, bool keep_alive)
     int rc = serve_health_endpoints(c, r, p, len, keep_alive, &handled);
     if (handled)
         return rc;
+    if (path_is(p, len, "/metrics")) {
+        if (!read_only(r))
+            return method_not_allowed(c, r, keep_alive);
+        return respond_rendered(c, r, keep_alive, 200, "text/plain; version=0.0.4; charset=utf-8",
+                                ks_metrics_render, 0, ks_now_ms());
+    }
     return ks_respond_error(c, r, 404, "no such admin endpoint", NULL, keep_alive);
 }

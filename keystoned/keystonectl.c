@@ -321,6 +321,9 @@ static int cmd_status(struct ctl *c)
         printf(",\"ok\":%llu,\"failed\":%llu},", (unsigned long long)rok, (unsigned long long)rfail);
         printf("\"requests\":%llu,\"connections\":%llu,",
                (unsigned long long)atomic_load(&h->requests), (unsigned long long)atomic_load(&h->connections));
+        printf("\"access_log\":{\"failing\":%s,\"lost\":%llu},",
+               atomic_load(&h->access_log_reported) ? "true" : "false",
+               (unsigned long long)atomic_load(&h->access_log_lost));
         printf("\"workers\":{\"busy\":%d,\"idle\":%d,\"total\":%zu,\"list\":[", busy, idle, nrows);
         for (size_t i = 0; i < nrows; i++) {
             printf("%s{\"slot\":%u,\"pid\":%d,\"generation\":%llu,\"state\":\"%s\",\"requests\":%llu,\"client\":",
@@ -352,6 +355,9 @@ static int cmd_status(struct ctl *c)
             printf("  last reload %s\n", rmsg);
         printf("requests %llu, connections %llu\n", (unsigned long long)atomic_load(&h->requests),
                (unsigned long long)atomic_load(&h->connections));
+        if (atomic_load(&h->access_log_lost) > 0)
+            printf("access log: %llu lines lost%s\n", (unsigned long long)atomic_load(&h->access_log_lost),
+                   atomic_load(&h->access_log_reported) ? ", failing now" : "");
         printf("workers: %d busy, %d idle, %zu total\n", busy, idle, nrows);
         printf("  %-5s %-8s %-6s %-10s %-9s %-22s %s\n", "SLOT", "PID", "GEN", "STATE", "REQUESTS",
                "CLIENT", "REQUEST");

@@ -648,6 +648,9 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
         ks_config_free(cfg);
         return KS_RELOAD_INVALID;
     }
+    /* workers reopen the access log when the path changes: a new epoch,
+     * before they can see the new table */
+    atomic_fetch_add(&m->shm.hdr->log_epoch, 1);
     if (publish(m, cfg, err, sizeof(err)) < 0) {
         snprintf(msg, sizeof(msg), "FAILED: restart required: %s", err);
         ks_shm_set_reload(&m->shm, KS_RELOAD_RESTART, msg);
@@ -778,6 +781,7 @@ static void handle_signals(struct ks_master *m)
             begin_stop(m, true);
             break;
         case SIGUSR1:
+            atomic_fetch_add(&m->shm.hdr->log_epoch, 1);    /* before the workers reopen */
             if (ks_log_reopen() < 0)
                 ks_log_error("reopen", "cannot reopen the error log: %s", strerror(errno));
             else

@@ -32,7 +32,7 @@
 #include <sys/types.h>
 
 #define KS_SHM_MAGIC 0x3130455441545353ULL /* "SSTATE01" little-endian */
-#define KS_SHM_LAYOUT_VERSION 1
+#define KS_SHM_LAYOUT_VERSION 2
 
 enum ks_region {
     KS_REGION_SCOREBOARD,
@@ -97,6 +97,18 @@ struct ks_shm_header {
     _Atomic uint64_t requests;
     _Atomic uint64_t responses_4xx;
     _Atomic uint64_t responses_5xx;
+
+    /* Log files.  log_epoch (master) counts the moments every worker
+     * reopens its logs: USR1 and applied reloads.  A worker that cannot
+     * open or write the access log with a descriptor of the current
+     * epoch says so unless access_log_reported (workers, CAS) already
+     * holds epoch + 1; any successful line sets it back to 0 and says
+     * that too.  So the error log tells each trouble once, not once per
+     * worker or per request, and again after a reopen that did not fix
+     * it.  access_log_lost counts the lines that could not be written. */
+    _Atomic uint32_t log_epoch;
+    _Atomic uint32_t access_log_reported;
+    _Atomic uint64_t access_log_lost;
 };
 
 /* ---- scoreboard ------------------------------------------------------ */

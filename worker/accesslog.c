@@ -16,6 +16,35 @@
 /* The longest part of a path or an error that goes into a line. */
 #define LOG_PATH_MAX 1024
 
+/* The access log could not be opened or written (err): say so, once for
+ * all workers per log epoch (see shm.h), with the words of the first. */
+static void trouble(struct ks_worker *w, const char *what, int err)
+{
+    struct ks_shm_header *h = w->shm->hdr;
+    uint32_t epoch = atomic_load_explicit(&h->log_epoch, memory_order_relaxed);
+    if (w->access_log_epoch != epoch)
+        return;     /* a descriptor of before the reopen: this worker reopens next */
+    uint32_t seen = atomic_load_explicit(&h->access_log_reported, memory_order_relaxed);
+    if (seen == epoch + 1 ||
+        !atomic_compare_exchange_strong(&h->access_log_reported, &seen, epoch + 1))
+        return;
+    ks_log_error("access-log", "cannot %s the access log %s: %s; requests are served without "
+                 "it until it works again (after USR1 for a file that must be reopened)",
+                 what, w->access_log_path, strerror(err));
+}
+
+/* A line was written: if a trouble was reported, it is over. */
+static void untroubled(struct ks_worker *w)
+{
+    struct ks_shm_header *h = w->shm->hdr;
+    uint32_t seen = atomic_load_explicit(&h->access_log_reported, memory_order_relaxed);
+    if (seen == 0 || !atomic_compare_exchange_strong(&h->access_log_reported, &seen, 0))
+        return;
+    ks_log_info("access-log", "the access log %s is written again (%llu lines lost since the start)",
+                w->access_log_path,
+                (unsigned long long)atomic_load_explicit(&h->access_log_lost, memory_order_relaxed));
+}
+
 void ks_accesslog_close(struct ks_worker *w)
 {
     if (w->access_log_fd > 2)
@@ -31,6 +60,7 @@ void ks_accesslog_open(struct ks_worker *w, bool force)
         return;
     ks_accesslog_close(w);
     ks_strlcpy(w->access_log_path, path, sizeof(w->access_log_path));
+    w->access_log_epoch = atomic_load_explicit(&w->shm->hdr->log_epoch, memory_order_relaxed);
     if (strcmp(path, "off") == 0 || path[0] == '\0')
         return;
     if (strcmp(path, "stderr") == 0) {
@@ -39,7 +69,7 @@ void ks_accesslog_open(struct ks_worker *w, bool force)
     }
     w->access_log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (w->access_log_fd < 0)
-        ks_log_error("access-log", "cannot open the access log %s: %s", path, strerror(errno));
+        trouble(w, "open", errno);
 }
 
 static void str_field(char *b, size_t cap, size_t *pos, const char *name, const char *v, size_t n)
@@ -57,8 +87,11 @@ static void str_field(char *b, size_t cap, size_t *pos, const char *name, const 
 void ks_accesslog_write(struct ks_worker *w, const struct ks_conn *c, const struct ks_request *r,
                         const struct ks_exchange *x, uint64_t bytes_in, uint64_t bytes_out)
 {
-    if (w->access_log_fd < 0)
+    if (w->access_log_fd < 0) {
+        if (strcmp(w->access_log_path, "off") != 0 && w->access_log_path[0] != '\0')
+            atomic_fetch_add_explicit(&w->shm->hdr->access_log_lost, 1, memory_order_relaxed);
         return;
+    }
     char line[16384];
     size_t pos = 0;
     int64_t now_us = ks_now_us();
@@ -102,4 +135,12 @@ void ks_accesslog_write(struct ks_worker *w, const struct ks_conn *c, const stru
     do
         n = write(w->access_log_fd, line, pos);
     while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)pos) {
+        untroubled(w);
+        return;
+    }
+    /* a full disk, a file system gone read-only, ...: the line is lost,
+     * the request is not */
+    atomic_fetch_add_explicit(&w->shm->hdr->access_log_lost, 1, memory_order_relaxed);
+    trouble(w, "write", n < 0 ? errno : ENOSPC);
 }

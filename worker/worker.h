@@ -77,6 +77,7 @@ struct ks_worker {
     uint64_t id_prefix;             /* seed and pid, the first half of every id */
     int access_log_fd;              /* -1 = off */
     uint32_t access_log_str;        /* table string it was opened for */
+    uint32_t access_log_epoch;      /* shm log_epoch when it was opened */
     char access_log_path[4096];
     struct ks_proxy *proxy;         /* the proxy data path's buffers and pool (proxy.h) */
     struct ks_lua_engine *lua;      /* tenant Lua states (lua/handle.h) */

@@ -35,8 +35,8 @@ tenants:
       - { name: app, url: "http://@{[ $app->addr ]}", keepalive: 0 }
 EOF
 my $master = $t->start;
+ok($t->wait_for(sub { Keystone::Load::worker_pids($t) == 4 }), 'four workers');
 my @workers = Keystone::Load::worker_pids($t);
-is(scalar @workers, 4, 'four workers');
 # the workers' descriptors once each has served (its listener, logs,
 # lifeline, epoll ...); no upstream connection is kept (keepalive: 0)
 for (1 .. 20) { $t->request($port, GET => '/warm') }

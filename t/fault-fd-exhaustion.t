@@ -51,6 +51,7 @@ tenants:
 $ups
 EOF
 my $master = $t->start;
+$t->wait_for(sub { Keystone::Load::worker_pids($t) == 2 });
 my @w = Keystone::Load::worker_pids($t);
 open my $lim, '<', "/proc/$w[0]/limits" or die;
 my ($soft) = grep { /Max open files/ } <$lim>;

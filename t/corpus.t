@@ -11,6 +11,7 @@ use strict;
 use warnings;
 use Test::More;
 use Keystone::Test;
+use JSON::PP ();
 
 my $t = Keystone::Test->new;
 my $dir = $t->srcdir . '/t/corpus';
@@ -30,7 +31,7 @@ server:
   max_spare: 1
   read_header_timeout: 1s
   read_body_timeout: 1s
-  access_log: "off"
+  access_log: "@{[ $t->dir ]}/access.log"
 limits:
   max_request_line: 1KB
   max_header_bytes: 2KB
@@ -46,6 +47,19 @@ my $master = $t->start;
 my ($worker) = $t->processes_of($master);
 
 my $PROBE = "GET /a/corpus-probe HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+my $ACCESS = $t->dir . '/access.log';
+# The access log lines written since byte $from.
+sub access_lines {
+    my ($from) = @_;
+    open my $fh, '<:raw', $ACCESS or return ();
+    seek $fh, $from, 0;
+    my @l;
+    while (my $line = <$fh>) {
+        push @l, eval { JSON::PP::decode_json($line) } // { bad => $line };
+    }
+    return @l;
+}
 
 sub slurp {
     my ($path) = @_;
@@ -79,6 +93,7 @@ for my $file (@files) {
     $mode //= '';
     my $bytes = slurp("$dir/$file");
     my $before = () = $app->requests;
+    my $amark = -s $ACCESS // 0;
     my ($raw, $how);
     if ($mode eq '' || $mode eq 'keep') {
         ($raw, $how) = $t->raw($port, $bytes . $PROBE, timeout => 5);
@@ -91,6 +106,13 @@ for my $file (@files) {
         next;
     }
     my @r = responses($raw);
+    my @log = access_lines($amark);
+    # A streamed head may reach the backend after the client had its
+    # answer (its log is written by another thread): when the access log
+    # says an upstream was used, wait for the backend to have logged it.
+    if ($mode =~ /^streamed-/ && @log && defined $log[0]{upstream}) {
+        $t->wait_for(sub { my $n = () = $app->requests; $n > $before }, timeout => 5);
+    }
     my @up = $app->requests;
     my @new = @up[$before .. $#up];
     my @probe = grep { m{/a/corpus-probe } } @new;
@@ -133,6 +155,12 @@ for my $file (@files) {
         ok(!grep({ defined $_->{json}{name} } @r), "$file: no upstream answer reached the client");
     } else {
         is(scalar(@case), 0, "$file: nothing reached the upstream") or diag explain \@case;
+        if ($status ne '000') {
+            # (an upstream may have been chosen, and even connected to,
+            # before the body bytes that came with the head were judged)
+            ok(@log >= 1 && ($log[0]{status} // 0) == $status && !defined $log[0]{upstream_status},
+               "$file: logged with its status, no upstream answer") or diag explain \@log;
+        }
     }
 }
 

@@ -94,7 +94,9 @@ C<path> (default C</admin/health>), C<tcp =E<gt> 1> (a TCP connect is
 enough), C<host> (default C<localhost>), C<config>, C<args>,
 C<timeout> (default 10), C<wait =E<gt> 0> (do not poll at all).  Dies,
 with the error log in the message, if keystoned exits or does not answer
-in time.
+in time.  When C<KS_WRAPPER> is set, its words go before the command
+(C<KS_WRAPPER='valgrind -q ...'>, see F<t/check-valgrind>); the pid is
+still keystoned's, as valgrind runs the program in its own process.
 
 =item C<< $t->stop(timeout => 10) >>, C<< $t->master_pid >>, C<< $t->signal('HUP') >>
 
@@ -590,7 +592,7 @@ sub start {
     die "keystoned already running (pid $self->{master})"
         if $self->{master} && $self->alive($self->{master});
     my $config = $o{config} // "$self->{dir}/keystone.yaml";
-    my @cmd = ($self->bin('keystoned'), '-f', '-c', $config, @{ $o{args} // [] });
+    my @cmd = (_wrapper(), $self->bin('keystoned'), '-f', '-c', $config, @{ $o{args} // [] });
     my ($pid) = $self->_spawn(\@cmd, stdout => $self->_error_log_path,
                               stderr => $self->_error_log_path,
                               what => 'keystoned');
@@ -616,6 +618,12 @@ sub start {
     my $why = $ready ? "exited (status " . ($self->{status}{$pid} // '?') . ")"
                      : "did not answer on port $port within $timeout s";
     die "keystoned $why; error log:\n" . $self->error_log;
+}
+
+# KS_WRAPPER: words to run keystoned under (t/check-valgrind)
+sub _wrapper {
+    my $w = $ENV{KS_WRAPPER} // '';
+    return grep { length } split ' ', $w;
 }
 
 sub signal {

@@ -596,7 +596,8 @@ static void print_counts(const uint64_t *st, const uint64_t *err)
 
 static void print_lat(struct lat *l)
 {
-    qsort(l->v, l->n, sizeof(*l->v), cmp_u32);
+    if (l->n > 0)       /* no samples: l->v is NULL, which qsort may not get */
+        qsort(l->v, l->n, sizeof(*l->v), cmp_u32);
     printf("\"latency_us\":{\"p50\":%u,\"p90\":%u,\"p99\":%u,\"max\":%u}", pct(l, 0.5), pct(l, 0.9),
            pct(l, 0.99), l->n ? l->v[l->n - 1] : 0);
 }

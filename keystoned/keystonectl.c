@@ -474,8 +474,22 @@ static int cmd_configtest(struct ctl *c)
     return 0;
 }
 
+/* The state file is mapped: if it shrinks under us (truncated while we
+ * read it), the pages past its end raise SIGBUS.  Say so instead of
+ * dumping core. */
+static void on_sigbus(int sig)
+{
+    static const char msg[] = "keystonectl: the state file shrank while it was read "
+                              "(truncated or being replaced): try again\n";
+    (void)sig;
+    ssize_t n = write(2, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(EXIT_NOT_RUNNING);
+}
+
 int main(int argc, char **argv)
 {
+    signal(SIGBUS, on_sigbus);
     struct ctl c = { .config_path = DEFAULT_CONFIG, .shm = { .fd = -1 } };
     int ch;
     while ((ch = getopt(argc, argv, "+c:s:j")) != -1) {

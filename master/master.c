@@ -35,6 +35,7 @@
 #include "master/publish.h"
 #include "master/watch.h"
 #include "shm/shm.h"
+#include "shm/statefile.h"
 #include "worker/worker.h"
 
 #define TICK_MS 1000
@@ -94,6 +95,8 @@ struct ks_master {
     struct ks_watch *watch;     /* inotify on the Lua scripts */
     struct ks_dynroutes *dyn;   /* runtime routes (survive reloads) */
     int pidfile_fd;             /* locked pid file (keystoned.c owns it) */
+    gid_t state_gid;            /* group of the state file, (gid_t)-1 for none */
+    bool state_file_failing;    /* it is lost and could not be recreated (said once) */
     int ready_fd;               /* start-up verdict for a daemonizing parent */
 };
 
@@ -240,6 +243,7 @@ static void close_master_fds(struct ks_master *m)
 static void spawn(struct ks_master *m, uint32_t slot)
 {
     struct ks_slot *s = &m->slots[slot];
+    pid_t master = getpid();    /* not the header's: it may be garbage (statefile.h) */
     pid_t pid = fork();
     if (pid < 0) {
         ks_log_error("fork", "cannot fork worker %u: %s", slot, strerror(errno));
@@ -255,7 +259,7 @@ static void spawn(struct ks_master *m, uint32_t slot)
             .shm = &m->shm,
             .lifeline_fd = m->lifeline[0],
             .control_fd = -1,
-            .master_pid = m->shm.hdr->master_pid,
+            .master_pid = master,
             .slot = slot,
             .process_gen = m->process_gen,
         };
@@ -694,6 +698,35 @@ static void script_changed(struct ks_master *m, int64_t now)
     reload(m, NULL, 0);
 }
 
+/* ---- the state file -------------------------------------------------------------- */
+
+/* Once a second: the state file overwritten in place is repaired, one
+ * removed or replaced is made again (shm/statefile.h). */
+static void watch_state_file(struct ks_master *m)
+{
+    const char *path = m->cfg->server.state_file;
+    char err[512];
+    if (ks_statefile_repair(&m->shm)) {
+        ks_log_warn("state-file", "the state file %s was overwritten: its header is restored and "
+                    "the route table published again", path);
+        if (publish(m, m->cfg, err, sizeof(err)) < 0)
+            ks_log_error("state-file", "cannot publish the route table again: %s", err);
+    }
+    if (!ks_statefile_lost(&m->shm)) {
+        m->state_file_failing = false;
+        return;
+    }
+    if (ks_statefile_recreate(&m->shm, m->state_gid, err, sizeof(err)) == 0) {
+        ks_log_warn("state-file", "the state file %s was removed or replaced: made again (the "
+                    "workers follow)", path);
+        m->state_file_failing = false;
+    } else if (!m->state_file_failing) {
+        ks_log_error("state-file", "the state file %s was removed or replaced and cannot be made "
+                     "again: %s; keystonectl cannot see this daemon until it can", path, err);
+        m->state_file_failing = true;
+    }
+}
+
 /* ---- stop ---------------------------------------------------------------------- */
 
 static void begin_stop(struct ks_master *m, bool immediate)
@@ -947,9 +980,11 @@ static int start(struct ks_master *m, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    ks_statefile_guard(&m->shm);
     gid_t gid;
     if (run_group(m, &gid, err, errlen) < 0)
         return -1;
+    m->state_gid = gid;
     if (gid != (gid_t)-1 && fchown(m->shm.fd, 0, gid) < 0) {
         snprintf(err, errlen, "cannot chown state file: %s", strerror(errno));
         return -1;
@@ -1058,6 +1093,7 @@ int ks_master_run(struct ks_master *m, int ready_fd, int pidfile_fd)
             unpark_drained(m);
         if (now >= m->next_tick_ms) {
             m->next_tick_ms = now + TICK_MS;
+            watch_state_file(m);    /* first: the rest of the tick reads it */
             lua_watchdog(m, now);
             maintain_spares(m);
         }
@@ -1077,7 +1113,8 @@ void ks_master_free(struct ks_master *m)
     ks_health_free(m->health, false);
     ks_watch_free(m->watch);
     if (m->shm.base != NULL) {
-        unlink(m->cfg->server.state_file);
+        if (!ks_statefile_lost(&m->shm))    /* never someone else's file */
+            unlink(m->cfg->server.state_file);
         ks_shm_close(&m->shm);
     }
     if (m->sigfd >= 0)

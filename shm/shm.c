@@ -131,6 +131,7 @@ int ks_shm_create(struct ks_shm *shm, const char *path, const struct ks_shm_limi
     ks_strlcpy(h->version, PACKAGE_VERSION, sizeof(h->version));
     ks_strlcpy(h->config_path, config_path, sizeof(h->config_path));
     ks_strlcpy(h->control_socket, control_socket, sizeof(h->control_socket));
+    ks_strlcpy(h->state_path, path, sizeof(h->state_path));
     memcpy(h->regions, reg, sizeof(reg));
     /* magic last: a reader that sees it sees a complete header */
     atomic_thread_fence(memory_order_release);
@@ -148,6 +149,17 @@ int ks_shm_create(struct ks_shm *shm, const char *path, const struct ks_shm_limi
     shm->size = size;
     shm->fd = fd;
     shm->readonly = false;
+    memcpy(shm->regions, reg, sizeof(reg));
+    shm->pristine = malloc(sizeof(*h));
+    if (shm->pristine == NULL) {
+        snprintf(err, errlen, "out of memory");
+        ks_shm_close(shm);
+        unlink(path);
+        return -1;
+    }
+    memcpy(shm->pristine, h, KS_SHM_STATIC_SIZE);
+    shm->generation = 0;
+    shm->incarnation = 0;
     return 0;
 }
 
@@ -221,6 +233,8 @@ int ks_shm_open_readonly(struct ks_shm *shm, const char *path, char *err, size_t
     shm->size = size;
     shm->fd = fd;
     shm->readonly = true;
+    memcpy(shm->regions, shm->hdr->regions, sizeof(shm->regions));
+    shm->pristine = NULL;
     return 0;
 }
 
@@ -230,6 +244,8 @@ void ks_shm_close(struct ks_shm *shm)
         munmap(shm->base, shm->size);
     if (shm->fd >= 0)
         close(shm->fd);
+    free(shm->pristine);
+    shm->pristine = NULL;
     shm->base = NULL;
     shm->hdr = NULL;
     shm->fd = -1;
@@ -252,7 +268,7 @@ void ks_shm_close(struct ks_shm *shm)
 uint64_t ks_shm_routes_publish(struct ks_shm *shm, const void *table, size_t len)
 {
     struct ks_shm_header *h = shm->hdr;
-    if (len > h->regions[KS_REGION_ROUTES0].count)
+    if (len > ks_shm_count(shm, KS_REGION_ROUTES0))
         return 0;
     unsigned idx = 1u - atomic_load_explicit(&h->route_active, memory_order_relaxed);
     uint32_t seq = atomic_load_explicit(&h->route_seq, memory_order_relaxed);
@@ -265,10 +281,12 @@ uint64_t ks_shm_routes_publish(struct ks_shm *shm, const void *table, size_t len
     for (uint64_t t = 0; t < per_buf; t++)
         atomic_store_explicit(ks_shm_rr_cursor(shm, idx, (uint32_t)t), 0, memory_order_relaxed);
     atomic_store_explicit(&h->route_active, idx, memory_order_relaxed);
-    uint64_t gen = atomic_load_explicit(&h->generation, memory_order_relaxed) + 1;
+    /* from the master's own count, not the header's (statefile.h) */
+    uint64_t gen = shm->generation + 1;
     atomic_store_explicit(&h->generation, gen, memory_order_relaxed);
 
     atomic_store_explicit(&h->route_seq, seq + 2, memory_order_release);
+    shm->generation = gen;
     return gen;
 }
 
@@ -276,7 +294,7 @@ ssize_t ks_shm_routes_copy(const struct ks_shm *shm, void *dst, size_t cap, uint
                            unsigned *buf_index)
 {
     struct ks_shm_header *h = shm->hdr;
-    size_t region = h->regions[KS_REGION_ROUTES0].count;
+    size_t region = ks_shm_count(shm, KS_REGION_ROUTES0);
     /* a publish takes microseconds; a sequence stuck odd for this long
      * means the master died mid-publish (or the file is garbage) */
     for (unsigned spins = 0; spins < 1000000; spins++) {
@@ -353,7 +371,7 @@ void ks_shm_get_reload(const struct ks_shm *shm, enum ks_reload_result *r, int64
  * the health state and counters, of every key that is still configured. */
 static _Atomic uint64_t *record_key(const struct ks_shm *shm, enum ks_region r, uint64_t i)
 {
-    return (_Atomic uint64_t *)((char *)ks_shm_region(shm, r) + i * shm->hdr->regions[r].elem_size);
+    return (_Atomic uint64_t *)((char *)ks_shm_region(shm, r) + i * shm->regions[r].elem_size);
 }
 
 static int slot_for_key(struct ks_shm *shm, enum ks_region r, uint64_t key)
@@ -370,7 +388,7 @@ static int slot_for_key(struct ks_shm *shm, enum ks_region r, uint64_t key)
     if (free_slot < 0)
         return -1;
     _Atomic uint64_t *kp = record_key(shm, r, (uint64_t)free_slot);
-    memset((void *)kp, 0, shm->hdr->regions[r].elem_size);
+    memset((void *)kp, 0, shm->regions[r].elem_size);
     atomic_store_explicit(kp, key, memory_order_release);
     return (int)free_slot;
 }

@@ -71,7 +71,10 @@ struct ks_shm_header {
     char version[16];           /* PACKAGE_VERSION */
     char config_path[1024];     /* absolute, so keystonectl -s finds the rest */
     char control_socket[256];
+    char state_path[1024];      /* where the master keeps this file (workers follow it) */
     struct ks_shm_region regions[KS_REGION_COUNT];
+    /* everything above is written once at create: the master keeps a copy
+     * and restores it if the file is overwritten in place (statefile.h) */
 
     /* Bumped (release) after every publish; workers compare it (relaxed,
      * then acquire on change) before each request. */
@@ -109,7 +112,15 @@ struct ks_shm_header {
     _Atomic uint32_t log_epoch;
     _Atomic uint32_t access_log_reported;
     _Atomic uint64_t access_log_lost;
+
+    /* Bumped (master) in the old segment when the master moved to a new
+     * state file (statefile.h): the workers still mapping the old one
+     * open the new one and map it in its place. */
+    _Atomic uint32_t incarnation;
 };
+
+/* The part of the header written once at create. */
+#define KS_SHM_STATIC_SIZE offsetof(struct ks_shm_header, generation)
 
 /* ---- scoreboard ------------------------------------------------------ */
 
@@ -237,6 +248,15 @@ struct ks_shm {
     size_t size;
     int fd;
     bool readonly;
+    /* Private copies of what the header says about the layout, taken at
+     * create or after validation: a header overwritten in place cannot
+     * send a reader out of the mapping. */
+    struct ks_shm_region regions[KS_REGION_COUNT];
+    /* master: the static part of the header as created, and the last
+     * generation it published (statefile.h repairs from them) */
+    struct ks_shm_header *pristine;
+    uint64_t generation;
+    uint32_t incarnation;           /* of the file this process maps */
 };
 
 /* Size needed for these limits. */
@@ -252,11 +272,11 @@ void ks_shm_close(struct ks_shm *shm);
 
 static inline void *ks_shm_region(const struct ks_shm *shm, enum ks_region r)
 {
-    return (char *)shm->base + shm->hdr->regions[r].offset;
+    return (char *)shm->base + shm->regions[r].offset;
 }
 static inline uint64_t ks_shm_count(const struct ks_shm *shm, enum ks_region r)
 {
-    return shm->hdr->regions[r].count;
+    return shm->regions[r].count;
 }
 static inline struct ks_score *ks_shm_score(const struct ks_shm *shm, uint32_t slot)
 {

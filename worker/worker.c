@@ -22,6 +22,7 @@
 #include "keystoned/log.h"
 #include "keystoned/util.h"
 #include "lua/handle.h"
+#include "shm/statefile.h"
 #include "worker/accesslog.h"
 #include "worker/admin.h"
 #include "worker/admin_routes.h"
@@ -170,18 +171,70 @@ static void apply_table(struct ks_worker *w)
     atomic_store_explicit(&w->score->generation, w->generation, memory_order_relaxed);
 }
 
+/* The master moved to a new state file (shm/statefile.h): map it in
+ * place of the old one, or try again in a second. */
+static void follow_state_file(struct ks_worker *w)
+{
+    int64_t now = ks_now_ms();
+    if (now < w->state_retry_ms)
+        return;
+    char err[512];
+    int rc = ks_statefile_follow(w->shm, err, sizeof(err));
+    if (rc < 0) {
+        ks_log_error("state-file", "worker %u: %s", w->args->slot, err);
+        w->state_retry_ms = now + 1000;
+    } else if (rc > 0) {
+        ks_log_info("state-file", "worker %u follows the new state file", w->args->slot);
+    }
+}
+
+/* A table fit to use: its structure (the master's, or garbage written
+ * into the state file) and the shared records it points at. */
+static bool table_usable(const struct ks_worker *w, const struct ks_table *t, size_t len,
+                         char *err, size_t errlen)
+{
+    if (ks_table_check(t, len, err, errlen) < 0)
+        return false;
+    for (uint32_t i = 0; i < t->nupstreams; i++)
+        if (ks_t_upstreams(t)[i].health_slot >= ks_shm_count(w->shm, KS_REGION_HEALTH)) {
+            snprintf(err, errlen, "route table: health record out of bounds");
+            return false;
+        }
+    for (uint32_t i = 0; i < t->ntenants; i++)
+        if (ks_t_tenants(t)[i].stats_slot >= ks_shm_count(w->shm, KS_REGION_TENANT_STATS)) {
+            snprintf(err, errlen, "route table: tenant record out of bounds");
+            return false;
+        }
+    return true;
+}
+
 int ks_worker_refresh(struct ks_worker *w)
 {
+    if (atomic_load_explicit(&w->shm->hdr->incarnation, memory_order_relaxed) != w->shm->incarnation)
+        follow_state_file(w);
     uint64_t g = atomic_load_explicit(&w->shm->hdr->generation, memory_order_relaxed);
     if (g == w->generation && w->have_table)
         return 0;
     atomic_thread_fence(memory_order_acquire);
     uint64_t gen;
     unsigned buf;
+    char why[256] = "";
     ssize_t n = ks_shm_routes_copy(w->shm, w->spare_table, w->table_cap, &gen, &buf);
-    if (n < 0) {
-        ks_log_error("table", "cannot read route table of generation %llu", (unsigned long long)g);
+    if (n < 0 || !table_usable(w, w->spare_table, (size_t)n, why, sizeof(why))) {
+        /* the old table goes on serving; said once a second */
+        int64_t now = ks_now_ms();
+        if (now - w->table_logged_ms >= 1000) {
+            ks_log_error("table", "cannot read route table of generation %llu%s%s",
+                         (unsigned long long)g, why[0] ? ": " : "", why);
+            w->table_logged_ms = now;
+        }
         return -1;
+    }
+    /* a state file zeroed under us (see shm/statefile.h) lost this
+     * worker's slot: take it again */
+    if (atomic_load_explicit(&w->score->pid, memory_order_relaxed) != (int32_t)getpid()) {
+        atomic_store(&w->score->process_gen, w->args->process_gen);
+        atomic_store(&w->score->pid, (int32_t)getpid());
     }
     struct ks_table *old = w->table;
     w->table = w->spare_table;
@@ -441,6 +494,7 @@ static int worker_init(struct ks_worker *w, const struct ks_worker_args *a)
     w->shm = a->shm;
     w->score = ks_shm_score(a->shm, a->slot);
     w->access_log_fd = -1;
+    ks_statefile_guard(a->shm);
     install_signals(w);
     /* die with the master: the kernel sends TERM when it exits, and a
      * master that died before this line is caught by getppid() */

@@ -82,6 +82,8 @@ struct ks_worker {
     struct ks_proxy *proxy;         /* the proxy data path's buffers and pool (proxy.h) */
     struct ks_lua_engine *lua;      /* tenant Lua states (lua/handle.h) */
     int64_t fds_logged_ms;          /* last "descriptors" line (one a second) */
+    int64_t state_retry_ms;         /* following a new state file failed: not before */
+    int64_t table_logged_ms;        /* last "table" error line (one a second) */
     /* cached "Date:" line, rebuilt once a second */
     time_t date_sec;
     char date_line[64];

@@ -12,11 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "master/publish.h"
 #include "shm/shm.h"
+#include "shm/statefile.h"
 #include "shm/table.h"
 
 static char dir[64];
@@ -161,6 +163,65 @@ START_TEST(publish_and_copy)
     /* a table larger than the buffer is not published */
     ck_assert_uint_eq(ks_shm_routes_publish(&shm, buf, 65537), 0);
     ks_shm_close(&shm);
+}
+END_TEST
+
+/* The state file overwritten in place, truncated, deleted: repaired or
+ * made again (shm/statefile.h), the mapping kept at its address. */
+START_TEST(state_file_repair_and_recreate)
+{
+    struct ks_shm shm;
+    create(&shm);
+    ks_statefile_guard(&shm);
+    static char buf[65536];
+    size_t len = make_table(buf, sizeof(buf), 7, 10);
+    ck_assert_uint_eq(ks_shm_routes_publish(&shm, buf, len), 1);
+    ck_assert(!ks_statefile_repair(&shm));          /* nothing to do */
+    ck_assert_int_eq(ks_statefile_lost(&shm), 0);
+
+    /* garbage over the header */
+    int fd = open(path, O_WRONLY);
+    ck_assert_int_ge(fd, 0);
+    char junk[3000];
+    memset(junk, 0xa5, sizeof(junk));
+    ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
+    ck_assert(ks_statefile_repair(&shm));
+    ck_assert_uint_eq(shm.hdr->magic, KS_SHM_MAGIC);
+    ck_assert_uint_eq(atomic_load(&shm.hdr->generation), 1);
+    ck_assert_str_eq(shm.hdr->control_socket, "/run/k.sock");
+    ck_assert(!ks_statefile_repair(&shm));
+    ck_assert_uint_eq(ks_shm_routes_publish(&shm, buf, len), 2);   /* counts on */
+
+    /* truncated: the next touch of the segment faults, the guard gives
+     * the file its size back, the page reads as zeros */
+    ck_assert_int_eq(ftruncate(fd, 100), 0);
+    close(fd);
+    ck_assert_uint_eq(atomic_load(&ks_shm_score(&shm, 3)->pid), 0);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq((size_t)st.st_size, shm.size);
+    ck_assert(ks_statefile_repair(&shm));
+    ck_assert_uint_eq(atomic_load(&shm.hdr->generation), 2);
+
+    /* deleted: made again, with what the segment held */
+    atomic_store(&ks_shm_score(&shm, 1)->pid, 4242);
+    void *base = shm.base;
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(ks_statefile_lost(&shm), 1);
+    char err[256];
+    ck_assert_msg(ks_statefile_recreate(&shm, (gid_t)-1, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_ptr_eq(shm.base, base);
+    ck_assert_int_eq(ks_statefile_lost(&shm), 0);
+    ck_assert_uint_eq(shm.incarnation, 1);
+    struct ks_shm ro;
+    ck_assert_int_eq(ks_shm_open_readonly(&ro, path, err, sizeof(err)), 0);
+    ck_assert_int_eq(atomic_load(&ks_shm_score(&ro, 1)->pid), 4242);
+    ck_assert_uint_eq(atomic_load(&ro.hdr->incarnation), 1);
+    atomic_store(&ks_shm_score(&shm, 1)->pid, 4343);    /* the same memory now */
+    ck_assert_int_eq(atomic_load(&ks_shm_score(&ro, 1)->pid), 4343);
+    ks_shm_close(&ro);
+    ks_shm_close(&shm);
+    signal(SIGBUS, SIG_DFL);
 }
 END_TEST
 
@@ -358,6 +419,7 @@ int main(void)
     tcase_add_test(tc, reload_record);
     tcase_add_test(tc, table_check_catches_corruption);
     tcase_add_test(tc, wrr_schedule);
+    tcase_add_test(tc, state_file_repair_and_recreate);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -62,6 +62,15 @@ sub lines_of {
     return scalar @l;
 }
 
+# a line is written just after its answer: wait for the count, then make
+# sure no more come
+sub lines_are {
+    my ($path, $n) = @_;
+    $t->wait_for(sub { lines_of($path) >= $n }, timeout => 3);
+    sleep 0.1;
+    return lines_of($path);
+}
+
 # USR1, then wait until the master said it reopened and every worker had
 # the time to follow (they are woken by the signal)
 sub usr1 {
@@ -107,7 +116,7 @@ unlink $access;     # the disk has room again
 usr1();
 $mark = $t->log_mark;
 is($t->request($port, GET => "/after$_")->{status}, 200, "request $_ after the fix") for 1 .. 10;
-is(lines_of($access), 10, 'after USR1 every request is logged again');
+is(lines_are($access, 10), 10, 'after USR1 every request is logged again');
 is(count_log(qr/access-log: the access log \Q$access\E is written again \(\d+ lines lost since the start\)/, $mark), 1,
    'the error log says so once');
 ok(!status()->{access_log}{failing}, 'status: no longer failing');
@@ -132,7 +141,7 @@ chmod 0777, "$dir/ro";
 usr1();
 $mark = $t->log_mark;
 is($t->request($port, GET => "/dir$_")->{status}, 200, "request $_ after chmod") for 1 .. 5;
-is(lines_of($access), 5, 'the access log is created and written after USR1');
+is(lines_are($access, 5), 5, 'the access log is created and written after USR1');
 is(count_log(qr/access-log: the access log \Q$access\E is written again/, $mark), 1, 'said once');
 
 # ---- a file without write permission ------------------------------------------------
@@ -142,11 +151,11 @@ $mark = $t->log_mark;
 load_ok('file not writable');
 is(count_log($denied, $mark), 0, 'nothing more said during the load ...');
 is(count_log($denied, 0), 3, '... than once at the reopen');
-is(lines_of($access), 5, 'nothing written to the read-only file');
+is(lines_are($access, 5), 5, 'nothing written to the read-only file');
 chmod 0644, $access;
 usr1();
 is($t->request($port, GET => '/last')->{status}, 200, 'a request after chmod');
-is(lines_of($access), 6, 'logged again');
+is(lines_are($access, 6), 6, 'logged again');
 is($t->stop, 0, 'clean stop');
 
 done_testing;

@@ -66,7 +66,12 @@ static bool take_at(struct ks_worker *w, uint32_t upstream, int64_t now)
     int64_t ou = atomic_load_explicit(&h->open_until_ms, memory_order_relaxed);
     if (ou == 0)
         return true;
-    /* half-open (or a stale claim): one request probes */
+    /* half-open (or a stale claim): one request probes.  The claim is
+     * made on the value judged here, not on the one the check above saw:
+     * a request that claimed it in between leaves a fresh claim, which is
+     * not ours to take over */
+    if (ks_breaker_of(ou, ks_probe_stale_ms(u), now) != KS_BREAKER_HALF_OPEN)
+        return false;
     if (!atomic_compare_exchange_strong_explicit(&h->open_until_ms, &ou, -now, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return false;

@@ -1,10 +1,16 @@
 /*
  * conn.h: one client connection and deadline-bound I/O.
  *
- * Every socket is non-blocking.  The read-first pattern: try read/write at
- * once and only on EAGAIN poll() for the time left until an absolute
- * deadline, so the common case costs one system call and no wait is
- * unbounded.  Deadlines are CLOCK_MONOTONIC milliseconds (ks_now_ms()).
+ * Deadlines are absolute CLOCK_MONOTONIC milliseconds (ks_now_ms()) and
+ * no call waits past one.  Two kinds of sockets go through here:
+ *
+ * - Blocking sockets handed to ks_sock_blocking() (the client's and the
+ *   upstreams'): a call that has to wait sleeps in the read or write
+ *   itself, bounded by SO_RCVTIMEO / SO_SNDTIMEO, which conn.c keeps
+ *   below the time left.  A small keep-alive request costs one read and
+ *   one write on each side, with no poll.
+ * - Non-blocking sockets (everything else): the read-first pattern, try
+ *   the call and poll() for the time left only on EAGAIN.
  */
 #ifndef KS_CONN_H
 #define KS_CONN_H
@@ -38,6 +44,16 @@ struct ks_conn {
     uint32_t requests;          /* requests served on this connection */
     uint64_t bytes_in, bytes_out;
 };
+
+/* fd (a connected socket) is blocking and its calls go through here from
+ * now on; nonblocking_now: it is still O_NONBLOCK (a socket made so for
+ * its connect) and is switched.  Its kernel timeouts are taken as unset
+ * and are set before the first call that could wait.  Returns 0, or -1
+ * when it could not be registered (out of memory): it is then made
+ * non-blocking, which the read-first pattern serves just as well. */
+int ks_sock_blocking(struct ks_worker *w, int fd, bool nonblocking_now);
+/* Free what ks_sock_blocking() allocated (at the worker's exit). */
+void ks_sock_free(struct ks_worker *w);
 
 /* Wait until fd is ready for events or the deadline passes.  With
  * interruptible, a stop request (SIGTERM) ends the wait early. */

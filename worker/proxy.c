@@ -481,6 +481,8 @@ static enum ks_io_result connect_upstream(struct ks_worker *w, const struct ks_t
             return r;
         }
     }
+    /* non-blocking only for the connect's own deadline */
+    ks_sock_blocking(w, fd, true);
     *out = fd;
     return KS_IO_OK;
 }

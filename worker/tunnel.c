@@ -2,7 +2,8 @@
  * tunnel.c: the byte relay behind a 101 Switching Protocols (WebSocket and
  * other Upgrades).  See ks_tunnel() in proxy.h.
  *
- * Both sockets are non-blocking; one poll() watches what each direction
+ * Both sockets are used without blocking (MSG_DONTWAIT: they are blocking
+ * sockets, see conn.h); one poll() watches what each direction
  * needs (read its source while its buffer is empty, write its sink while
  * it holds bytes), so a slow reader on one side only stalls its own
  * direction.  When a side closes, the other side's write half is shut
@@ -40,7 +41,7 @@ static int dir_step(struct dir *d, short revents_from, short revents_to)
 {
     int moved = 0;
     if (d->len == 0 && !d->eof && (revents_from & (POLLIN | POLLHUP | POLLERR))) {
-        ssize_t n = read(d->from, d->buf, d->cap);
+        ssize_t n = recv(d->from, d->buf, d->cap, MSG_DONTWAIT);
         if (n > 0) {
             d->len = (size_t)n;
             d->off = 0;
@@ -53,7 +54,7 @@ static int dir_step(struct dir *d, short revents_from, short revents_to)
         }
     }
     if (d->len > d->off && (revents_to & (POLLOUT | POLLERR | POLLHUP))) {
-        ssize_t n = write(d->to, d->buf + d->off, d->len - d->off);
+        ssize_t n = send(d->to, d->buf + d->off, d->len - d->off, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0) {
             d->off += (size_t)n;
             d->bytes += (uint64_t)n;

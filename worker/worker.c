@@ -570,8 +570,8 @@ int ks_worker_main(const struct ks_worker_args *a)
             int li = (int)ev[i].data.u32;
             struct sockaddr_storage peer;
             socklen_t plen = sizeof(peer);
-            int fd = accept4(a->listen_fd[li], (struct sockaddr *)&peer, &plen,
-                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+            /* blocking: conn.c bounds each call by the socket's timeouts */
+            int fd = accept4(a->listen_fd[li], (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
             if (fd < 0) {
                 int e = errno;
                 if ((e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) &&
@@ -581,6 +581,7 @@ int ks_worker_main(const struct ks_worker_args *a)
             }
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            ks_sock_blocking(&w, fd, false);
             serve(&w, fd, a->listen_kind[li], &peer);
         }
     }
@@ -590,6 +591,7 @@ int ks_worker_main(const struct ks_worker_args *a)
     ks_lua_engine_free(&w);
     ks_accesslog_close(&w);
     adopt_buffers(&w, NULL);
+    ks_sock_free(&w);
     free(w.conn_buf);
     free(w.headers);
     free(w.table);

@@ -16,6 +16,7 @@
 
 struct ks_header;
 struct ks_lua_engine;
+struct ks_sock_timeo;
 
 #define KS_MAX_LISTENERS 4
 
@@ -84,6 +85,9 @@ struct ks_worker {
     int64_t fds_logged_ms;          /* last "descriptors" line (one a second) */
     int64_t state_retry_ms;         /* following a new state file failed: not before */
     int64_t table_logged_ms;        /* last "table" error line (one a second) */
+    /* per descriptor: the kernel timeouts conn.c set on blocking sockets */
+    struct ks_sock_timeo *sock_timeo;
+    size_t nsock_timeo;
     /* cached "Date:" line, rebuilt once a second */
     time_t date_sec;
     char date_line[64];

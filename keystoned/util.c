@@ -577,6 +577,34 @@ int ks_json_escape(char *buf, size_t cap, size_t *pos, const char *s, size_t n)
     return 0;
 }
 
+size_t ks_fmt_dec(char *dst, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
+size_t ks_fmt_hex(char *dst, uint64_t v, unsigned width)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[15 - n++] = digits[v & 0xf];
+        v >>= 4;
+    } while (v != 0);
+    while (n < width && n < 16)
+        tmp[15 - n++] = '0';
+    memcpy(dst, tmp + 16 - n, n);
+    return n;
+}
+
 int ks_appendf(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
 {
     va_list ap;

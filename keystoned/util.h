@@ -64,6 +64,12 @@ int ks_json_escape(char *buf, size_t cap, size_t *pos, const char *s, size_t n);
 /* snprintf-append: returns 0 or -1 when truncated. */
 int ks_appendf(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Numbers as text without printf (the proxy's hot path formats a few per
+ * request): v in decimal, or in hex with at least width digits (0-padded,
+ * lower case).  dst needs 20 (decimal) or 16 (hex) bytes; returns the
+ * length written, no NUL. */
+size_t ks_fmt_dec(char *dst, uint64_t v);
+size_t ks_fmt_hex(char *dst, uint64_t v, unsigned width);
 /* 64-bit FNV-1a over several strings separated by a 0 byte; never 0. */
 uint64_t ks_hash_strings(const char *const *parts, size_t n);
 

@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "worker/conn.h"
 
@@ -117,7 +118,21 @@ const struct ks_header *ks_http_header(const struct ks_request *r, const char *n
 /* Does a comma-separated header value list contain token (case-insensitive)? */
 bool ks_http_token_in(const char *value, size_t len, const char *token);
 /* Case-insensitive comparison of a header name with a lower-case name. */
-bool ks_http_name_is(const char *name, size_t len, const char *lower);
+/* Inline, so that the strlen of a literal is folded at compile time:
+ * the proxy asks this of every header several times per request. */
+static inline bool ks_http_name_is(const char *name, size_t len, const char *lower)
+{
+    if (len != strlen(lower))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + ('a' - 'A'));
+        if (c != (unsigned char)lower[i])
+            return false;
+    }
+    return true;
+}
 
 /* ---- the grammar checks (pure; exposed for the unit tests) ----------- */
 

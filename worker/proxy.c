@@ -187,8 +187,9 @@ static void q_chunk(struct outq *q, const char *p, size_t n)
     if (n == 0)
         return;
     char *line = q->sizes[q->nsizes++];
-    int len = snprintf(line, sizeof(q->sizes[0]), "%zx\r\n", n);
-    q_add(q, line, (size_t)len);
+    size_t len = ks_fmt_hex(line, n, 0);
+    memcpy(line + len, "\r\n", 2);
+    q_add(q, line, len + 2);
     q_add(q, p, n);
     q_add(q, "\r\n", 2);
 }
@@ -228,7 +229,8 @@ static void put(struct out *o, const char *s, size_t n)
     o->len += n;
 }
 
-static void puts_(struct out *o, const char *s)
+/* inline: the strlen of a literal folds away */
+static inline void puts_(struct out *o, const char *s)
 {
     put(o, s, strlen(s));
 }
@@ -241,15 +243,25 @@ static void put_field(struct out *o, const char *name, size_t nl, const char *va
     put(o, "\r\n", 2);
 }
 
-/* Hop-by-hop fields (RFC 9110 7.6.1) and those we frame ourselves. */
+/* Hop-by-hop fields (RFC 9110 7.6.1) and those we frame ourselves.  By
+ * length first: every header of every message is asked. */
 static bool hop_by_hop(const char *n, size_t len)
 {
-    static const char *const names[] = {
-        "connection", "keep-alive", "proxy-connection", "te", "trailer",
-        "transfer-encoding", "upgrade", "content-length",
-    };
-    for (size_t i = 0; i < KS_ARRAY_LEN(names); i++)
-        if (ks_http_name_is(n, len, names[i]))
+    switch (len) {
+    case 2: return ks_http_name_is(n, len, "te");
+    case 7: return ks_http_name_is(n, len, "trailer") || ks_http_name_is(n, len, "upgrade");
+    case 10: return ks_http_name_is(n, len, "connection") || ks_http_name_is(n, len, "keep-alive");
+    case 14: return ks_http_name_is(n, len, "content-length");
+    case 16: return ks_http_name_is(n, len, "proxy-connection");
+    case 17: return ks_http_name_is(n, len, "transfer-encoding");
+    default: return false;
+    }
+}
+
+static bool has_field(const struct ks_header *h, size_t nh, const char *name)
+{
+    for (size_t i = 0; i < nh; i++)
+        if (ks_http_name_is(h[i].name, h[i].name_len, name))
             return true;
     return false;
 }
@@ -378,10 +390,12 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
     else
         put_field(o, "Host", 4, ks_t_str(t, up->hostport), strlen(ks_t_str(t, up->hostport)));
 
+    /* most requests have no Connection header: then no field is named */
+    bool conn = ks_http_header(r, "connection") != NULL;
     for (size_t i = 0; i < r->nheaders; i++) {
         const struct ks_header *h = &r->headers[i];
         if (hop_by_hop(h->name, h->name_len) || replaced_field(h->name, h->name_len, fwd) ||
-            named_by_connection(r->headers, r->nheaders, h->name, h->name_len) ||
+            (conn && named_by_connection(r->headers, r->nheaders, h->name, h->name_len)) ||
             last_edit(e, ne, h->name, h->name_len) != NULL)
             continue;
         put_field(o, h->name, h->name_len, h->value, h->value_len);
@@ -426,8 +440,7 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
 
     char num[32];
     if (fr == UF_LENGTH) {
-        int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)length);
-        put_field(o, "Content-Length", 14, num, (size_t)n);
+        put_field(o, "Content-Length", 14, num, ks_fmt_dec(num, length));
     } else if (fr == UF_CHUNKED) {
         puts_(o, "Transfer-Encoding: chunked\r\n");
     }
@@ -633,12 +646,12 @@ static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struc
 /* ---- the response head to the client ---------------------------------------- */
 
 static bool skip_response_field(const struct resp *rp, const struct ks_header *h, bool upgrade,
-                                const struct ks_response_head *rh)
+                                bool conn, const struct ks_response_head *rh)
 {
     if (ks_http_name_is(h->name, h->name_len, "upgrade"))
         return !upgrade;
     return hop_by_hop(h->name, h->name_len) || ks_http_name_is(h->name, h->name_len, "x-request-id") ||
-           named_by_connection(rp->f.h, rp->f.n, h->name, h->name_len) ||
+           (conn && named_by_connection(rp->f.h, rp->f.n, h->name, h->name_len)) ||
            last_edit(rh->edits, rh->nedits, h->name, h->name_len) != NULL;
 }
 
@@ -648,25 +661,26 @@ static size_t build_response_head(struct ks_exchange *x, const struct resp *rp,
                                   const struct ks_response_head *rh, enum client_framing cf,
                                   bool upgrade, struct out *o)
 {
-    char line[64];
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d ", rh->status);
-    put(o, line, (size_t)n);
+    char line[24];
+    put(o, "HTTP/1.1 ", 9);
+    put(o, line, ks_fmt_dec(line, (uint64_t)rh->status));
+    put(o, " ", 1);
     if (rh->status == (int)rp->p.status_code && rp->reason_len > 0)
         put(o, rp->reason, rp->reason_len);
     else
         puts_(o, ks_status_reason(rh->status));
     put(o, "\r\n", 2);
+    bool conn = has_field(rp->f.h, rp->f.n, "connection");
     for (size_t i = 0; i < rp->f.n; i++) {
         const struct ks_header *h = &rp->f.h[i];
-        if (!skip_response_field(rp, h, upgrade, rh))
+        if (!skip_response_field(rp, h, upgrade, conn, rh))
             put_field(o, h->name, h->name_len, h->value, h->value_len);
     }
     put_edits(o, rh->edits, rh->nedits, NULL);
     put_field(o, "X-Request-ID", 12, x->r->id, strlen(x->r->id));
     bool head_req = strcmp(x->r->method, "HEAD") == 0;
     if (cf == CF_LENGTH || ((head_req || rh->status == 304) && (rp->p.flags & F_CONTENTLENGTH))) {
-        n = snprintf(line, sizeof(line), "%llu", (unsigned long long)rp->p.content_length);
-        put_field(o, "Content-Length", 14, line, (size_t)n);
+        put_field(o, "Content-Length", 14, line, ks_fmt_dec(line, rp->p.content_length));
     } else if (cf == CF_CHUNKED || (head_req && (rp->p.flags & F_CHUNKED) && x->r->http_minor >= 1)) {
         puts_(o, "Transfer-Encoding: chunked\r\n");
     }

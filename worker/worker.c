@@ -111,7 +111,9 @@ void ks_worker_request_id(struct ks_worker *w, char out[33])
      * the random seed; no system call per request */
     uint64_t a = w->id_prefix;
     uint64_t b = ++w->request_seq * 0x9e3779b97f4a7c15ull ^ w->id_seed;
-    snprintf(out, 33, "%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
+    ks_fmt_hex(out, a, 16);
+    ks_fmt_hex(out + 16, b, 16);
+    out[32] = '\0';
 }
 
 /* Make the connection buffer and header array fit the current limits.

@@ -351,6 +351,30 @@ START_TEST(test_appendf)
 }
 END_TEST
 
+/* what ks_fmt_* wrote (n bytes in got) is what snprintf(fmt, v) writes */
+static void same_as_printf(char *got, size_t n, const char *fmt, uint64_t v)
+{
+    char want[64];
+    got[n] = '\0';
+    snprintf(want, sizeof(want), fmt, (unsigned long long)v);
+    ck_assert_str_eq(got, want);
+}
+
+/* ks_fmt_dec / ks_fmt_hex against snprintf, at the edges */
+START_TEST(test_fmt_numbers)
+{
+    const uint64_t v[] = { 0, 1, 9, 10, 15, 16, 255, 256, 4095, 999999, 1000000,
+                           0xfffffffffull, UINT64_MAX / 10, UINT64_MAX - 1, UINT64_MAX };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        char got[64];
+        same_as_printf(got, ks_fmt_dec(got, v[i]), "%llu", v[i]);
+        same_as_printf(got, ks_fmt_hex(got, v[i], 0), "%llx", v[i]);
+        same_as_printf(got, ks_fmt_hex(got, v[i], 16), "%016llx", v[i]);
+        same_as_printf(got, ks_fmt_hex(got, v[i], 5), "%05llx", v[i]);
+    }
+}
+END_TEST
+
 START_TEST(test_hash)
 {
     const char *a[] = { "a" }, *e[] = { "" }, *ab[] = { "a", "b" }, *ab2[] = { "ab", "" };
@@ -480,6 +504,7 @@ static Suite *util_suite(void)
     tcase_add_test(tc, test_edit_distance);
     tcase_add_test(tc, test_json_escape);
     tcase_add_test(tc, test_appendf);
+    tcase_add_test(tc, test_fmt_numbers);
     tcase_add_test(tc, test_hash);
     tcase_add_test(tc, test_fd_flags);
     tcase_add_test(tc, test_read_file);

@@ -39,6 +39,31 @@ for my $c (16, 64) {
 }
 like($err, qr/^\[1 C=16\] round 1\/1 nginx +\d+ req\/s/m, 'progress lines on stderr');
 
+# Scenarios 7 and 8 (memory and start-up, reload under load) have tables
+# of their own.
+my ($code2, $out2, $err2) = $t->run([ $^X, $run, '--quick', '--scenario', '7,8' ], timeout => 120);
+is($code2, 0, 't/bench/run --quick --scenario 7,8 exits 0') or diag($err2);
+my ($mem) = $out2 =~ /^(### 7\. memory and start-up.*?)(?=^###|\z)/ms;
+ok($mem, 'a memory and start-up table');
+for my $who (qw(keystoned nginx haproxy)) {
+    like($mem // '', qr/^\| $who +\| +[\d.]+ ms \| +\d+ \| +\d+ \| +\d+ \| +\d+ \| +\d+ \| +0 \|$/m,
+         "$who: start-up, master and worker memory measured, without errors");
+}
+my ($rel) = $out2 =~ /^(### 8\. reload under load.*?)(?=^###|\z)/ms;
+ok($rel, 'a reload-under-load table');
+# Reloading under load is a correctness target: keystoned applies them
+# (a few HUPs may coalesce into one reload) and loses no request.
+my ($sent, $applied, $non2xx, $sockerr) =
+    ($rel // '') =~ /^\| keystoned +\| +(\d+) HUP \| +(\d+) \| +\d+ \| +\d+ \| +(\d+) \| +(\d+) \|$/m;
+ok(defined $sent && $sent >= 5, 'keystoned: HUP sent every 100 ms') or diag($rel);
+ok(defined $applied && $applied >= 1 && $applied <= $sent, 'keystoned: reloads applied');
+is($non2xx, 0, 'keystoned: no non-2xx answer while reloading');
+is($sockerr, 0, 'keystoned: no socket error while reloading');
+for my $who (qw(nginx haproxy)) {
+    like($rel // '', qr/^\| $who +\| +\d+ (?:HUP|USR2) \| +n\/a \| +\d+ \| +\d+ \| +\d+ \| +\d+ \|$/m,
+         "$who: measured");
+}
+
 # Everything the benchmark starts names its temporary directory on its
 # command line (nginx -p, haproxy -f, keystoned -c, wrk -s), so a process
 # left behind, even one re-parented to init, is found by that name.

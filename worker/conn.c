@@ -32,6 +32,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +52,46 @@ struct ks_sock_timeo {
     int32_t rcv_ms, snd_ms;     /* what is set on the socket, 0 = unknown */
 };
 
-int ks_sock_blocking(struct ks_worker *w, int fd, bool nonblocking_now)
+#define LISTENER_TIMEO_MS (SLICE_MS * 3 / 4)  /* what may_block() would set */
+
+static struct timeval timeval_of(int64_t ms)
+{
+    return (struct timeval){ .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+}
+
+int ks_sock_listener(int listen_fd)
+{
+    int one = 1;
+    struct timeval tv = timeval_of(LISTENER_TIMEO_MS);
+    if (setsockopt(listen_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+        setsockopt(listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+        setsockopt(listen_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+        return -1;
+    return 0;
+}
+
+/* The kernel keeps timeouts in jiffies, rounded up: a value is "ours"
+ * when it is LISTENER_TIMEO_MS or a few ms above (target() leaves room
+ * for that rounding). */
+static bool timeo_is(int fd, int opt)
+{
+    struct timeval tv;
+    socklen_t len = sizeof(tv);
+    if (getsockopt(fd, SOL_SOCKET, opt, &tv, &len) < 0)
+        return false;
+    int64_t ms = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    return ms >= LISTENER_TIMEO_MS && ms <= LISTENER_TIMEO_MS + 10;
+}
+
+bool ks_sock_inherits(int fd)
+{
+    int nodelay = 0;
+    socklen_t len = sizeof(nodelay);
+    return getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &len) == 0 && nodelay &&
+           timeo_is(fd, SO_RCVTIMEO) && timeo_is(fd, SO_SNDTIMEO);
+}
+
+int ks_sock_blocking(struct ks_worker *w, int fd, bool nonblocking_now, bool inherited)
 {
     if (fd < 0)
         return -1;
@@ -72,7 +113,10 @@ int ks_sock_blocking(struct ks_worker *w, int fd, bool nonblocking_now)
         w->sock_timeo[fd].blocking = false;
         return -1;
     }
-    w->sock_timeo[fd] = (struct ks_sock_timeo){ .blocking = true };
+    /* inherited timeouts are LISTENER_TIMEO_MS rounded up to a jiffy:
+     * remembered a jiffy (4 ms at HZ=250) above, never below */
+    int32_t t = inherited ? LISTENER_TIMEO_MS + 4 : 0;
+    w->sock_timeo[fd] = (struct ks_sock_timeo){ .blocking = true, .rcv_ms = t, .snd_ms = t };
     return 0;
 }
 
@@ -103,7 +147,7 @@ static bool may_block(struct ks_worker *w, int fd, int opt, int64_t deadline_ms)
     if (*cur > 0 && *cur <= t && *cur >= t / 2)
         return true;
     int64_t set = t * 3 / 4;
-    struct timeval tv = { .tv_sec = (time_t)(set / 1000), .tv_usec = (suseconds_t)(set % 1000) * 1000 };
+    struct timeval tv = timeval_of(set);
     if (setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv)) < 0) {
         *cur = 0;
         return false;

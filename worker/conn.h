@@ -48,10 +48,19 @@ struct ks_conn {
 /* fd (a connected socket) is blocking and its calls go through here from
  * now on; nonblocking_now: it is still O_NONBLOCK (a socket made so for
  * its connect) and is switched.  Its kernel timeouts are taken as unset
- * and are set before the first call that could wait.  Returns 0, or -1
- * when it could not be registered (out of memory): it is then made
- * non-blocking, which the read-first pattern serves just as well. */
-int ks_sock_blocking(struct ks_worker *w, int fd, bool nonblocking_now);
+ * and are set before the first call that could wait, unless inherited:
+ * it was accepted from a listener that ks_sock_listener() prepared and
+ * ks_sock_inherits() vouched for.  Returns 0, or -1 when it could not be
+ * registered (out of memory): it is then made non-blocking, which the
+ * read-first pattern serves just as well. */
+int ks_sock_blocking(struct ks_worker *w, int fd, bool nonblocking_now, bool inherited);
+/* Linux copies a listening socket's SO_RCVTIMEO, SO_SNDTIMEO and
+ * TCP_NODELAY into the sockets it accepts: set on the listener once, they
+ * save three setsockopt calls per connection.  ks_sock_listener() sets
+ * them (0 or -1); ks_sock_inherits() checks on an accepted socket that
+ * they came along (worker.c asks once per listener before relying on it). */
+int ks_sock_listener(int listen_fd);
+bool ks_sock_inherits(int fd);
 /* Free what ks_sock_blocking() allocated (at the worker's exit). */
 void ks_sock_free(struct ks_worker *w);
 

@@ -495,7 +495,7 @@ static enum ks_io_result connect_upstream(struct ks_worker *w, const struct ks_t
         }
     }
     /* non-blocking only for the connect's own deadline */
-    ks_sock_blocking(w, fd, true);
+    ks_sock_blocking(w, fd, true, false);
     *out = fd;
     return KS_IO_OK;
 }

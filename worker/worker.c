@@ -540,7 +540,10 @@ int ks_worker_main(const struct ks_worker_args *a)
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         return KS_WORKER_EXIT_RESOURCE;
+    enum { INHERIT_NO, INHERIT_UNKNOWN, INHERIT_YES } inherit[KS_MAX_LISTENERS];
     for (int i = 0; i < a->nlisten; i++) {
+        /* the listeners are shared: every worker sets the same options */
+        inherit[i] = ks_sock_listener(a->listen_fd[i]) == 0 ? INHERIT_UNKNOWN : INHERIT_NO;
         /* EPOLLEXCLUSIVE: a new connection wakes one idle worker, not all */
         struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = (uint32_t)i };
         epoll_ctl(ep, EPOLL_CTL_ADD, a->listen_fd[i], &ev);
@@ -581,9 +584,15 @@ int ks_worker_main(const struct ks_worker_args *a)
                     accept_pause(&w, ACCEPT_PAUSE_MS);
                 continue;   /* EAGAIN: another worker took it; else try again */
             }
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            ks_sock_blocking(&w, fd, false);
+            /* the first connection of each listener shows whether the
+             * options set on it came along (see ks_sock_listener) */
+            if (inherit[li] == INHERIT_UNKNOWN)
+                inherit[li] = ks_sock_inherits(fd) ? INHERIT_YES : INHERIT_NO;
+            if (inherit[li] != INHERIT_YES) {
+                int one = 1;
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            }
+            ks_sock_blocking(&w, fd, false, inherit[li] == INHERIT_YES);
             serve(&w, fd, a->listen_kind[li], &peer);
         }
     }

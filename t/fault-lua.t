@@ -29,7 +29,7 @@ LUA
 $t->write_file('bomb.lua', <<'LUA');
 router:add_route("GET", "/bomb", {handler = function(req, res)
     local t = {}
-    for i = 1, 1e9 do t[i] = string.rep("x", 1000) .. i end
+    for i = 1, 1e9 do t[i] = string.rep("x", 65536) .. i end
 end})
 LUA
 $t->write_file('error.lua', <<'LUA');

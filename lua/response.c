@@ -19,6 +19,7 @@
 #include "lua/reqctx.h"
 #include "worker/conn.h"
 #include "worker/http.h"
+#include "worker/out.h"
 #include "worker/respond.h"
 
 #define HEAD_MAX 16384
@@ -64,15 +65,19 @@ static int send_head(struct ks_lua_req *q, bool stream, size_t content_length, c
     int status = res->status > 0 ? res->status : 200;
     bool nobody = no_body_status(status);
     char head[HEAD_MAX];
-    size_t pos = 0;
-    int rc = ks_appendf(head, sizeof(head), &pos, "HTTP/1.1 %d %s\r\nServer: keystoned\r\n%s", status,
-                        ks_status_reason(status), ks_date_header(x->w));
+    struct ks_out o = { .buf = head, .cap = sizeof(head) };
+    ks_out_str(&o, "HTTP/1.1 ");
+    ks_out_dec(&o, (uint64_t)status);   /* 100..599: res:status() checks */
+    ks_out_str(&o, " ");
+    ks_out_str(&o, ks_status_reason(status));
+    ks_out_str(&o, "\r\nServer: keystoned\r\n");
+    ks_out_str(&o, ks_date_header(x->w));
     bool has_type = false;
     for (size_t i = 0; i < res->nheaders; i++)
         has_type |= res->headers[i].name_len == 12 &&
                     strncasecmp(res->headers[i].name, "content-type", 12) == 0;
     if (!has_type && !nobody && (res->written || content_length > 0))
-        rc |= ks_appendf(head, sizeof(head), &pos, "Content-Type: text/plain; charset=utf-8\r\n");
+        ks_out_str(&o, "Content-Type: text/plain; charset=utf-8\r\n");
     if (stream) {
         if (x->r->http_major == 1 && x->r->http_minor == 0)
             res->until_close = true;
@@ -81,17 +86,18 @@ static int send_head(struct ks_lua_req *q, bool stream, size_t content_length, c
         if (res->until_close)
             q->keep_alive = false;
         if (res->chunked && !nobody)
-            rc |= ks_appendf(head, sizeof(head), &pos, "Transfer-Encoding: chunked\r\n");
+            ks_out_str(&o, "Transfer-Encoding: chunked\r\n");
     } else if (!nobody) {
-        rc |= ks_appendf(head, sizeof(head), &pos, "Content-Length: %zu\r\n", content_length);
+        ks_out_str(&o, "Content-Length: ");
+        ks_out_dec(&o, content_length);
+        ks_out_str(&o, "\r\n");
     }
-    rc |= ks_appendf(head, sizeof(head), &pos, "X-Request-ID: %s\r\n", x->r->id);
+    ks_out_field(&o, "X-Request-ID", 12, x->r->id, strlen(x->r->id));
     for (size_t i = 0; i < res->nheaders; i++)
-        rc |= ks_appendf(head, sizeof(head), &pos, "%.*s: %.*s\r\n", (int)res->headers[i].name_len,
-                         res->headers[i].name, (int)res->headers[i].value_len, res->headers[i].value);
-    rc |= ks_appendf(head, sizeof(head), &pos, "Connection: %s\r\n\r\n",
-                     q->keep_alive ? "keep-alive" : "close");
-    if (rc < 0) {
+        ks_out_field(&o, res->headers[i].name, res->headers[i].name_len, res->headers[i].value,
+                     res->headers[i].value_len);
+    ks_out_str(&o, q->keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
+    if (o.overflow) {
         /* the script's headers do not fit: a 500 rather than a truncated head */
         res->nheaders = 0;
         res->status = 500;
@@ -106,7 +112,7 @@ static int send_head(struct ks_lua_req *q, bool stream, size_t content_length, c
     x->responded = true;
     bool skip = nobody || is_head(q);
     struct iovec iov[2] = {
-        { .iov_base = head, .iov_len = pos },
+        { .iov_base = head, .iov_len = o.len },
         { .iov_base = (void *)body, .iov_len = skip || body == NULL ? 0 : body_len },
     };
     return writev_client(q, iov, 2);
@@ -123,9 +129,10 @@ static int send_chunk(struct ks_lua_req *q, const char *s, size_t n)
         return writev_client(q, &iov, 1);
     }
     char size[24];
-    int sl = snprintf(size, sizeof(size), "%zx\r\n", n);
+    size_t sl = ks_fmt_hex(size, n, 0);
+    memcpy(size + sl, "\r\n", 2);
     struct iovec iov[3] = {
-        { .iov_base = size, .iov_len = (size_t)sl },
+        { .iov_base = size, .iov_len = sl + 2 },
         { .iov_base = (void *)s, .iov_len = n },
         { .iov_base = "\r\n", .iov_len = 2 },
     };

@@ -35,6 +35,7 @@
 #include "worker/balance.h"
 #include "worker/body.h"
 #include "worker/proxy.h"
+#include "worker/out.h"
 #include "worker/respond.h"
 
 #define SLICES 16                   /* data slices per write */
@@ -213,36 +214,6 @@ static void q_last_chunk(struct outq *q, const char *trailers, size_t tlen)
 
 /* ---- serialising heads ------------------------------------------------- */
 
-struct out {
-    char *buf;
-    size_t cap, len;
-    bool overflow;
-};
-
-static void put(struct out *o, const char *s, size_t n)
-{
-    if (n > o->cap - o->len) {
-        o->overflow = true;
-        return;
-    }
-    memcpy(o->buf + o->len, s, n);
-    o->len += n;
-}
-
-/* inline: the strlen of a literal folds away */
-static inline void puts_(struct out *o, const char *s)
-{
-    put(o, s, strlen(s));
-}
-
-static void put_field(struct out *o, const char *name, size_t nl, const char *value, size_t vl)
-{
-    put(o, name, nl);
-    put(o, ": ", 2);
-    put(o, value, vl);
-    put(o, "\r\n", 2);
-}
-
 /* Hop-by-hop fields (RFC 9110 7.6.1) and those we frame ourselves.  By
  * length first: every header of every message is asked. */
 static bool hop_by_hop(const char *n, size_t len)
@@ -303,7 +274,7 @@ static bool protected_field(const char *n, size_t len)
 }
 
 /* The edits that survive: the last per name, with a valid value. */
-static void put_edits(struct out *o, const struct ks_header_edit *e, size_t n, const char *skip)
+static void put_edits(struct ks_out *o, const struct ks_header_edit *e, size_t n, const char *skip)
 {
     for (size_t i = 0; i < n; i++) {
         if (e[i].value == NULL || last_edit(e, n, e[i].name, e[i].name_len) != &e[i])
@@ -313,7 +284,7 @@ static void put_edits(struct out *o, const struct ks_header_edit *e, size_t n, c
             continue;
         if (!ks_http_is_token(e[i].name, e[i].name_len) || !ks_http_is_value(e[i].value, e[i].value_len))
             continue;   /* never let an edit inject a line */
-        put_field(o, e[i].name, e[i].name_len, e[i].value, e[i].value_len);
+        ks_out_field(o, e[i].name, e[i].name_len, e[i].value, e[i].value_len);
     }
 }
 
@@ -326,7 +297,7 @@ static bool replaced_field(const char *n, size_t len, bool forwarded)
            (forwarded && ks_http_name_is(n, len, "forwarded"));
 }
 
-static void put_joined(struct out *o, const struct ks_request *r, const char *name, bool *any)
+static void put_joined(struct ks_out *o, const struct ks_request *r, const char *name, bool *any)
 {
     for (size_t i = 0; i < r->nheaders; i++) {
         const struct ks_header *h = &r->headers[i];
@@ -343,8 +314,8 @@ static void put_joined(struct out *o, const struct ks_request *r, const char *na
         if (n == 0)
             continue;
         if (*any)
-            put(o, ", ", 2);
-        put(o, v, n);
+            ks_out_put(o, ", ", 2);
+        ks_out_put(o, v, n);
         *any = true;
     }
 }
@@ -353,7 +324,7 @@ enum up_framing { UF_NONE, UF_LENGTH, UF_CHUNKED };
 
 static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstream *up,
                                  const struct ks_t_tenant *tn, bool tunnel, enum up_framing fr,
-                                 uint64_t length, struct out *o)
+                                 uint64_t length, struct ks_out *o)
 {
     const struct ks_table *t = x->w->table;
     const struct ks_request *r = x->r;
@@ -361,34 +332,34 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
     size_t ne = x->nedits;
     bool fwd = (tn->flags & KS_TF_FORWARDED) != 0;
 
-    put(o, r->method, r->method_len);
-    put(o, " ", 1);
+    ks_out_put(o, r->method, r->method_len);
+    ks_out_put(o, " ", 1);
     if (x->upstream_path != NULL) {
-        put(o, x->upstream_path, x->upstream_path_len);
+        ks_out_put(o, x->upstream_path, x->upstream_path_len);
     } else if ((tn->flags & KS_TF_STRIP_BASE_PATH) && x->base_len > 0 && x->match_path != NULL) {
         /* the normalised path without the base, always from a '/' */
         size_t rest = x->match_path_len - x->base_len;
         if (rest == 0)
-            put(o, "/", 1);
+            ks_out_put(o, "/", 1);
         else
-            put(o, x->match_path + x->base_len, rest);
+            ks_out_put(o, x->match_path + x->base_len, rest);
         if (r->query != NULL) {
-            put(o, "?", 1);
-            put(o, r->query, r->query_len);
+            ks_out_put(o, "?", 1);
+            ks_out_put(o, r->query, r->query_len);
         }
     } else {
-        put(o, r->origin, r->origin_len);
+        ks_out_put(o, r->origin, r->origin_len);
     }
-    puts_(o, " HTTP/1.1\r\n");
+    ks_out_str(o, " HTTP/1.1\r\n");
 
     const struct ks_header_edit *he = last_edit(e, ne, "host", 4);
     if (he != NULL && he->value != NULL && ks_http_valid_host(he->value, he->value_len) &&
         he->value_len > 0)
-        put_field(o, "Host", 4, he->value, he->value_len);
+        ks_out_field(o, "Host", 4, he->value, he->value_len);
     else if ((tn->flags & KS_TF_PRESERVE_HOST) && r->host_value != NULL && r->host_value_len > 0)
-        put_field(o, "Host", 4, r->host_value, r->host_value_len);
+        ks_out_field(o, "Host", 4, r->host_value, r->host_value_len);
     else
-        put_field(o, "Host", 4, ks_t_str(t, up->hostport), strlen(ks_t_str(t, up->hostport)));
+        ks_out_field(o, "Host", 4, ks_t_str(t, up->hostport), strlen(ks_t_str(t, up->hostport)));
 
     /* most requests have no Connection header: then no field is named */
     bool conn = ks_http_header(r, "connection") != NULL;
@@ -398,60 +369,60 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
             (conn && named_by_connection(r->headers, r->nheaders, h->name, h->name_len)) ||
             last_edit(e, ne, h->name, h->name_len) != NULL)
             continue;
-        put_field(o, h->name, h->name_len, h->value, h->value_len);
+        ks_out_field(o, h->name, h->name_len, h->value, h->value_len);
     }
 
     const char *ip = x->c->client_ip;
     if (last_edit(e, ne, "x-forwarded-for", 15) == NULL) {
         bool any = false;
-        puts_(o, "X-Forwarded-For: ");
+        ks_out_str(o, "X-Forwarded-For: ");
         put_joined(o, r, "x-forwarded-for", &any);
         if (any)
-            put(o, ", ", 2);
-        puts_(o, ip);
-        put(o, "\r\n", 2);
+            ks_out_put(o, ", ", 2);
+        ks_out_str(o, ip);
+        ks_out_put(o, "\r\n", 2);
     }
     if (last_edit(e, ne, "x-forwarded-host", 16) == NULL && r->host_value != NULL &&
         r->host_value_len > 0)
-        put_field(o, "X-Forwarded-Host", 16, r->host_value, r->host_value_len);
+        ks_out_field(o, "X-Forwarded-Host", 16, r->host_value, r->host_value_len);
     if (last_edit(e, ne, "x-forwarded-proto", 17) == NULL)
-        puts_(o, "X-Forwarded-Proto: http\r\n");
+        ks_out_str(o, "X-Forwarded-Proto: http\r\n");
     if (fwd && last_edit(e, ne, "forwarded", 9) == NULL) {
         bool any = false;
-        puts_(o, "Forwarded: ");
+        ks_out_str(o, "Forwarded: ");
         put_joined(o, r, "forwarded", &any);
         if (any)
-            put(o, ", ", 2);
+            ks_out_put(o, ", ", 2);
         /* RFC 7239: an IPv6 node is quoted and bracketed */
         bool v6 = strchr(ip, ':') != NULL;
-        puts_(o, v6 ? "for=\"[" : "for=");
-        puts_(o, ip);
-        puts_(o, v6 ? "]\"" : "");
+        ks_out_str(o, v6 ? "for=\"[" : "for=");
+        ks_out_str(o, ip);
+        ks_out_str(o, v6 ? "]\"" : "");
         if (r->host_value != NULL && r->host_value_len > 0) {
-            puts_(o, ";host=\"");
-            put(o, r->host_value, r->host_value_len);
-            puts_(o, "\"");
+            ks_out_str(o, ";host=\"");
+            ks_out_put(o, r->host_value, r->host_value_len);
+            ks_out_str(o, "\"");
         }
-        puts_(o, ";proto=http\r\n");
+        ks_out_str(o, ";proto=http\r\n");
     }
     if (last_edit(e, ne, "x-request-id", 12) == NULL)
-        put_field(o, "X-Request-ID", 12, r->id, strlen(r->id));
+        ks_out_field(o, "X-Request-ID", 12, r->id, strlen(r->id));
     put_edits(o, e, ne, "host");
 
     char num[32];
     if (fr == UF_LENGTH) {
-        put_field(o, "Content-Length", 14, num, ks_fmt_dec(num, length));
+        ks_out_field(o, "Content-Length", 14, num, ks_fmt_dec(num, length));
     } else if (fr == UF_CHUNKED) {
-        puts_(o, "Transfer-Encoding: chunked\r\n");
+        ks_out_str(o, "Transfer-Encoding: chunked\r\n");
     }
     if (tunnel) {
         const struct ks_header *uh = ks_http_header(r, "upgrade");
-        put_field(o, "Upgrade", 7, uh->value, uh->value_len);
-        puts_(o, "Connection: upgrade\r\n");
+        ks_out_field(o, "Upgrade", 7, uh->value, uh->value_len);
+        ks_out_str(o, "Connection: upgrade\r\n");
     } else if (up->keepalive <= 0) {
-        puts_(o, "Connection: close\r\n");
+        ks_out_str(o, "Connection: close\r\n");
     }
-    put(o, "\r\n", 2);
+    ks_out_put(o, "\r\n", 2);
     return o->overflow ? 0 : o->len;
 }
 
@@ -659,38 +630,38 @@ enum client_framing { CF_NONE, CF_LENGTH, CF_CHUNKED, CF_CLOSE };
 
 static size_t build_response_head(struct ks_exchange *x, const struct resp *rp,
                                   const struct ks_response_head *rh, enum client_framing cf,
-                                  bool upgrade, struct out *o)
+                                  bool upgrade, struct ks_out *o)
 {
     char line[24];
-    put(o, "HTTP/1.1 ", 9);
-    put(o, line, ks_fmt_dec(line, (uint64_t)rh->status));
-    put(o, " ", 1);
+    ks_out_put(o, "HTTP/1.1 ", 9);
+    ks_out_put(o, line, ks_fmt_dec(line, (uint64_t)rh->status));
+    ks_out_put(o, " ", 1);
     if (rh->status == (int)rp->p.status_code && rp->reason_len > 0)
-        put(o, rp->reason, rp->reason_len);
+        ks_out_put(o, rp->reason, rp->reason_len);
     else
-        puts_(o, ks_status_reason(rh->status));
-    put(o, "\r\n", 2);
+        ks_out_str(o, ks_status_reason(rh->status));
+    ks_out_put(o, "\r\n", 2);
     bool conn = has_field(rp->f.h, rp->f.n, "connection");
     for (size_t i = 0; i < rp->f.n; i++) {
         const struct ks_header *h = &rp->f.h[i];
         if (!skip_response_field(rp, h, upgrade, conn, rh))
-            put_field(o, h->name, h->name_len, h->value, h->value_len);
+            ks_out_field(o, h->name, h->name_len, h->value, h->value_len);
     }
     put_edits(o, rh->edits, rh->nedits, NULL);
-    put_field(o, "X-Request-ID", 12, x->r->id, strlen(x->r->id));
+    ks_out_field(o, "X-Request-ID", 12, x->r->id, strlen(x->r->id));
     bool head_req = strcmp(x->r->method, "HEAD") == 0;
     if (cf == CF_LENGTH || ((head_req || rh->status == 304) && (rp->p.flags & F_CONTENTLENGTH))) {
-        put_field(o, "Content-Length", 14, line, ks_fmt_dec(line, rp->p.content_length));
+        ks_out_field(o, "Content-Length", 14, line, ks_fmt_dec(line, rp->p.content_length));
     } else if (cf == CF_CHUNKED || (head_req && (rp->p.flags & F_CHUNKED) && x->r->http_minor >= 1)) {
-        puts_(o, "Transfer-Encoding: chunked\r\n");
+        ks_out_str(o, "Transfer-Encoding: chunked\r\n");
     }
     if (upgrade)
-        puts_(o, "Connection: upgrade\r\n");
+        ks_out_str(o, "Connection: upgrade\r\n");
     else if (x->close)
-        puts_(o, "Connection: close\r\n");
+        ks_out_str(o, "Connection: close\r\n");
     else if (x->r->http_minor == 0)
-        puts_(o, "Connection: keep-alive\r\n");
-    put(o, "\r\n", 2);
+        ks_out_str(o, "Connection: keep-alive\r\n");
+    ks_out_put(o, "\r\n", 2);
     return o->overflow ? 0 : o->len;
 }
 
@@ -769,7 +740,7 @@ static enum send_result send_request(struct ks_exchange *x, struct attempt *a,
         fr = UF_LENGTH;
         length = x->r->content_length;
     }
-    struct out o = { .buf = P->out_buf, .cap = P->out_cap };
+    struct ks_out o = { .buf = P->out_buf, .cap = P->out_cap };
     size_t hlen = build_request_head(x, a->up, tn, tunnel, fr, length, &o);
     if (hlen == 0)
         return SEND_TOO_BIG;
@@ -843,18 +814,18 @@ static int relay_interim(struct ks_exchange *x, struct ks_proxy *P, struct resp 
 {
     if (x->r->http_minor == 0)
         return 0;
-    struct out o = { .buf = P->head_buf, .cap = P->head_cap };
+    struct ks_out o = { .buf = P->head_buf, .cap = P->head_cap };
     char line[48];
     int n = snprintf(line, sizeof(line), "HTTP/1.1 %u ", rp->p.status_code);
-    put(&o, line, (size_t)n);
-    put(&o, rp->reason, rp->reason_len);
-    put(&o, "\r\n", 2);
+    ks_out_put(&o, line, (size_t)n);
+    ks_out_put(&o, rp->reason, rp->reason_len);
+    ks_out_put(&o, "\r\n", 2);
     for (size_t i = 0; i < rp->f.n; i++) {
         const struct ks_header *h = &rp->f.h[i];
         if (!hop_by_hop(h->name, h->name_len) && !named_by_connection(rp->f.h, rp->f.n, h->name, h->name_len))
-            put_field(&o, h->name, h->name_len, h->value, h->value_len);
+            ks_out_field(&o, h->name, h->name_len, h->value, h->value_len);
     }
-    put(&o, "\r\n", 2);
+    ks_out_put(&o, "\r\n", 2);
     if (o.overflow)
         return 0;
     int64_t dl = ks_now_ms() + x->w->table->settings.send_timeout_ms;
@@ -869,7 +840,7 @@ static enum attempt_result tunnel(struct ks_exchange *x, struct attempt *a, stru
     struct ks_proxy *P = w->proxy;
     struct ks_conn *c = x->c;
     x->close = true;
-    struct out o = { .buf = P->head_buf, .cap = P->head_cap };
+    struct ks_out o = { .buf = P->head_buf, .cap = P->head_cap };
     size_t hlen = build_response_head(x, rp, rh, CF_NONE, true, &o);
     if (hlen == 0)
         return fail_attempt(a, KS_UO_BAD_RESPONSE, 502, "response head too large", AT_FAIL);
@@ -1058,7 +1029,7 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
     enum client_framing cf = client_framing(x, kind);
     if (cf == CF_CLOSE || (x->in != NULL && ks_body_pending(x->in)))
         x->close = true;
-    struct out o = { .buf = P->head_buf, .cap = P->head_cap };
+    struct ks_out o = { .buf = P->head_buf, .cap = P->head_cap };
     size_t hlen = build_response_head(x, rp, &rh, cf, false, &o);
     if (hlen == 0)
         return fail_attempt(a, KS_UO_BAD_RESPONSE, 502, "response head from the upstream too large",

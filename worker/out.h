@@ -1,0 +1,55 @@
+/*
+ * out.h: an append-only buffer for the heads the worker writes (the proxy's
+ * request and response heads, Lua's response heads), without printf: a
+ * head is a few memcpy.  Nothing is written past cap; overflow says that
+ * something did not fit, and the caller refuses the head as a whole.
+ */
+#ifndef KS_OUT_H
+#define KS_OUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "keystoned/util.h"
+
+struct ks_out {
+    char *buf;
+    size_t cap, len;
+    bool overflow;
+};
+
+static inline void ks_out_put(struct ks_out *o, const char *s, size_t n)
+{
+    if (n > o->cap - o->len) {
+        o->overflow = true;
+        return;
+    }
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+}
+
+/* inline, so that the strlen of a literal folds away */
+static inline void ks_out_str(struct ks_out *o, const char *s)
+{
+    ks_out_put(o, s, strlen(s));
+}
+
+static inline void ks_out_dec(struct ks_out *o, uint64_t v)
+{
+    char num[20];
+    ks_out_put(o, num, ks_fmt_dec(num, v));
+}
+
+/* "name: value\r\n" */
+static inline void ks_out_field(struct ks_out *o, const char *name, size_t nl, const char *value,
+                                size_t vl)
+{
+    ks_out_put(o, name, nl);
+    ks_out_put(o, ": ", 2);
+    ks_out_put(o, value, vl);
+    ks_out_put(o, "\r\n", 2);
+}
+
+#endif

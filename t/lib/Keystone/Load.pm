@@ -125,8 +125,8 @@ sub fd_count {
 sub rss_kb {
     my ($pid) = @_;
     open my $fh, '<', "/proc/$pid/status" or return undef;
-    while (<$fh>) {
-        return $1 + 0 if /^VmRSS:\s+(\d+)\s+kB/;
+    while (my $line = <$fh>) {      # not $_: callers map over pids with it
+        return $1 + 0 if $line =~ /^VmRSS:\s+(\d+)\s+kB/;
     }
     return undef;
 }

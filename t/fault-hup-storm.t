@@ -109,7 +109,9 @@ my $applied = () = $log =~ /reload: reload applied: generation \d+/g;
 my $failed = () = $log =~ /reload FAILED/g;
 my $s = Keystone::Load::status($t);
 is($failed, 0, 'no reload failed');
-cmp_ok($applied, '>=', $hups / 2, "most HUPs were applied ($applied of $hups; the rest merged)");
+# how many merge depends on how fast the master reloads (much slower under
+# the sanitizers); what matters is that they keep coming and are counted
+cmp_ok($applied, '>=', 2 * $storm, "reloads kept being applied ($applied of $hups HUPs; the rest merged)");
 cmp_ok($applied, '<=', $hups, 'never more reloads than HUPs');
 is($s->{generation}, $gen0 + $applied, 'the generation is the start one plus the applied reloads');
 is($s->{reload}{ok}, $applied, 'keystonectl counts them too');
@@ -124,7 +126,7 @@ my $drained = $t->wait_for(sub {
     # (not necessarily 3 of them: a worker recycled after
     # max_requests_per_worker is replaced only when spares run short)
     return @w == @kids && @w >= 1 && !grep { $_->{generation} != $st->{generation} } @w;
-}, timeout => 1.5);
+}, timeout => 1.5 * Keystone::Load::slow());
 ok($drained, sprintf 'within shutdown_timeout only workers of the last generation remain (%.1f s)',
    time - $storm_end) or diag(explain($last->{workers}));
 unlike($log, qr/still busy \d+ ms after it was told to finish/, 'none had to be killed');
@@ -150,9 +152,9 @@ put_config(config($i));
 kill 'HUP', $master;
 my $t0 = time;
 ok($t->wait_log(qr/worker-retire: worker \d+ \(pid $busy->{pid}\) still busy 1000 ms after it was told to finish \(shutdown_timeout\): killed/,
-                from => $mark, timeout => 3), 'the stuck old worker is killed');
+                from => $mark, timeout => 3 * Keystone::Load::slow()), 'the stuck old worker is killed');
 my $took = time - $t0;
-cmp_ok($took, '<', 1.5, sprintf 'shutdown_timeout (1 s) after the reload (%.2f s)', $took);
+cmp_ok($took, '<', 1 + 0.5 * Keystone::Load::slow(), sprintf 'shutdown_timeout (1 s) after the reload (%.2f s)', $took);
 ok($c->closed_by_peer(timeout => 2), 'its connection is closed');
 ok($t->wait_for(sub { !$t->alive($busy->{pid}) && !kill 0, $busy->{pid} }), 'the process is gone');
 is($t->request($port, GET => '/p', host => 'app.test')->{status}, 200, 'the new workers serve');

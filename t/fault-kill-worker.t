@@ -61,9 +61,11 @@ diag(sprintf "%d kills; %d requests, %d failed (%s); latency p99 %d us",
 
 # paced at 5 a second; a machine busy with other work may lag a little
 ok($kills >= 4 * $storm, "a worker was killed every 200 ms ($kills kills in $storm s)");
+# (a victim still tearing down can be picked again: count processes)
+my $victims = keys %victims;
 cmp_ok($r->{responses}, '>', 100, 'traffic went on during the kills');
 is_deeply([ sort keys %{ $r->{statuses} } ], ['200'], 'every answer was a 200: no 5xx');
-cmp_ok(Keystone::Load::failed($r), '<=', $kills, 'at most one failed request per kill');
+cmp_ok(Keystone::Load::failed($r), '<=', scalar(keys %victims), 'at most one failed request per kill');
 is($r->{errors}{timeout} + $r->{errors}{connect} + $r->{errors}{malformed}, 0,
    'and those were cut connections (no timeout, no refused connect, nothing malformed)');
 
@@ -87,7 +89,7 @@ is($u->{active}, 0, 'no request counted in flight at the upstream after the load
 # every victim's death was seen and logged; the master never gave up
 my $log = $t->error_log;
 my $exits = () = $log =~ /worker-exit: worker \d+ exited: pid \d+, gen \d+, status killed by signal 9/g;
-is($exits, $kills, 'every kill was reaped and logged');
+is($exits, $victims, "every victim was reaped and logged ($victims)");
 unlike($log, qr/worker-fatal/, 'no generation was declared unstartable');
 my $after = $t->request($port, GET => '/after');
 is($after->{status}, 200, 'serving after the storm');

@@ -783,5 +783,11 @@ int main(int argc, char **argv)
     if (R.events != NULL)
         fclose(R.events);
     report(&R);
+    for (int s = 0; s < R.nspecs; s++) {
+        free(R.specs[s].request);
+        free(R.specs[s].lat.v);
+    }
+    free(R.conns);
+    close(R.ep);
     return 0;
 }

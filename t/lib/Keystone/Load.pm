@@ -35,7 +35,11 @@ C<failed($r)> is the number of requests that got no complete response
 (the sum of C<< $r->{errors} >>); C<count($r, $status)> the number of
 responses with that status; C<spec($r, $i)> the report of the I<i>-th
 spec.  C<soak()> is true when C<KS_SOAK=1> (C<make check-soak>): the
-tests then run their long versions.
+tests then run their long versions.  C<slow()> is the factor by which
+the bounds about time (an exit within 1 s, a latency, a Lua timeout that
+must not reach the watchdog) stretch: 1, or C<KS_SLOW> when set, or 5
+under the sanitizers (C<ASAN_OPTIONS>/C<UBSAN_OPTIONS> set, as C<make
+check-sanitizers> does), which slow every process several times.
 
 =cut
 
@@ -98,6 +102,11 @@ sub count {
 sub spec { $_[0]{specs}[ $_[1] ] }
 
 sub soak { ($ENV{KS_SOAK} // '') eq '1' }
+
+sub slow {
+    return $ENV{KS_SLOW} + 0 if ($ENV{KS_SLOW} // '') =~ /^\d+(?:\.\d+)?$/;
+    return ($ENV{ASAN_OPTIONS} // '') ne '' || ($ENV{UBSAN_OPTIONS} // '') ne '' ? 5 : 1;
+}
 
 # ---- processes ---------------------------------------------------------
 

@@ -107,10 +107,25 @@ tenants:
 EOF
 $master = $t->start;
 my ($w) = Keystone::Load::worker_pids($t);
-# the limit is on descriptor numbers: below the lowest free one, all are taken
-opendir my $fdd, "/proc/$w/fd" or die;
-my %open = map { $_ => 1 } grep { /^\d+$/ } readdir $fdd;
-closedir $fdd;
+# the limit is on descriptor numbers: below the lowest free one, all are
+# taken.  Read them once the worker sits idle with a set that holds still
+# (the readiness probe's connection may still be closing).
+sub fds_of {
+    opendir my $fdd, "/proc/$w/fd" or die;
+    my @fds = sort { $a <=> $b } grep { /^\d+$/ } readdir $fdd;
+    closedir $fdd;
+    return "@fds";
+}
+my $set;
+$t->wait_for(sub {
+    my $st = Keystone::Load::status($t) or return 0;
+    return 0 unless grep { $_->{pid} == $w && $_->{state} eq 'idle' } @{ $st->{workers}{list} };
+    my $a = fds_of();
+    sleep 0.2;
+    $set = fds_of();
+    return $a eq $set;
+});
+my %open = map { $_ => 1 } split ' ', $set;
 my $held = 0;
 $held++ while $open{$held};
 my ($code, $out, $err) = $t->run([ 'prlimit', "--pid=$w", "--nofile=$held:64" ]);

@@ -89,6 +89,16 @@ is($h{Host}, $app->addr, 'without a Host, the upstream host:port is sent');
 is($res->{json}{version}, 'HTTP/1.1', 'the upstream still gets HTTP/1.1');
 ok(!exists $h{'X-Forwarded-Host'}, 'no X-Forwarded-Host without a Host');
 
+# ---- a later HTTP/1 minor version is served as HTTP/1.1 (RFC 9112, 2.3) -----------------
+my $c12 = $t->conn($port);
+$c12->send("GET /v12 HTTP/1.2\r\nHost: localhost\r\n\r\n");
+$res = $c12->response;
+is($res->{status}, 200, 'HTTP/1.2 is served');
+is($res->{version}, 'HTTP/1.1', 'answered as HTTP/1.1');
+is($res->{json}{version}, 'HTTP/1.1', 'and forwarded as HTTP/1.1');
+is($c12->request(GET => '/v12b')->{status}, 200, 'with HTTP/1.1 keep-alive: the connection stays open');
+$c12->close;
+
 # ---- the response head ---------------------------------------------------------
 $r = $t->request($port, GET => '/resp?header=X-A:1&header=Keep-Alive:timeout%3D9'
                               . '&header=X-Request-ID:up&header=Connection:X-Gone&header=X-Gone:1'

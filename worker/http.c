@@ -283,7 +283,9 @@ enum ks_line_kind ks_http_request_line(const char *buf, size_t len)
         return KS_LINE_UNSUPPORTED;     /* HTTP/0.9: "GET /" */
     if (cr - sp2 != 9)
         return KS_LINE_OTHER;
-    if (sp2[6] == '1' && (sp2[8] == '0' || sp2[8] == '1'))
+    /* any HTTP/1.x: a later minor version is served as 1.1 (RFC 9112
+     * section 2.3), so only the major version is unsupported */
+    if (sp2[6] == '1')
         return KS_LINE_OTHER;
     return KS_LINE_UNSUPPORTED;
 }
@@ -446,7 +448,10 @@ static int finish_head(struct ks_request *r)
     r->method = http_method_str((enum http_method)p->method);
     r->method_len = strlen(r->method);
     r->http_major = p->http_major;
-    r->http_minor = p->http_minor;
+    /* HTTP/1.2 and later minors are read, answered and forwarded as 1.1:
+     * a recipient processes a higher minor version as the highest it
+     * conforms to (RFC 9112 section 2.3) */
+    r->http_minor = p->http_minor > 1 ? 1 : p->http_minor;
     r->keep_alive = http_should_keep_alive(p) != 0;
     r->chunked = (p->flags & F_CHUNKED) != 0;
     r->has_content_length = (p->flags & F_CONTENTLENGTH) != 0;

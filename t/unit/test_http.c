@@ -326,7 +326,6 @@ END_TEST
 static const char *const other_versions[] = {
     "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
     "GET / HTTP/0.9\r\nHost: x\r\n\r\n",
-    "GET / HTTP/1.2\r\nHost: x\r\n\r\n",
     "GET / HTTP/3.0\r\n",
     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",          /* the HTTP/2 connection preface */
     "\r\nPRI * HTTP/2.0\r\n",
@@ -346,6 +345,7 @@ START_TEST(test_request_line_kind)
     ck_assert_int_eq(KIND("GET / HTTP/1.1\r\n"), KS_LINE_OTHER);
     ck_assert_int_eq(KIND("GET / HTTP/1.0\r\nHost"), KS_LINE_OTHER);
     ck_assert_int_eq(KIND("GET / HTTP/2.0\r\n"), KS_LINE_UNSUPPORTED);
+    ck_assert_int_eq(KIND("GET / HTTP/1.2\r\n"), KS_LINE_OTHER);     /* served as 1.1 */
     ck_assert_int_eq(KIND("GET /\r\n"), KS_LINE_UNSUPPORTED);
     ck_assert_int_eq(KIND("PRI"), KS_LINE_PARTIAL);
     ck_assert_int_eq(KIND("PRI * HTTP/2"), KS_LINE_PARTIAL);

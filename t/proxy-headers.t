@@ -89,6 +89,16 @@ is($h{Host}, $app->addr, 'without a Host, the upstream host:port is sent');
 is($res->{json}{version}, 'HTTP/1.1', 'the upstream still gets HTTP/1.1');
 ok(!exists $h{'X-Forwarded-Host'}, 'no X-Forwarded-Host without a Host');
 
+# ---- fields with "_" in their name are not forwarded (nginx's default) ---------------------
+$r = $t->request($port, GET => '/u', headers => [ 'X_Forwarded_For' => '6.6.6.6', 'My_Field' => 'x',
+                                                  'My-Field' => 'y' ]);
+is($r->{status}, 200, 'a request with underscored fields is served');
+my @names = map { $_->[0] } @{ $r->{json}{headers} };
+ok(!grep({ /_/ } @names), 'no field with "_" reached the upstream') or diag("@names");
+%h = map { $_->[0] => $_->[1] } @{ $r->{json}{headers} };
+is($h{'My-Field'}, 'y', 'its dashed neighbour did');
+is($h{'X-Forwarded-For'}, '127.0.0.1', 'and X-Forwarded-For is ours alone');
+
 # ---- a later HTTP/1 minor version is served as HTTP/1.1 (RFC 9112, 2.3) -----------------
 my $c12 = $t->conn($port);
 $c12->send("GET /v12 HTTP/1.2\r\nHost: localhost\r\n\r\n");

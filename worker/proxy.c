@@ -361,11 +361,15 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
     else
         ks_out_field(o, "Host", 4, ks_t_str(t, up->hostport), strlen(ks_t_str(t, up->hostport)));
 
-    /* most requests have no Connection header: then no field is named */
+    /* most requests have no Connection header: then no field is named.
+     * A client's field with "_" in its name is dropped, as nginx does:
+     * CGI-style upstreams map "_" and "-" to the same variable, so
+     * "X_Forwarded_For" could pass for the X-Forwarded-For we set. */
     bool conn = ks_http_header(r, "connection") != NULL;
     for (size_t i = 0; i < r->nheaders; i++) {
         const struct ks_header *h = &r->headers[i];
         if (hop_by_hop(h->name, h->name_len) || replaced_field(h->name, h->name_len, fwd) ||
+            memchr(h->name, '_', h->name_len) != NULL ||
             (conn && named_by_connection(r->headers, r->nheaders, h->name, h->name_len)) ||
             last_edit(e, ne, h->name, h->name_len) != NULL)
             continue;

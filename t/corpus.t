@@ -106,7 +106,10 @@ for my $file (@files) {
         next;
     }
     my @r = responses($raw);
-    my @log = access_lines($amark);
+    # the worker writes its access-log line just after the answer: wait
+    # for it, so that what follows it (the backend's log) is this case's
+    my @log;
+    $t->wait_for(sub { @log = access_lines($amark); @log >= 1 }, timeout => 5) if @r;
     # A streamed head may reach the backend after the client had its
     # answer (its log is written by another thread): when the access log
     # says an upstream was used, wait for the backend to have logged it.

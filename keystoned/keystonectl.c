@@ -74,6 +74,13 @@ static void attach(struct ctl *c)
                 path, (int)pid);
         exit(EXIT_NOT_RUNNING);
     }
+    /* A master killed long ago may have left its pid to another process. */
+    uint64_t ticks = c->shm.hdr->master_start_ticks, now_ticks = ks_proc_start_ticks(pid);
+    if (ticks != 0 && now_ticks != 0 && ticks != now_ticks) {
+        fprintf(stderr, "keystonectl: keystoned is not running (stale state file %s: "
+                        "master pid %d now belongs to another process)\n", path, (int)pid);
+        exit(EXIT_NOT_RUNNING);
+    }
 }
 
 static void load_table(struct ctl *c)

@@ -808,3 +808,32 @@ char *ks_path_join(const char *dir, const char *path)
     out[dl + pl] = '\0';
     return out;
 }
+
+/* ---- processes --------------------------------------------------------- */
+
+uint64_t ks_proc_start_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* "pid (comm) state ppid ...": comm may hold spaces and parentheses,
+     * so count the fields from the last ')'; starttime is the 22nd. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return 0;
+    for (int field = 2; field < 22; field++) {
+        p = strchr(p + 1, ' ');
+        if (p == NULL)
+            return 0;
+    }
+    char *end;
+    unsigned long long ticks = strtoull(p + 1, &end, 10);
+    return end == p + 1 ? 0 : (uint64_t)ticks;
+}

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #define KS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -85,5 +86,12 @@ char *ks_read_file(const char *path, size_t max, size_t *len_out, char *err, siz
 /* Join a path relative to dir ("a.lua" + "/etc/k" -> "/etc/k/a.lua");
  * absolute paths are copied.  Returns malloc'd string. */
 char *ks_path_join(const char *dir, const char *path);
+
+/* ---- processes ------------------------------------------------------ */
+
+/* When process pid started, in clock ticks since boot (field 22 of
+ * /proc/PID/stat); 0 when that cannot be read.  A pid and its start time
+ * name one process: a pid alone may have been reused since. */
+uint64_t ks_proc_start_ticks(pid_t pid);
 
 #endif

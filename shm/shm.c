@@ -128,6 +128,7 @@ int ks_shm_create(struct ks_shm *shm, const char *path, const struct ks_shm_limi
     h->max_workers = lim->max_workers;
     h->start_wall_ms = ks_wall_ms();
     h->start_mono_ms = ks_now_ms();
+    h->master_start_ticks = ks_proc_start_ticks(getpid());
     ks_strlcpy(h->version, PACKAGE_VERSION, sizeof(h->version));
     ks_strlcpy(h->config_path, config_path, sizeof(h->config_path));
     ks_strlcpy(h->control_socket, control_socket, sizeof(h->control_socket));

@@ -32,7 +32,7 @@
 #include <sys/types.h>
 
 #define KS_SHM_MAGIC 0x3130455441545353ULL /* "SSTATE01" little-endian */
-#define KS_SHM_LAYOUT_VERSION 2
+#define KS_SHM_LAYOUT_VERSION 3
 
 enum ks_region {
     KS_REGION_SCOREBOARD,
@@ -68,6 +68,7 @@ struct ks_shm_header {
     uint32_t max_workers;       /* scoreboard has 2 x this many slots */
     int64_t start_wall_ms;      /* wall clock, for uptime display */
     int64_t start_mono_ms;      /* CLOCK_MONOTONIC at start */
+    uint64_t master_start_ticks; /* ks_proc_start_ticks(master_pid), 0 = unknown */
     char version[16];           /* PACKAGE_VERSION */
     char config_path[1024];     /* absolute, so keystonectl -s finds the rest */
     char control_socket[256];

@@ -112,6 +112,20 @@ is($code, 1, 'stale state file: exit 1');
 like($err, qr/not running \(stale state file .*master pid $master is gone\)/,
      'stale state file: says the master is gone');
 
+# ... and one whose master pid now belongs to another live process (pids
+# are reused): the header's master_pid (int32 at offset 24, after magic,
+# layout_version, header_size and total_size) pointed at a sleeping child
+my $other = $t->spawn(['sleep', '60']);
+open(my $fh, '+<:raw', $state) or die "$state: $!";
+seek($fh, 24, 0) or die;
+print $fh pack('l<', $other) or die;
+close $fh or die;
+($code, $out, $err) = $t->ctl('-s', $state, 'status');
+is($code, 1, 'state file naming a reused pid: exit 1');
+like($err, qr/not running \(stale state file .*master pid $other now belongs to another process\)/,
+     'state file naming a reused pid: says so');
+$t->terminate($other);
+
 ($code, $out, $err) = $t->ctl('frobnicate');
 is($code, 2, 'unknown command: exit 2');
 like($err, qr/usage: keystonectl/, 'and the usage');

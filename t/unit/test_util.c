@@ -10,8 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "keystoned/util.h"
@@ -489,6 +492,39 @@ START_TEST(test_path_join)
 }
 END_TEST
 
+/* A pid's start time, also when its name has spaces and parentheses
+ * (the name is in the middle of /proc/PID/stat); 0 once it is gone. */
+START_TEST(test_proc_start_ticks)
+{
+    uint64_t self = ks_proc_start_ticks(getpid());
+    ck_assert_uint_gt(self, 0);
+    ck_assert_uint_eq(ks_proc_start_ticks(getpid()), self);
+
+    int ready[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        prctl(PR_SET_NAME, "a) b (c) d");
+        (void)!write(ready[1], "x", 1);
+        pause();
+        _exit(0);
+    }
+    uint64_t before = ks_proc_start_ticks(child);
+    char c;
+    ck_assert_int_eq(read(ready[0], &c, 1), 1);
+    uint64_t after = ks_proc_start_ticks(child);
+    ck_assert_uint_ge(before, self);
+    ck_assert_uint_eq(after, before);
+
+    kill(child, SIGKILL);
+    ck_assert_int_eq(waitpid(child, NULL, 0), child);
+    ck_assert_uint_eq(ks_proc_start_ticks(child), 0);
+    close(ready[0]);
+    close(ready[1]);
+}
+END_TEST
+
 static Suite *util_suite(void)
 {
     Suite *s = suite_create("util");
@@ -509,6 +545,7 @@ static Suite *util_suite(void)
     tcase_add_test(tc, test_fd_flags);
     tcase_add_test(tc, test_read_file);
     tcase_add_test(tc, test_path_join);
+    tcase_add_test(tc, test_proc_start_ticks);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -7,10 +7,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -505,6 +505,7 @@ START_TEST(test_proc_start_ticks)
     pid_t child = fork();
     ck_assert_int_ge(child, 0);
     if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* gone with the test, whatever fails */
         prctl(PR_SET_NAME, "a) b (c) d");
         (void)!write(ready[1], "x", 1);
         pause();

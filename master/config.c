@@ -1649,6 +1649,7 @@ static const struct ks_key server_keys[] = {
     K_INT("max_workers", SC, max_workers, 1, 4096, KF_RESTART),
     K_INT64("max_requests_per_worker", SC, max_requests_per_worker, 0, INT64_MAX),
     K_INT("max_keepalive_requests", SC, max_keepalive_requests, 1, 1000000, 0),
+    K_INT("backlog", SC, backlog, 1, 65535, 0),
     K_DUR("read_header_timeout", SC, read_header_timeout_ms, 1, MS_H),
     K_DUR("read_body_timeout", SC, read_body_timeout_ms, 1, MS_D),
     K_SIZE("min_body_rate", SC, min_body_rate, 0, GB, 0),
@@ -1738,6 +1739,7 @@ static int config_init(struct ks_load *ld, struct ks_config *c)
     s->max_workers = 64;
     s->max_requests_per_worker = 10000;
     s->max_keepalive_requests = 1000;
+    s->backlog = 511;
     s->read_header_timeout_ms = 5 * MS_S;
     s->read_body_timeout_ms = 30 * MS_S;
     s->min_body_rate = 1024;

@@ -98,6 +98,7 @@ struct ks_server_config {
     int workers, min_spare, max_spare, max_workers;
     int64_t max_requests_per_worker;    /* 0 = never recycle */
     int max_keepalive_requests;
+    int backlog;                /* listen(2) queue of each listener */
     int64_t read_header_timeout_ms;
     int64_t read_body_timeout_ms;
     uint64_t min_body_rate;     /* bytes/s a body must keep up; 0 = off */

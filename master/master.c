@@ -102,7 +102,7 @@ struct ks_master {
 
 /* ---- listeners ---------------------------------------------------------- */
 
-static int bind_listener(const struct ks_addr *a, char *err, size_t errlen)
+static int bind_listener(const struct ks_addr *a, int backlog, char *err, size_t errlen)
 {
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -113,7 +113,7 @@ static int bind_listener(const struct ks_addr *a, char *err, size_t errlen)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (a->ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 511) < 0) {
+    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, backlog) < 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", a->text, strerror(errno));
         close(fd);
         return -1;
@@ -125,8 +125,8 @@ static int bind_listener(const struct ks_addr *a, char *err, size_t errlen)
  * (a reload that keeps that address while another one changes: binding
  * it again would fail with EADDRINUSE, and the connections queued on it
  * must stay in its one kernel queue), else a new socket. */
-static int open_listener(const struct ks_addr *a, const struct ks_listener *have, int nhave,
-                         char *err, size_t errlen)
+static int open_listener(const struct ks_addr *a, int backlog, const struct ks_listener *have,
+                         int nhave, char *err, size_t errlen)
 {
     for (int i = 0; i < nhave; i++)
         if (have[i].fd >= 0 && strcmp(have[i].addr.text, a->text) == 0) {
@@ -135,7 +135,7 @@ static int open_listener(const struct ks_addr *a, const struct ks_listener *have
                 snprintf(err, errlen, "cannot keep the listener on %s: %s", a->text, strerror(errno));
             return fd;
         }
-    return bind_listener(a, err, errlen);
+    return bind_listener(a, backlog, err, errlen);
 }
 
 /* Open the listeners cfg asks for into out[], reusing those of have[]
@@ -145,13 +145,13 @@ static int bind_all(const struct ks_config *cfg, const struct ks_listener *have,
 {
     *n = 0;
     out[0] = (struct ks_listener){ .kind = KS_LISTEN_PUBLIC, .addr = cfg->server.public_addr };
-    out[0].fd = open_listener(&out[0].addr, have, nhave, err, errlen);
+    out[0].fd = open_listener(&out[0].addr, cfg->server.backlog, have, nhave, err, errlen);
     if (out[0].fd < 0)
         return -1;
     *n = 1;
     if (cfg->server.has_admin_addr) {
         out[1] = (struct ks_listener){ .kind = KS_LISTEN_ADMIN, .addr = cfg->server.admin_addr };
-        out[1].fd = open_listener(&out[1].addr, have, nhave, err, errlen);
+        out[1].fd = open_listener(&out[1].addr, cfg->server.backlog, have, nhave, err, errlen);
         if (out[1].fd < 0) {
             close(out[0].fd);
             *n = 0;
@@ -160,6 +160,16 @@ static int bind_all(const struct ks_config *cfg, const struct ks_listener *have,
         *n = 2;
     }
     return 0;
+}
+
+/* listen() again on a listening socket sets its queue length: a reload
+ * applies server.backlog to the listeners it keeps, with no new socket. */
+static void set_backlog(const struct ks_master *m)
+{
+    for (int i = 0; i < m->nlisteners; i++)
+        if (listen(m->listeners[i].fd, m->cfg->server.backlog) < 0)
+            ks_log_warn("reload", "cannot set the backlog of %s to %d: %s",
+                        m->listeners[i].addr.text, m->cfg->server.backlog, strerror(errno));
 }
 
 static void close_parked(struct ks_master *m)
@@ -675,6 +685,7 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
     m->fatal_gen = 0;
     if (new_listeners)
         replace_listeners(m, fresh, nfresh);
+    set_backlog(m);
     snprintf(msg, sizeof(msg), "applied: generation %llu", (unsigned long long)generation(m));
     ks_shm_set_reload(&m->shm, KS_RELOAD_APPLIED, msg);
     ks_log_info("reload", "reload applied: generation %llu%s", (unsigned long long)generation(m),

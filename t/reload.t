@@ -159,5 +159,25 @@ is($code, 4, 'a reload whose address is taken fails');
 like($err, qr/cannot listen on 127\.0\.0\.1:\d+: Address already in use/, 'and says why');
 is($t->request($port2, GET => '/admin/health')->{status}, 200, 'the current address still serves');
 
+# ---- server.backlog: the listen queue, set again on the kept socket by a reload -------
+# ss(8) shows a listening socket's queue length as its Send-Q
+sub backlog_of {
+    my ($p) = @_;
+    my $line = `ss -ltnH 'sport = :$p' 2>/dev/null` // '';
+    return $line =~ /^LISTEN\s+\d+\s+(\d+)\s/ ? $1 : undef;
+}
+SKIP: {
+    skip 'ss(8) not installed (Debian iproute2; ./bootstrap installs it as root)', 5
+        unless defined backlog_of($port2);
+    is(backlog_of($port2), 511, 'the listen queue is 511 by default');
+    @old = $t->processes_of($master);
+    $t->write_config(config(port => $port2, extra => '  backlog: 37'));
+    ($code, $out, $err) = $t->ctl('-c', $conf, 'reload');
+    is($code, 0, 'a reload with a new backlog applied') or diag($err);
+    is(backlog_of($port2), 37, 'the kept listener has the new queue length');
+    ok((grep { $t->alive($_) } @old) == @old, 'without replacing the workers');
+    is($t->request($port2, GET => '/admin/health')->{status}, 200, 'and it serves');
+}
+
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

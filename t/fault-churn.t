@@ -52,7 +52,8 @@ diag(sprintf "connect and close: %d connections, errors %s; one request each: %d
      $r->{responses}, join(',', map { "$_=$r->{errors}{$_}" } grep { $r->{errors}{$_} } sort keys %{ $r->{errors} }),
      $r->{latency_us}{p99});
 # (how many depends on the machine: 1000 clients overflow the listen
-# backlog of 511, and a dropped SYN is sent again after 1 s)
+# backlog, server.backlog, 511 by default, and a dropped SYN is sent
+# again after 1 s)
 cmp_ok($c->{connects}, '>', 100, 'connections were opened and closed at once');
 cmp_ok($r->{responses}, '>', 100, 'connections were opened for one request');
 is_deeply([ keys %{ $r->{statuses} } ], ['200'], 'every answer was a 200');

@@ -128,11 +128,9 @@ static int send_chunk(struct ks_lua_req *q, const char *s, size_t n)
         struct iovec iov = { .iov_base = (void *)s, .iov_len = n };
         return writev_client(q, &iov, 1);
     }
-    char size[24];
-    size_t sl = ks_fmt_hex(size, n, 0);
-    memcpy(size + sl, "\r\n", 2);
+    char size[KS_CHUNK_LINE_MAX];
     struct iovec iov[3] = {
-        { .iov_base = size, .iov_len = sl + 2 },
+        { .iov_base = size, .iov_len = ks_chunk_size_line(size, n) },
         { .iov_base = (void *)s, .iov_len = n },
         { .iov_base = "\r\n", .iov_len = 2 },
     };

@@ -24,9 +24,10 @@
  *   is precise, waits for the rest: a deadline is never overshot.
  * - EAGAIN, also from a call that could block, always falls back to
  *   poll() for the time left (in slices when a stop may end the wait, so
- *   that a stop flagged just before the call is seen).  So a stale entry (a descriptor number
- *   reused by a non-blocking socket that was never registered) only
- *   means the read-first pattern for that socket, never a spin.
+ *   that a stop flagged just before the call is seen).  So a stale entry
+ *   (a descriptor number reused by a non-blocking socket that was never
+ *   registered) only means the read-first pattern for that socket, never
+ *   a spin.
  */
 #include <config.h>
 

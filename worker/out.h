@@ -42,6 +42,16 @@ static inline void ks_out_dec(struct ks_out *o, uint64_t v)
     ks_out_put(o, num, ks_fmt_dec(num, v));
 }
 
+/* A chunk's size line of chunked framing, "<hex size>\r\n", into dst
+ * (KS_CHUNK_LINE_MAX bytes); returns its length. */
+#define KS_CHUNK_LINE_MAX 18
+static inline size_t ks_chunk_size_line(char *dst, uint64_t size)
+{
+    size_t n = ks_fmt_hex(dst, size, 0);
+    memcpy(dst + n, "\r\n", 2);
+    return n + 2;
+}
+
 /* "name: value\r\n" */
 static inline void ks_out_field(struct ks_out *o, const char *name, size_t nl, const char *value,
                                 size_t vl)

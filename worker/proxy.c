@@ -166,7 +166,7 @@ int ks_proxy_fail(struct ks_exchange *x, int status, const char *why, const char
 struct outq {
     struct iovec iov[QUEUE_IOV];
     int n;
-    char sizes[QUEUE_IOV / 3 + 1][20];  /* chunk-size lines */
+    char sizes[QUEUE_IOV / 3 + 1][KS_CHUNK_LINE_MAX];  /* chunk-size lines */
     int nsizes;
 };
 
@@ -188,9 +188,7 @@ static void q_chunk(struct outq *q, const char *p, size_t n)
     if (n == 0)
         return;
     char *line = q->sizes[q->nsizes++];
-    size_t len = ks_fmt_hex(line, n, 0);
-    memcpy(line + len, "\r\n", 2);
-    q_add(q, line, len + 2);
+    q_add(q, line, ks_chunk_size_line(line, n));
     q_add(q, p, n);
     q_add(q, "\r\n", 2);
 }

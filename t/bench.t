@@ -22,11 +22,11 @@ like($out, qr/^- machine: \d+ CPUs /m, 'the report names the machine');
 for my $c (16, 64) {
     my ($table) = $out =~ /^(### 1\. small GET proxied, keep-alive, C=$c\n.*?)(?=^###|\z)/ms;
     ok($table, "a table for C=$c") or next;
-    like($table, qr/keystoned $c workers, nginx $c worker processes, HAProxy $c threads/,
+    like($table, qr/keystoned $c workers, floor $c processes, nginx $c worker processes, HAProxy $c threads/,
          "C=$c: every proxy gets $c workers");
     like($table, qr/^\| direct +\| +\d+ \| +[\d.]+ ms \| +[\d.]+ ms \| +[\d.]+ us \| +1\.00 \| +0 \|$/m,
          "C=$c: the direct backend measured, without errors");
-    for my $peer (qw(nginx haproxy)) {
+    for my $peer (qw(floor nginx haproxy)) {
         like($table, qr/^\| $peer +\| +\d+ \| +[\d.]+ ms \| +[\d.]+ ms \| +[\d.]+ us \| +[\d.]+ \| +0 \|$/m,
              "C=$c: $peer measured, without errors");
     }
@@ -36,6 +36,8 @@ for my $c (16, 64) {
     like($table, qr{^keystoned/nginx: (?:req/s x[\d.]+, p99 x[\d.]+, CPU/req x[\d.]+|n/a \(keystoned not measured\))$}m,
          "C=$c: keystoned/nginx ratio line");
     like($table, qr{^keystoned/haproxy: }m, "C=$c: keystoned/haproxy ratio line");
+    like($table, qr{^keystoned/floor: }m, "C=$c: keystoned/floor ratio line");
+    like($table, qr{^floor/nginx: req/s x[\d.]+, }m, "C=$c: floor/nginx ratio line");
 }
 like($err, qr/^\[1 C=16\] round 1\/1 nginx +\d+ req\/s/m, 'progress lines on stderr');
 

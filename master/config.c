@@ -1405,6 +1405,7 @@ static const char *const log_levels[] = { "error", "warn", "info", "debug", NULL
 static const char *const words_stderr[] = { "stderr", NULL };
 static const char *const words_stderr_off[] = { "stderr", "off", NULL };
 static const char *const all_down_words[] = { "fail", "try_anyway", NULL };
+static const char *const scheduling_words[] = { "normal", "batch", NULL };   /* enum order */
 
 static void health_init_unset(struct ks_health_config *h)
 {
@@ -1650,6 +1651,7 @@ static const struct ks_key server_keys[] = {
     K_INT64("max_requests_per_worker", SC, max_requests_per_worker, 0, INT64_MAX),
     K_INT("max_keepalive_requests", SC, max_keepalive_requests, 1, 1000000, 0),
     K_INT("backlog", SC, backlog, 1, 65535, 0),
+    K_ENUM("worker_scheduling", SC, worker_scheduling, scheduling_words, 0),
     K_DUR("read_header_timeout", SC, read_header_timeout_ms, 1, MS_H),
     K_DUR("read_body_timeout", SC, read_body_timeout_ms, 1, MS_D),
     K_SIZE("min_body_rate", SC, min_body_rate, 0, GB, 0),
@@ -1740,6 +1742,7 @@ static int config_init(struct ks_load *ld, struct ks_config *c)
     s->max_requests_per_worker = 10000;
     s->max_keepalive_requests = 1000;
     s->backlog = 511;
+    s->worker_scheduling = KS_SCHED_BATCH;
     s->read_header_timeout_ms = 5 * MS_S;
     s->read_body_timeout_ms = 30 * MS_S;
     s->min_body_rate = 1024;

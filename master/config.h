@@ -67,6 +67,8 @@ struct ks_lua_limits {
 };
 
 enum ks_all_down { KS_ALL_DOWN_FAIL = 0, KS_ALL_DOWN_TRY_ANYWAY = 1 };
+/* server.worker_scheduling: the workers' Linux scheduling policy */
+enum ks_worker_scheduling { KS_SCHED_NORMAL = 0, KS_SCHED_BATCH = 1 };
 
 struct ks_tenant_config {
     char *name;
@@ -99,6 +101,7 @@ struct ks_server_config {
     int64_t max_requests_per_worker;    /* 0 = never recycle */
     int max_keepalive_requests;
     int backlog;                /* listen(2) queue of each listener */
+    int worker_scheduling;      /* enum ks_worker_scheduling */
     int64_t read_header_timeout_ms;
     int64_t read_body_timeout_ms;
     uint64_t min_body_rate;     /* bytes/s a body must keep up; 0 = off */

@@ -149,6 +149,7 @@ size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynrout
     s->lua_hard_timeout_ms = cfg->lua.hard_timeout_ms;
     s->lua_expose_errors = cfg->lua.expose_errors;
     s->max_changes_per_minute = cfg->dynamic_routing.max_changes_per_minute;
+    s->worker_sched_batch = sv->worker_scheduling == KS_SCHED_BATCH;
 
     uint32_t *strlist = ks_table_strlist(&b);
     uint16_t *schedule = ks_table_schedule(&b);

@@ -48,6 +48,7 @@ struct ks_t_settings {
     uint32_t allowed_env;           /* index into strlist */
     uint32_t nallowed_env;
     int32_t max_changes_per_minute;
+    uint32_t worker_sched_batch;    /* 1: workers run under SCHED_BATCH */
 };
 
 enum {

@@ -179,5 +179,35 @@ SKIP: {
     is($t->request($port2, GET => '/admin/health')->{status}, 200, 'and it serves');
 }
 
+# ---- server.worker_scheduling: the workers' policy, changed in place by a reload -------
+# the policy is field 41 of /proc/PID/stat (sched(7): 0 SCHED_OTHER, 3 SCHED_BATCH)
+sub policy_of {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return undef;
+    my $stat = <$fh> // return undef;
+    $stat =~ s/^.*\)\s+//s;           # comm may hold spaces; $f[0] is field 3
+    return (split ' ', $stat)[38];
+}
+sub policies { join ',', sort map { policy_of($_) // 'gone' } @_ }
+SKIP: {
+    skip 'SCHED_BATCH not permitted here (chrt -b 0 true failed)', 7
+        unless system('chrt -b 0 true >/dev/null 2>&1') == 0;
+    @old = $t->processes_of($master);
+    ok($t->wait_for(sub { policies(@old) eq join ',', map { 3 } @old }),
+       'the workers run under SCHED_BATCH by default') or diag(policies(@old));
+    is(policy_of($master), 0, 'the master keeps SCHED_OTHER');
+    $t->write_config(config(port => $port2, extra => '  worker_scheduling: normal'));
+    ($code, $out, $err) = $t->ctl('-c', $conf, 'reload');
+    is($code, 0, 'a reload to worker_scheduling: normal applied') or diag($err);
+    ok($t->wait_for(sub { policies(@old) eq join ',', map { 0 } @old }),
+       'every worker switched to SCHED_OTHER') or diag(policies(@old));
+    ok((grep { $t->alive($_) } @old) == @old, 'without replacing the workers');
+    $t->write_config(config(port => $port2, extra => '  worker_scheduling: batch'));
+    ($code, $out, $err) = $t->ctl('-c', $conf, 'reload');
+    is($code, 0, 'and back to batch') or diag($err);
+    ok($t->wait_for(sub { policies(@old) eq join ',', map { 3 } @old }),
+       'every worker switched back') or diag(policies(@old));
+}
+
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -166,10 +167,33 @@ static void adopt_buffers(struct ks_worker *w, struct ks_conn *c)
     w->retired_headers = NULL;
 }
 
+/* server.worker_scheduling.  SCHED_BATCH takes away a woken worker's
+ * right to preempt the task running on its CPU: the worker waits (at most
+ * a scheduler slice) until that task blocks or its slice ends.  A worker
+ * sleeps twice per proxied request, so without it every answer from an
+ * upstream and every next request from a client preempts wrk, the
+ * backend or another worker halfway through their own work; with it the
+ * machine switches about half as often and a proxied request costs less
+ * CPU (t/bench/RESULTS.md).  Unprivileged processes may switch between
+ * the two policies either way, so a reload can change it. */
+static void apply_scheduling(struct ks_worker *w, bool batch)
+{
+    if (w->sched_batch == (int)batch)
+        return;
+    struct sched_param p = { .sched_priority = 0 };
+    if (sched_setscheduler(0, batch ? SCHED_BATCH : SCHED_OTHER, &p) < 0) {
+        ks_log_warn("scheduling", "worker %u: cannot set SCHED_%s: %s", w->args->slot,
+                    batch ? "BATCH" : "OTHER", strerror(errno));
+        return;
+    }
+    w->sched_batch = batch;
+}
+
 static void apply_table(struct ks_worker *w)
 {
     const struct ks_t_settings *s = &w->table->settings;
     ks_log_set_level((enum ks_log_level)(s->log_level <= KS_LOG_DEBUG ? s->log_level : KS_LOG_INFO));
+    apply_scheduling(w, s->worker_sched_batch != 0);
     atomic_store_explicit(&w->score->generation, w->generation, memory_order_relaxed);
 }
 
@@ -496,6 +520,7 @@ static int worker_init(struct ks_worker *w, const struct ks_worker_args *a)
     w->shm = a->shm;
     w->score = ks_shm_score(a->shm, a->slot);
     w->access_log_fd = -1;
+    w->sched_batch = -1;            /* inherited from the master: set by the first table */
     ks_statefile_guard(a->shm);
     install_signals(w);
     /* die with the master: the kernel sends TERM when it exits, and a

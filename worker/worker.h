@@ -59,6 +59,7 @@ struct ks_worker {
     size_t table_cap;
     bool have_table;
     uint64_t generation;
+    int sched_batch;                /* the policy set: 1 batch, 0 normal, -1 not yet */
     unsigned table_buf;             /* route buffer it was copied from (rr cursors) */
     /* per-process buffers reused by every connection (sized from limits) */
     char *conn_buf;

@@ -14,10 +14,13 @@
  * GET without a body) and what the benchmark's backend answers (a head
  * with Content-Length); anything else closes the client connection.
  *
- * usage: floor LISTEN_PORT UPSTREAM_PORT PROCESSES   (127.0.0.1 both)
+ * usage: floor LISTEN_PORT UPSTREAM_PORT PROCESSES [batch]   (127.0.0.1 both)
+ * batch: the processes run under SCHED_BATCH, as keystoned's workers do
+ * by default (server.worker_scheduling), so that the two compare alike.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <sched.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -107,10 +110,13 @@ static ssize_t read_message(int fd, char *buf, bool with_body)
     }
 }
 
-static void serve(int listen_fd, int upstream_port)
+static void serve(int listen_fd, int upstream_port, bool batch)
 {
     static char req[BUF_SIZE], resp[BUF_SIZE];
     prctl(PR_SET_PDEATHSIG, SIGTERM);
+    struct sched_param sp = { .sched_priority = 0 };
+    if (batch && sched_setscheduler(0, SCHED_BATCH, &sp) < 0)
+        perror("floor: SCHED_BATCH");
     int up = upstream_connect(upstream_port);
     for (;;) {
         int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -141,10 +147,11 @@ static void serve(int listen_fd, int upstream_port)
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: floor LISTEN_PORT UPSTREAM_PORT PROCESSES\n");
+    if (argc != 4 && !(argc == 5 && strcmp(argv[4], "batch") == 0)) {
+        fprintf(stderr, "usage: floor LISTEN_PORT UPSTREAM_PORT PROCESSES [batch]\n");
         return 2;
     }
+    bool batch = argc == 5;
     int listen_port = atoi(argv[1]), upstream_port = atoi(argv[2]), n = atoi(argv[3]), one = 1;
     struct sockaddr_in a = loopback(listen_port);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -156,7 +163,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         pid_t pid = fork();
         if (pid == 0) {
-            serve(fd, upstream_port);
+            serve(fd, upstream_port, batch);
             _exit(0);
         }
         if (pid < 0) {

@@ -9,11 +9,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -172,9 +172,10 @@ static void adopt_buffers(struct ks_worker *w, struct ks_conn *c)
  * a scheduler slice) until that task blocks or its slice ends.  A worker
  * sleeps twice per proxied request, so without it every answer from an
  * upstream and every next request from a client preempts wrk, the
- * backend or another worker halfway through their own work; with it the
- * machine switches about half as often and a proxied request costs less
- * CPU (t/bench/RESULTS.md).  Unprivileged processes may switch between
+ * backend or another worker halfway through their own work.  With it the
+ * workers still switch twice per request, but the machine as a whole a
+ * fifth to a third less often, and a proxied request costs less CPU
+ * (t/bench/RESULTS.md).  Unprivileged processes may switch between
  * the two policies either way, so a reload can change it. */
 static void apply_scheduling(struct ks_worker *w, bool batch)
 {

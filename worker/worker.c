@@ -110,9 +110,8 @@ void ks_worker_request_id(struct ks_worker *w, char out[33])
 {
     /* unique per worker by the sequence, across workers and restarts by
      * the random seed; no system call per request */
-    uint64_t a = w->id_prefix;
     uint64_t b = ++w->request_seq * 0x9e3779b97f4a7c15ull ^ w->id_seed;
-    ks_fmt_hex(out, a, 16);
+    memcpy(out, w->id_prefix, 16);
     ks_fmt_hex(out + 16, b, 16);
     out[32] = '\0';
 }
@@ -545,7 +544,7 @@ static int worker_init(struct ks_worker *w, const struct ks_worker_args *a)
 
     if (getrandom(&w->id_seed, sizeof(w->id_seed), GRND_NONBLOCK) != sizeof(w->id_seed))
         w->id_seed = (uint64_t)ks_now_us() ^ ((uint64_t)getpid() << 40);
-    w->id_prefix = w->id_seed ^ ((uint64_t)getpid() << 32);
+    ks_fmt_hex(w->id_prefix, w->id_seed ^ ((uint64_t)getpid() << 32), 16);
     /* two private table buffers: a new table is copied into the spare one
      * and swapped in only when the copy succeeded */
     w->table_cap = ks_shm_count(a->shm, KS_REGION_ROUTES0);

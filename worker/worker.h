@@ -76,7 +76,7 @@ struct ks_worker {
     uint64_t requests;              /* served by this process */
     uint64_t request_seq;           /* for request ids */
     uint64_t id_seed;
-    uint64_t id_prefix;             /* seed and pid, the first half of every id */
+    char id_prefix[16];             /* seed and pid in hex, the first half of every id */
     int access_log_fd;              /* -1 = off */
     uint32_t access_log_str;        /* table string it was opened for */
     uint32_t access_log_epoch;      /* shm log_epoch when it was opened */

@@ -130,28 +130,33 @@ const struct ks_header *ks_http_header(const struct ks_request *r, const char *n
 
 /* ---- grammar ------------------------------------------------------------ */
 
-/* Character classes of RFC 9110 by table: every byte of every head
- * passes here twice (http-parser, then check_fields), and a table is one
- * load where the ranges and the switch were up to a dozen branches. */
+/* The character classes of RFC 9110 as a table: check_fields() looks up
+ * every byte of every request and response head, and a table is one load
+ * where ranges and a switch were up to a dozen branches.  T: tchar (and
+ * field-vchar), V: field-vchar, SP or HTAB only; one row per 16 bytes. */
 enum { C_TCHAR = 1, C_VCHAR = 2 };
+#define T (C_TCHAR | C_VCHAR)
+#define V C_VCHAR
 static const unsigned char char_class[256] = {
-    ['\t'] = C_VCHAR,
-    [' '] = C_VCHAR,
-    ['!'] = C_TCHAR | C_VCHAR, ['"'] = C_VCHAR, ['#'] = C_TCHAR | C_VCHAR,
-    ['$'] = C_TCHAR | C_VCHAR, ['%'] = C_TCHAR | C_VCHAR, ['&'] = C_TCHAR | C_VCHAR,
-    ['\''] = C_TCHAR | C_VCHAR, ['('] = C_VCHAR, [')'] = C_VCHAR,
-    ['*'] = C_TCHAR | C_VCHAR, ['+'] = C_TCHAR | C_VCHAR, [','] = C_VCHAR,
-    ['-'] = C_TCHAR | C_VCHAR, ['.'] = C_TCHAR | C_VCHAR, ['/'] = C_VCHAR,
-    ['0' ... '9'] = C_TCHAR | C_VCHAR,
-    [':'] = C_VCHAR, [';'] = C_VCHAR, ['<'] = C_VCHAR, ['='] = C_VCHAR,
-    ['>'] = C_VCHAR, ['?'] = C_VCHAR, ['@'] = C_VCHAR,
-    ['A' ... 'Z'] = C_TCHAR | C_VCHAR,
-    ['['] = C_VCHAR, ['\\'] = C_VCHAR, [']'] = C_VCHAR,
-    ['^'] = C_TCHAR | C_VCHAR, ['_'] = C_TCHAR | C_VCHAR, ['`'] = C_TCHAR | C_VCHAR,
-    ['a' ... 'z'] = C_TCHAR | C_VCHAR,
-    ['{'] = C_VCHAR, ['|'] = C_TCHAR | C_VCHAR, ['}'] = C_VCHAR, ['~'] = C_TCHAR | C_VCHAR,
-    [0x80 ... 0xff] = C_VCHAR,  /* obs-text */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, V, 0, 0, 0, 0, 0, 0,     /* controls; HTAB */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    V, T, V, T, T, T, T, T, V, V, T, T, V, T, T, V,     /* SP ! " # $ % & ' ( ) * + , - . / */
+    T, T, T, T, T, T, T, T, T, T, V, V, V, V, V, V,     /* 0-9 : ; < = > ? */
+    V, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T,     /* @ A-O */
+    T, T, T, T, T, T, T, T, T, T, T, V, V, V, T, T,     /* P-Z [ \ ] ^ _ */
+    T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T,     /* ` a-o */
+    T, T, T, T, T, T, T, T, T, T, T, V, T, V, T, 0,     /* p-z { | } ~ DEL */
+    V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,     /* 0x80-0xff: obs-text */
+    V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,
+    V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,
+    V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,
+    V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,
+    V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,
+    V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,
+    V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,
 };
+#undef T
+#undef V
 
 static bool tchar(unsigned char c)
 {

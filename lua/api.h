@@ -32,8 +32,9 @@ void ks_lua_seal_globals(lua_State *L);
 void ks_lua_new_class(lua_State *L, const char *name, const luaL_Reg *methods);
 
 /* The reference of a new userdata of class name, kept in the registry for
- * the state's life (req and res are made once, not per request). */
-int ks_lua_singleton(lua_State *L, const char *name);
+ * the state's life (req and res are made once, not per request); *self
+ * receives its address (a full userdata never moves). */
+int ks_lua_singleton(lua_State *L, const char *name, const void **self);
 
 /* A duration argument: "250ms", "5s" or a number of seconds; -1 when
  * invalid. */

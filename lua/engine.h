@@ -129,6 +129,7 @@ struct ks_lua {
     ks_lua_runtime_fn runtime;
     void *runtime_arg;
     int ref_req, ref_res, ref_next, ref_groupmt;
+    const void *req_self, *res_self;  /* the req and res userdata */
 
     /* owner's bookkeeping */
     bool dead;                      /* timed out or ran out of memory: discard */

@@ -90,8 +90,8 @@ char *ks_lua_arena_copy(lua_State *L, struct ks_lua_req *q, const char *s, size_
 char *ks_lua_arena_strdup(struct ks_lua_arena *a, const char *s);
 
 /* The request being handled; raises a Lua error outside one (or when the
- * first argument is not a req/res object of class cls). */
-struct ks_lua_req *ks_lua_current(lua_State *L, const char *cls);
+ * first argument is not self, the req or res object of class cls). */
+struct ks_lua_req *ks_lua_current(lua_State *L, const char *cls, const void *self);
 
 /* Output (response.c).  start/finish write to the client with the send
  * deadline, outside the Lua clock; 0 or -1 when the client is gone. */

@@ -27,7 +27,7 @@
 
 static struct ks_lua_req *cur(lua_State *L)
 {
-    return ks_lua_current(L, KS_LUA_RES_CLASS);
+    return ks_lua_current(L, KS_LUA_RES_CLASS, ks_lua_of(L)->res_self);
 }
 
 bool ks_lua_res_open(const struct ks_lua_req *q)
@@ -209,11 +209,7 @@ static void check_value(lua_State *L, const char *what, const char *v, size_t n)
 
 static void check_name(lua_State *L, const char *what, const char *s, size_t n)
 {
-    bool ok = n > 0 && n <= 256;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-             (s[i] >= '0' && s[i] <= '9') || strchr("!#$%&'*+-.^_`|~", s[i]) != NULL;
-    if (!ok)
+    if (n > 256 || !ks_http_is_token(s, n))
         luaL_error(L, "%s: bad header name", what);
     static const char *const framing[] = { "content-length", "transfer-encoding", "connection" };
     for (size_t i = 0; i < KS_ARRAY_LEN(framing); i++)
@@ -427,7 +423,8 @@ int ks_lua_open_response(lua_State *L)
         { "get_header", l_get_header }, { NULL, NULL },
     };
     ks_lua_new_class(L, KS_LUA_RES_CLASS, methods);
-    ks_lua_of(L)->ref_res = ks_lua_singleton(L, KS_LUA_RES_CLASS);
+    struct ks_lua *lx = ks_lua_of(L);
+    lx->ref_res = ks_lua_singleton(L, KS_LUA_RES_CLASS, &lx->res_self);
     /* res:json keeps cjson's encode even if the script rebinds json */
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_getfield(L, -1, "json");

@@ -382,9 +382,9 @@ void ks_lua_new_class(lua_State *L, const char *name, const luaL_Reg *methods)
     lua_pop(L, 1);
 }
 
-int ks_lua_singleton(lua_State *L, const char *name)
+int ks_lua_singleton(lua_State *L, const char *name, const void **self)
 {
-    lua_newuserdata(L, 1);
+    *self = lua_newuserdata(L, 1);
     luaL_setmetatable(L, name);
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }

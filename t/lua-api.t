@@ -123,6 +123,14 @@ router:middleware("twice", function(req, res, next) next() next() end)
 router:create_group("/twice", {middleware = {"twice"}}):add_route("GET", "/x", {handler = function(req, res) res:write("x") end})
 router:middleware("write-then-next", function(req, res, next) res:write("partial") next() end)
 router:create_group("/wn", {middleware = {"write-then-next"}}):add_route("GET", "/x", {handler = function(req, res) res:write("x") end})
+router:middleware("argcheck", function(req, res, next)
+    local req_ok, req_err = pcall(req.set_header, req, "X\\0Y", "v")
+    local res_ok, res_err = pcall(res.header, res, "X\\0Y", "v")
+    local class_ok, class_err = pcall(res.header, req, "X-A", "v")
+    res:json({req_ok = req_ok, req_err = req_err, res_ok = res_ok, res_err = res_err,
+              class_ok = class_ok, class_err = class_err})
+end)
+router:create_group("/argcheck", {middleware = {"argcheck"}}):add_route("GET", "/x", {handler = function(req, res) res:write("x") end})
 router:add_route("GET", "/set-path-in-handler", {handler = function(req, res) req:set_path("/x") end})
 
 -- response hook on every proxied response
@@ -303,6 +311,14 @@ $r = $t->request($port, GET => '/error-table');
 is($r->{status}, 500, 'an error object that is a table: 500 too');
 $r = $t->request($port, GET => '/bad-header');
 is($r->{status}, 500, 'res:header refuses the framing headers');
+$r = $t->request($port, GET => '/argcheck/x');
+is($r->{status}, 200, 'argument checks answered');
+ok(!$r->{json}{req_ok} && !$r->{json}{res_ok}, 'a NUL byte in a header name is refused by req:set_header and res:header');
+like($r->{json}{req_err} // '', qr/^req:set_header: bad header name/, 'req:set_header says why');
+like($r->{json}{res_err} // '', qr/^res:header: bad header name/, 'res:header says why');
+ok(!$r->{json}{class_ok}, 'a res method called on req is refused');
+like($r->{json}{class_err} // '', qr/bad argument #1 to '[^']+' \(ks\.res expected, got ks\.req\)/,
+     'with the usual message of a wrong argument') or diag($r->{json}{class_err});
 $r = $t->request($port, GET => '/late-status');
 ok(!defined $r->{status} && $r->{error} eq 'eof', 'an error once the head is out (res:status too late) '
    . 'closes the connection: the client sees a truncated stream');

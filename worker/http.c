@@ -613,7 +613,14 @@ static int head_step(struct head_ctx *h, const char *buf, size_t len)
     if (!h->line_judged) {
         bool lf = memchr(buf + h->lf_scan, '\n', len - h->lf_scan) != NULL;
         h->lf_scan = len;
-        if (lf || e != HPE_OK || h->parser_failed) {
+        /* The usual case needs no second look: once the parser has read
+         * HTTP/1.x off the line, it is not one to answer 505 (that takes
+         * another major version, or none). */
+        bool parser_past_line = lf && !h->parser_failed &&
+                                (e == HPE_OK || (e == HPE_PAUSED && h->head_done));
+        if (parser_past_line && r->parser.http_major == 1) {
+            h->line_judged = true;
+        } else if (lf || e != HPE_OK || h->parser_failed) {
             enum ks_line_kind k = ks_http_request_line(buf, len);
             if (k == KS_LINE_UNSUPPORTED) {
                 r->error = "only HTTP/1.0 and HTTP/1.1 are supported";

@@ -593,15 +593,12 @@ size_t ks_fmt_dec(char *dst, uint64_t v)
 size_t ks_fmt_hex(char *dst, uint64_t v, unsigned width)
 {
     static const char digits[] = "0123456789abcdef";
-    char tmp[16];
-    size_t n = 0;
-    do {
-        tmp[15 - n++] = digits[v & 0xf];
-        v >>= 4;
-    } while (v != 0);
-    while (n < width && n < 16)
-        tmp[15 - n++] = '0';
-    memcpy(dst, tmp + 16 - n, n);
+    /* the digits v needs, or width when more (request ids: always 16) */
+    size_t n = width >= 16 ? 16 : width > 0 ? width : 1;
+    while (n < 16 && v >> (4 * n) != 0)
+        n++;
+    for (size_t i = n; i-- > 0; v >>= 4)
+        dst[i] = digits[v & 0xf];
     return n;
 }
 

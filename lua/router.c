@@ -604,7 +604,10 @@ enum ks_match_kind ks_router_match(const struct ks_router *r, const char *method
     }
     if (best != NULL) {
         m->route = best;
-        ks_pattern_match(&best->pat, path, len, m->params, &m->nparams);
+        /* again for the captures, when it has any */
+        const struct ks_pattern *p = &best->pat;
+        if (p->nparams > 0 || (p->nsegs > 0 && p->seg[p->nsegs - 1].kind == KS_SEG_WILDCARD))
+            ks_pattern_match(p, path, len, m->params, &m->nparams);
         return KS_MATCH_FOUND;
     }
     if (!any)

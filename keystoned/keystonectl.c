@@ -131,6 +131,18 @@ static void format_duration(int64_t s, char *buf, size_t len)
         snprintf(buf, len, "%llds", (long long)s);
 }
 
+/* The same without spaces, for a column: "3m12s". */
+static void format_duration_compact(int64_t s, char *buf, size_t len)
+{
+    char spaced[48];
+    format_duration(s, spaced, sizeof(spaced));
+    size_t k = 0;
+    for (const char *p = spaced; *p != '\0' && k + 1 < len; p++)
+        if (*p != ' ')
+            buf[k++] = *p;
+    buf[k] = '\0';
+}
+
 static const char *reload_name(enum ks_reload_result r)
 {
     switch (r) {
@@ -148,6 +160,7 @@ struct worker_row {
     int32_t pid;
     uint64_t gen, requests;
     uint32_t state;
+    int64_t state_for_ms;           /* time in that state */
     char client[KS_SCORE_CLIENT_LEN];
     char request[KS_SCORE_REQUEST_LEN];
 };
@@ -157,6 +170,7 @@ static size_t read_workers(const struct ctl *c, struct worker_row *rows, size_t 
 {
     size_t n = 0;
     *busy = *idle = 0;
+    int64_t now = ks_now_ms();
     uint64_t slots = ks_shm_count(&c->shm, KS_REGION_SCOREBOARD);
     for (uint64_t i = 0; i < slots && n < max; i++) {
         const struct ks_score *sc = ks_shm_score(&c->shm, (uint32_t)i);
@@ -169,6 +183,9 @@ static size_t read_workers(const struct ctl *c, struct worker_row *rows, size_t 
         r->gen = atomic_load(&sc->generation);
         r->requests = atomic_load(&sc->requests);
         r->state = atomic_load(&sc->state);
+        /* the coarse stamp may be a tick ahead of this clock */
+        int64_t since = atomic_load(&sc->state_since_ms);
+        r->state_for_ms = since > 0 && now > since ? now - since : 0;
         safe_copy(r->client, sc->client, sizeof(r->client));
         safe_copy(r->request, sc->request, sizeof(r->request));
         if (r->state == KS_WS_IDLE || r->state == KS_WS_STARTING)
@@ -333,10 +350,11 @@ static int cmd_status(struct ctl *c)
                (unsigned long long)atomic_load(&h->access_log_lost));
         printf("\"workers\":{\"busy\":%d,\"idle\":%d,\"total\":%zu,\"list\":[", busy, idle, nrows);
         for (size_t i = 0; i < nrows; i++) {
-            printf("%s{\"slot\":%u,\"pid\":%d,\"generation\":%llu,\"state\":\"%s\",\"requests\":%llu,\"client\":",
+            printf("%s{\"slot\":%u,\"pid\":%d,\"generation\":%llu,\"state\":\"%s\","
+                   "\"state_for_ms\":%lld,\"requests\":%llu,\"client\":",
                    i ? "," : "", rows[i].slot, rows[i].pid, (unsigned long long)rows[i].gen,
                    ks_worker_state_name((enum ks_worker_state)rows[i].state),
-                   (unsigned long long)rows[i].requests);
+                   (long long)rows[i].state_for_ms, (unsigned long long)rows[i].requests);
             json_str(stdout, rows[i].client);
             printf(",\"request\":");
             json_str(stdout, rows[i].request);
@@ -366,14 +384,17 @@ static int cmd_status(struct ctl *c)
             printf("access log: %llu lines lost%s\n", (unsigned long long)atomic_load(&h->access_log_lost),
                    atomic_load(&h->access_log_reported) ? ", failing now" : "");
         printf("workers: %d busy, %d idle, %zu total\n", busy, idle, nrows);
-        printf("  %-5s %-8s %-6s %-10s %-9s %-22s %s\n", "SLOT", "PID", "GEN", "STATE", "REQUESTS",
-               "CLIENT", "REQUEST");
-        for (size_t i = 0; i < nrows; i++)
-            printf("  %-5u %-8d %-6llu %-10s %-9llu %-22s %s\n", rows[i].slot, rows[i].pid,
+        printf("  %-5s %-8s %-6s %-10s %-8s %-9s %-22s %s\n", "SLOT", "PID", "GEN", "STATE", "FOR",
+               "REQUESTS", "CLIENT", "REQUEST");
+        for (size_t i = 0; i < nrows; i++) {
+            char state_for[48];
+            format_duration_compact(rows[i].state_for_ms / 1000, state_for, sizeof(state_for));
+            printf("  %-5u %-8d %-6llu %-10s %-8s %-9llu %-22s %s\n", rows[i].slot, rows[i].pid,
                    (unsigned long long)rows[i].gen,
-                   ks_worker_state_name((enum ks_worker_state)rows[i].state),
+                   ks_worker_state_name((enum ks_worker_state)rows[i].state), state_for,
                    (unsigned long long)rows[i].requests, rows[i].client[0] ? rows[i].client : "-",
                    rows[i].request[0] ? rows[i].request : "-");
+        }
         printf("tenants: %u\n", t->ntenants);
         for (uint32_t i = 0; i < t->ntenants; i++) {
             const struct ks_t_tenant *tn = &ks_t_tenants(t)[i];

@@ -151,7 +151,7 @@ struct ks_score {
     _Atomic uint64_t generation;    /* config generation this worker serves */
     _Atomic uint64_t process_gen;   /* generation at which it was forked */
     _Atomic int64_t started_ms;     /* monotonic */
-    _Atomic int64_t state_since_ms; /* monotonic, when state last changed */
+    _Atomic int64_t state_since_ms; /* monotonic (coarse), when state last changed */
     _Atomic int64_t lua_since_ms;   /* monotonic start of the Lua call, 0 = none */
     _Atomic uint64_t requests;
     _Atomic uint64_t connections;

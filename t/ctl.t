@@ -79,14 +79,23 @@ ok($t->wait_for(sub {
 like($out, qr/^workers: 1 busy, 1 idle, 2 total$/m, 'status: busy/idle/total');
 like($out, qr/^keystoned \S+, master pid $master, up \d+s$/m, 'status: header line');
 like($out, qr/^generation 1, last reload: none$/m, 'status: generation and last reload');
-like($out, qr/^\s+\d+\s+\d+\s+1\s+reading\s+\d+\s+127\.0\.0\.1:\d+\s+-$/m,
-     'status: the reading worker and its client');
+like($out, qr/^\s+\d+\s+\d+\s+1\s+reading\s+\d+s\s+\d+\s+127\.0\.0\.1:\d+\s+-$/m,
+     'status: the reading worker, for how long, and its client');
+# the time in a state grows while the worker stays in it
+my $reading;
+ok($t->wait_for(sub {
+    (undef, my $j) = $t->ctl('-s', $state, 'status', '-j');
+    ($reading) = grep { $_->{state} eq 'reading' } @{ decode_json($j)->{workers}{list} };
+    $reading && $reading->{state_for_ms} >= 1000;
+}), 'status -j: state_for_ms of the reading worker passes 1000') or diag(explain($reading));
+(undef, $out) = $t->ctl('-s', $state, 'status');
+like($out, qr/^\s+\d+\s+\d+\s+1\s+reading\s+[1-9]\d*s\s/m, 'status: and so does FOR');
 like($out, qr/^  shop\s+base \/shop\s+2\/2 upstreams healthy/m, 'status: tenant line');
 $c->send("\r\n");
 is($c->response->{status}, 200, 'request completes');
 ok($t->wait_for(sub {
     (undef, $out) = $t->ctl('-s', $state, 'status');
-    $out =~ m{keepalive\s+\d+\s+127\.0\.0\.1:\d+\s+GET /admin/health};
+    $out =~ m{keepalive\s+\d+s\s+\d+\s+127\.0\.0\.1:\d+\s+GET /admin/health};
 }), 'status: a keep-alive connection shows its last request');
 $c->close;
 

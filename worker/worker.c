@@ -81,7 +81,8 @@ static void install_signals(struct ks_worker *w)
 void ks_worker_set_state(struct ks_worker *w, enum ks_worker_state s)
 {
     atomic_store_explicit(&w->score->state, s, memory_order_relaxed);
-    atomic_store_explicit(&w->score->state_since_ms, ks_now_ms(), memory_order_relaxed);
+    /* several changes per request: the cheap clock (keystonectl shows seconds) */
+    atomic_store_explicit(&w->score->state_since_ms, ks_coarse_ms(), memory_order_relaxed);
 }
 
 uint32_t ks_worker_short_of_fds(struct ks_worker *w, const char *where, int err)

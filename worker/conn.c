@@ -211,20 +211,28 @@ enum ks_io_result ks_write_all_iov(struct ks_worker *w, int fd, struct iovec *io
                                    int64_t deadline_ms, size_t *written)
 {
     *written = 0;
+    /* The first try never blocks: what a request writes usually fits in
+     * the socket buffer, and then it costs no clock read for the
+     * deadline.  Only what did not fit is written with a timeout. */
+    bool first = true;
     while (iovcnt > 0) {
         if (iov->iov_len == 0) {
             iov++;
             iovcnt--;
             continue;
         }
-        bool block = may_block(w, fd, SO_SNDTIMEO, deadline_ms);
+        bool block = !first && may_block(w, fd, SO_SNDTIMEO, deadline_ms);
         struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
         ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT));
+        bool was_first = first;
+        first = false;
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 return KS_IO_ERROR;
+            if (was_first)
+                continue;       /* full: now with a timeout */
             enum ks_io_result r = ks_wait_fd(w, fd, POLLOUT, deadline_ms, false);
             if (r != KS_IO_OK)
                 return r;

@@ -183,7 +183,7 @@ static size_t read_workers(const struct ctl *c, struct worker_row *rows, size_t 
         r->gen = atomic_load(&sc->generation);
         r->requests = atomic_load(&sc->requests);
         r->state = atomic_load(&sc->state);
-        /* the coarse stamp may be a tick ahead of this clock */
+        /* a state changed since now was read gives a stamp after it */
         int64_t since = atomic_load(&sc->state_since_ms);
         r->state_for_ms = since > 0 && now > since ? now - since : 0;
         safe_copy(r->client, sc->client, sizeof(r->client));

@@ -333,6 +333,15 @@ const char *ks_http_check_fields(const char *buf, size_t len)
     return check_fields(buf, buf + len);
 }
 
+/* ASCII letter or digit, or one of extra (never NUL, which strchr finds
+ * at the end of every string) */
+static bool alnum_or(unsigned char c, const char *extra)
+{
+    unsigned char lower = c | 0x20;
+    return (lower >= 'a' && lower <= 'z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr(extra, c) != NULL);
+}
+
 bool ks_http_valid_host(const char *v, size_t len)
 {
     size_t i = 0;
@@ -345,8 +354,7 @@ bool ks_http_valid_host(const char *v, size_t len)
         i++;
     } else {
         for (; i < len && v[i] != ':'; i++) {
-            unsigned char c = (unsigned char)v[i];
-            if (!isalnum(c) && strchr("-._~!$&'()*+,;=%", c) == NULL)
+            if (!alnum_or((unsigned char)v[i], "-._~!$&'()*+,;=%"))
                 return false;
         }
     }
@@ -364,11 +372,9 @@ bool ks_http_sane_request_id(const char *v, size_t len)
 {
     if (len == 0 || len > KS_REQUEST_ID_MAX)
         return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)v[i];
-        if (!isalnum(c) && strchr("._~:+/=-", c) == NULL)
+    for (size_t i = 0; i < len; i++)
+        if (!alnum_or((unsigned char)v[i], "._~:+/=-"))
             return false;
-    }
     return true;
 }
 

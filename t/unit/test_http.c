@@ -194,6 +194,26 @@ START_TEST(test_small_checks)
 }
 END_TEST
 
+static bool in_set(int c, const char *set)
+{
+    return c != 0 && strchr(set, c) != NULL;
+}
+
+/* Every byte between two letters, against the sets spelled out: a host
+ * (RFC 3986 reg-name) and a client's X-Request-ID; NUL is in neither. */
+START_TEST(test_host_and_id_bytes)
+{
+    static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    for (int c = 0; c < 256; c++) {
+        const char v[3] = { 'a', (char)c, 'b' };
+        bool host = in_set(c, alnum) || in_set(c, "-._~!$&'()*+,;=%");
+        ck_assert_msg(ks_http_valid_host(v, 3) == host, "host byte 0x%02x", c);
+        bool id = in_set(c, alnum) || in_set(c, "._~:+/=-");
+        ck_assert_msg(ks_http_sane_request_id(v, 3) == id, "request id byte 0x%02x", c);
+    }
+}
+END_TEST
+
 /* ---- reading heads ------------------------------------------------------- */
 
 START_TEST(test_read_ok)
@@ -671,6 +691,7 @@ static Suite *http_suite(void)
     tcase_add_test(pure, test_grammar);
     tcase_add_test(pure, test_response_grammar);
     tcase_add_test(pure, test_small_checks);
+    tcase_add_test(pure, test_host_and_id_bytes);
     tcase_add_test(pure, test_parser_leniency);
     tcase_add_test(pure, test_request_line_kind);
     tcase_add_test(pure, test_chunk_lines);

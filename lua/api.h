@@ -40,4 +40,11 @@ int ks_lua_singleton(lua_State *L, const char *name, const void **self);
  * invalid. */
 int64_t ks_lua_duration(lua_State *L, int idx);
 
+/* Strings that C code keeps as C strings (patterns, names, prefixes): a
+ * NUL byte inside would silently cut them short, so it is refused.
+ * ks_lua_checkcstring raises an argument error; ks_lua_tocstring returns
+ * NULL for a value that is not a string or holds a NUL. */
+const char *ks_lua_checkcstring(lua_State *L, int idx);
+const char *ks_lua_tocstring(lua_State *L, int idx);
+
 #endif

@@ -83,12 +83,12 @@ static int resolve_middleware(lua_State *L, int idx, int *mw, size_t *n, size_t 
     lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
     for (lua_Integer i = 1; i <= len; i++) {
         lua_rawgeti(L, idx, i);
-        const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        const char *name = ks_lua_tocstring(L, -1);
         int ref = name != NULL ? ks_router_name_ref(&lx->router, true, name) : -1;
         if (ref < 0) {
             snprintf(err, errlen, name ? "unknown middleware \"%.64s\" (register it with "
                                          "router:middleware before using it)"
-                                       : "middleware names must be strings",
+                                       : "middleware names must be strings (without NUL bytes)",
                      name);
             lua_pop(L, 1);
             return -1;
@@ -123,13 +123,17 @@ static int spec_from_opts(lua_State *L, int idx, struct ks_route_spec *s, int *f
         *fn_idx = lua_gettop(L);    /* left on the stack for the caller */
     } else {
         if (t == LUA_TSTRING) {
-            if (lx != NULL && ks_router_name_ref(&lx->router, false, lua_tostring(L, -1)) < 0) {
-                snprintf(err, errlen, "unknown handler \"%.64s\" (register it with router:handler)",
-                         lua_tostring(L, -1));
+            const char *name = ks_lua_tocstring(L, -1);
+            if (name == NULL || (lx != NULL && ks_router_name_ref(&lx->router, false, name) < 0)) {
+                if (name == NULL)
+                    snprintf(err, errlen, "a NUL byte in the handler's name");
+                else
+                    snprintf(err, errlen, "unknown handler \"%.64s\" (register it with router:handler)",
+                             name);
                 lua_pop(L, 1);
                 return -1;
             }
-            ks_strlcpy(s->handler, lua_tostring(L, -1), sizeof(s->handler));
+            ks_strlcpy(s->handler, name, sizeof(s->handler));
         } else if (t != LUA_TNIL) {
             snprintf(err, errlen, "handler must be a function or the name of a handler");
             lua_pop(L, 1);
@@ -138,12 +142,13 @@ static int spec_from_opts(lua_State *L, int idx, struct ks_route_spec *s, int *f
         lua_pop(L, 1);
     }
     if (lua_getfield(L, idx, "upstream") != LUA_TNIL) {
-        if (lua_type(L, -1) != LUA_TSTRING) {
+        const char *name = ks_lua_tocstring(L, -1);
+        if (name == NULL) {
             snprintf(err, errlen, "upstream must be the name of one of the tenant's upstreams");
             lua_pop(L, 1);
             return -1;
         }
-        ks_strlcpy(s->upstream, lua_tostring(L, -1), sizeof(s->upstream));
+        ks_strlcpy(s->upstream, name, sizeof(s->upstream));
     }
     lua_pop(L, 1);
     if ((*fn_idx != 0 || s->handler[0]) && s->upstream[0]) {
@@ -163,10 +168,11 @@ static int spec_from_opts(lua_State *L, int idx, struct ks_route_spec *s, int *f
     if (t == LUA_TBOOLEAN && lua_toboolean(L, -1))
         ks_route_literal_prefix(s->pattern, s->strip, sizeof(s->strip));
     else if (t == LUA_TSTRING) {
-        const char *p = lua_tostring(L, -1);
-        size_t n = strlen(p);
-        if (p[0] != '/' || n >= sizeof(s->strip) || strncmp(s->pattern, p, n) != 0) {
-            snprintf(err, errlen, "strip_prefix \"%.64s\" is not a prefix of the pattern", p);
+        const char *p = ks_lua_tocstring(L, -1);
+        size_t n = p != NULL ? strlen(p) : 0;
+        if (p == NULL || p[0] != '/' || n >= sizeof(s->strip) || strncmp(s->pattern, p, n) != 0) {
+            snprintf(err, errlen, "strip_prefix \"%.64s\" is not a prefix of the pattern",
+                     p != NULL ? p : "(with a NUL byte)");
             lua_pop(L, 1);
             return -1;
         }
@@ -193,7 +199,13 @@ static int spec_from_opts(lua_State *L, int idx, struct ks_route_spec *s, int *f
                 return -1;
             }
             lua_pushvalue(L, -1);   /* tostring a number in a copy, not the key */
-            int rc = ks_route_spec_add_header(s, lua_tostring(L, -3), lua_tostring(L, -1), err, errlen);
+            (void)lua_tostring(L, -1);
+            const char *name = ks_lua_tocstring(L, -3), *value = ks_lua_tocstring(L, -1);
+            int rc = -1;
+            if (name == NULL || value == NULL)
+                snprintf(err, errlen, "a NUL byte in a header of the route");
+            else
+                rc = ks_route_spec_add_header(s, name, value, err, errlen);
             lua_pop(L, 2);
             if (rc < 0) {
                 lua_pop(L, 2);
@@ -248,8 +260,8 @@ static int r_add_route(lua_State *L)
 {
     struct ks_lua *lx = ks_lua_of(L);
     int group = self_group(L);
-    const char *method = luaL_checkstring(L, 2);
-    const char *pattern = luaL_checkstring(L, 3);
+    const char *method = ks_lua_checkcstring(L, 2);
+    const char *pattern = ks_lua_checkcstring(L, 3);
     if (!lua_isnoneornil(L, 4))
         luaL_checktype(L, 4, LUA_TTABLE);
     lua_settop(L, 4);
@@ -346,7 +358,7 @@ static int r_delete_route(lua_State *L)
 {
     struct ks_lua *lx = ks_lua_of(L);
     luaL_checktype(L, 1, LUA_TTABLE);
-    const char *id = luaL_checkstring(L, 2);
+    const char *id = ks_lua_checkcstring(L, 2);
     char err[256];
     const struct ks_route *rt = ks_router_find(&lx->router, id);
     if (rt == NULL) {
@@ -406,7 +418,7 @@ static int r_create_group(lua_State *L)
     struct ks_lua *lx = ks_lua_of(L);
     int parent = self_group(L);
     ks_lua_check_phase(L, KS_LUA_LOAD, "router:create_group");
-    const char *prefix = luaL_checkstring(L, 2);
+    const char *prefix = ks_lua_checkcstring(L, 2);
     if (!lua_isnoneornil(L, 3))
         luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
@@ -461,7 +473,7 @@ static int register_function(lua_State *L, const char *what, bool named, bool mi
     struct ks_lua *lx = ks_lua_of(L);
     luaL_checktype(L, 1, LUA_TTABLE);
     ks_lua_check_phase(L, KS_LUA_LOAD, what);
-    const char *name = named ? luaL_checkstring(L, 2) : NULL;
+    const char *name = named ? ks_lua_checkcstring(L, 2) : NULL;
     int fn = named ? 3 : 2;
     luaL_checktype(L, fn, LUA_TFUNCTION);
     lua_pushvalue(L, fn);
@@ -554,8 +566,8 @@ static int decode_route(lua_State *L)
     }
     lua_getfield(L, t, "method");
     lua_getfield(L, t, "pattern");
-    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
-        snprintf(err, errlen, "a route needs \"method\" and \"pattern\" strings");
+    if (ks_lua_tocstring(L, -2) == NULL || ks_lua_tocstring(L, -1) == NULL) {
+        snprintf(err, errlen, "a route needs \"method\" and \"pattern\" strings (without NUL bytes)");
         lua_pushboolean(L, 0);
         return 1;
     }

@@ -389,6 +389,22 @@ int ks_lua_singleton(lua_State *L, const char *name, const void **self)
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+const char *ks_lua_checkcstring(lua_State *L, int idx)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, idx, &n);
+    if (strlen(s) != n)
+        luaL_argerror(L, idx, "a NUL byte in the string");
+    return s;
+}
+
+const char *ks_lua_tocstring(lua_State *L, int idx)
+{
+    size_t n;
+    const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &n) : NULL;
+    return s != NULL && strlen(s) == n ? s : NULL;
+}
+
 int64_t ks_lua_duration(lua_State *L, int idx)
 {
     if (lua_type(L, idx) == LUA_TNUMBER) {

@@ -72,6 +72,22 @@ like($err, qr{scripts/reg\.lua:4: GET /a conflicts with route r1 \(GET /a at \S+
 like($err, qr{scripts/reg\.lua:5: unknown middleware "nope"}, 'unknown middleware: file:line');
 like($err, qr/has 4 errors/, 'every error is reported, not just the first');
 
+# a NUL byte would cut a C string short: refused, never truncated
+($code, $out, $err) = check('nul-arg.lua', "router:add_route('GET', '/a\\0b', {upstream = 'app'})\n");
+is($code, 1, 'a pattern with a NUL byte fails -t');
+like($err, qr{nul-arg\.lua:1: bad argument #\d to 'add_route' \(a NUL byte in the string\)}, 'saying so, with file:line');
+($code, $out, $err) = check('nul-opts.lua', <<'LUA');
+router:add_route("GET", "/h", {upstream = "app\0x"})
+router:add_route("GET", "/i", {upstream = "app", headers = {["X-A"] = "1\0 2"}})
+router:add_route("GET", "/j", {upstream = "app", strip_prefix = "/j\0"})
+router:add_route("GET", "/k", {handler = "x\0"})
+LUA
+is($code, 1, 'route options with NUL bytes fail -t');
+like($err, qr{nul-opts\.lua:1: upstream must be the name}, 'a NUL in the upstream name');
+like($err, qr{nul-opts\.lua:2: a NUL byte in a header of the route}, 'in a header value');
+like($err, qr{nul-opts\.lua:3: strip_prefix "\(with a NUL byte\)" is not a prefix}, 'in strip_prefix');
+like($err, qr{nul-opts\.lua:4: a NUL byte in the handler's name}, "in a handler's name");
+
 ($code, $out, $err) = check('slow.lua', "while true do end\n");
 like($err, qr{slow\.lua: the script's top level ran longer than 50 ms \(lua_limits\.timeout\)}, 'a top level that loops');
 ($code, $out, $err) = check('big.lua', "local s = string.rep('x', 64 * 1024 * 1024)\n");

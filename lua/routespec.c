@@ -10,21 +10,13 @@
 
 #include "keystoned/util.h"
 #include "lua/routespec.h"
-
-static bool token_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
+#include "worker/http.h"
 
 int ks_route_spec_add_header(struct ks_route_spec *s, const char *name, const char *value,
                              char *err, size_t errlen)
 {
     size_t nl = strlen(name), vl = strlen(value);
-    bool ok = nl > 0 && nl <= 128;
-    for (size_t i = 0; ok && i < nl; i++)
-        ok = token_char(name[i]);
-    if (!ok) {
+    if (nl > 128 || !ks_http_is_token(name, nl)) {
         snprintf(err, errlen, "bad header name \"%.64s\"", name);
         return -1;
     }

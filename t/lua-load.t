@@ -81,12 +81,14 @@ router:add_route("GET", "/h", {upstream = "app\0x"})
 router:add_route("GET", "/i", {upstream = "app", headers = {["X-A"] = "1\0 2"}})
 router:add_route("GET", "/j", {upstream = "app", strip_prefix = "/j\0"})
 router:add_route("GET", "/k", {handler = "x\0"})
+router:add_route("GET", "/l", {upstream = "app", headers = {["X A"] = "1"}})
 LUA
 is($code, 1, 'route options with NUL bytes fail -t');
 like($err, qr{nul-opts\.lua:1: upstream must be the name}, 'a NUL in the upstream name');
 like($err, qr{nul-opts\.lua:2: a NUL byte in a header of the route}, 'in a header value');
 like($err, qr{nul-opts\.lua:3: strip_prefix "\(with a NUL byte\)" is not a prefix}, 'in strip_prefix');
 like($err, qr{nul-opts\.lua:4: a NUL byte in the handler's name}, "in a handler's name");
+like($err, qr{nul-opts\.lua:5: bad header name "X A"}, 'and a route header name that is not a token');
 
 ($code, $out, $err) = check('slow.lua', "while true do end\n");
 like($err, qr{slow\.lua: the script's top level ran longer than 50 ms \(lua_limits\.timeout\)}, 'a top level that loops');

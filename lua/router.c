@@ -606,7 +606,7 @@ enum ks_match_kind ks_router_match(const struct ks_router *r, const char *method
         m->route = best;
         /* again for the captures, when it has any */
         const struct ks_pattern *p = &best->pat;
-        if (p->nparams > 0 || (p->nsegs > 0 && p->seg[p->nsegs - 1].kind == KS_SEG_WILDCARD))
+        if (p->nparams > 0 || ks_pattern_has_wildcard(p))
             ks_pattern_match(p, path, len, m->params, &m->nparams);
         return KS_MATCH_FOUND;
     }

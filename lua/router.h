@@ -60,6 +60,11 @@ void ks_pattern_free(struct ks_pattern *p);
 bool ks_pattern_same_shape(const struct ks_pattern *a, const struct ks_pattern *b);
 /* > 0 when a is more specific than b, < 0 when less, 0 when equal. */
 int ks_pattern_cmp(const struct ks_pattern *a, const struct ks_pattern *b);
+/* Does the pattern end in "*" (which captures the rest of the path)? */
+static inline bool ks_pattern_has_wildcard(const struct ks_pattern *p)
+{
+    return p->nsegs > 0 && p->seg[p->nsegs - 1].kind == KS_SEG_WILDCARD;
+}
 
 struct ks_param {
     const char *name;               /* into the pattern; "*" for the wildcard */

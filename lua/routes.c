@@ -433,7 +433,7 @@ static int r_create_group(lua_State *L)
     struct ks_pattern p;
     if (ks_pattern_compile(full, &p, err, sizeof(err)) < 0)
         return luaL_error(L, "router:create_group: %s", err);
-    bool wildcard = p.nsegs > 0 && p.seg[p.nsegs - 1].kind == KS_SEG_WILDCARD;
+    bool wildcard = ks_pattern_has_wildcard(&p);
     ks_pattern_free(&p);
     if (wildcard)
         return luaL_error(L, "router:create_group: a prefix cannot end in *");

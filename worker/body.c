@@ -76,6 +76,18 @@ void ks_decoder_init(struct ks_decoder *d, http_parser *p, enum ks_body_kind kin
     d->acc = acc;
     d->acc_cap = acc_cap;
     d->done = kind == KS_BODY_NONE;
+    d->length = kind == KS_BODY_LENGTH ? p->content_length : 0;
+}
+
+uint64_t ks_decoder_length_left(const struct ks_decoder *d)
+{
+    return d->kind == KS_BODY_LENGTH && !d->done ? d->length - d->decoded : 0;
+}
+
+void ks_decoder_passed(struct ks_decoder *d)
+{
+    d->decoded = d->length;
+    d->done = true;
 }
 
 static int bws(const char *s, size_t i, size_t end)

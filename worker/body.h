@@ -42,6 +42,7 @@ struct ks_decoder {
     bool done;                  /* the message is complete */
     const char *error;          /* why the framing was refused */
     uint64_t decoded;           /* data bytes so far */
+    uint64_t length;            /* a Content-Length body's length */
     /* framing bytes consumed since the last pause; at the end of a chunked
      * message the trailer section (fields and the final CRLF) */
     char *acc;
@@ -65,6 +66,11 @@ ssize_t ks_decoder_run(struct ks_decoder *d, const char *buf, size_t len, struct
 /* The peer closed: completes a body delimited by EOF; -1 for any other
  * body that is not complete. */
 int ks_decoder_eof(struct ks_decoder *d);
+/* The bytes of a Content-Length body still to come (0 for other kinds). */
+uint64_t ks_decoder_length_left(const struct ks_decoder *d);
+/* They went past the decoder (spliced straight through): the body is
+ * complete, and d->p may not be used for it any more. */
+void ks_decoder_passed(struct ks_decoder *d);
 /* When done with a chunked message: its trailer fields re-serialised as
  * "Name: value\r\n" lines into out (framing and routing fields dropped).
  * Returns the length, 0 when there are none or they do not fit. */

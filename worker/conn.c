@@ -253,6 +253,111 @@ enum ks_io_result ks_write_all_iov(struct ks_worker *w, int fd, struct iovec *io
     return KS_IO_OK;
 }
 
+/* ---- splice(2): a body from socket to socket through a pipe ------------------ */
+
+/* Is fd one of ours in blocking mode (ks_sock_blocking())? */
+static bool registered_blocking(const struct ks_worker *w, int fd)
+{
+    return fd >= 0 && (size_t)fd < w->nsock_timeo && w->sock_timeo[fd].blocking;
+}
+
+/* Fill the empty pipe from the socket in: at least one byte, at most max.
+ * Reading a TCP socket into a pipe blocks as recv() does (the socket's
+ * O_NONBLOCK and SO_RCVTIMEO decide, the pipe's O_NONBLOCK only spares us
+ * waiting for room in it), so this is read_loop() with splice. */
+static enum ks_io_result splice_in(struct ks_worker *w, int in, int pipe_w, size_t max,
+                                   int64_t deadline_ms, size_t *got)
+{
+    for (;;) {
+        /* too close to the deadline for the socket's timeout: poll()
+         * first; a readable socket is then spliced without sleeping */
+        if (registered_blocking(w, in) && !may_block(w, in, SO_RCVTIMEO, deadline_ms)) {
+            enum ks_io_result r = ks_wait_fd(w, in, POLLIN, deadline_ms, false);
+            if (r != KS_IO_OK)
+                return r;
+        }
+        ssize_t n = splice(in, NULL, pipe_w, NULL, max, SPLICE_F_MOVE);
+        if (n > 0) {
+            *got = (size_t)n;
+            return KS_IO_OK;
+        }
+        if (n == 0)
+            return KS_IO_EOF;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return KS_IO_ERROR;
+        enum ks_io_result r = ks_wait_fd(w, in, POLLIN, deadline_ms, false);
+        if (r != KS_IO_OK)
+            return r;
+    }
+}
+
+/* Empty the pipe (m bytes in it) into the socket out. */
+static enum ks_io_result splice_out(struct ks_worker *w, int out, int pipe_r, size_t m,
+                                    int64_t deadline_ms, char *buf, size_t cap, size_t *sent)
+{
+    *sent = 0;
+    while (m > 0) {
+        if (registered_blocking(w, out) && !may_block(w, out, SO_SNDTIMEO, deadline_ms)) {
+            /* A blocking splice could sleep for the socket's whole timeout,
+             * past the deadline: what is left goes through buf and
+             * ks_write_all_iov(), whose last stretch does not block. */
+            ssize_t k = read(pipe_r, buf, m < cap ? m : cap);
+            if (k <= 0)
+                return KS_IO_ERROR;
+            struct iovec iov = { .iov_base = buf, .iov_len = (size_t)k };
+            size_t written;
+            enum ks_io_result r = ks_write_all_iov(w, out, &iov, 1, deadline_ms, &written);
+            *sent += written;
+            if (r != KS_IO_OK)
+                return r;
+            m -= (size_t)k;
+            continue;
+        }
+        ssize_t n = splice(pipe_r, NULL, out, NULL, m, SPLICE_F_MOVE);
+        if (n > 0) {
+            *sent += (size_t)n;
+            m -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+            return KS_IO_ERROR;
+        /* SO_SNDTIMEO passed with nothing sent (the pipe is not empty: m
+         * counts what is in it) */
+        enum ks_io_result r = ks_wait_fd(w, out, POLLOUT, deadline_ms, false);
+        if (r != KS_IO_OK)
+            return r;
+    }
+    return KS_IO_OK;
+}
+
+enum ks_io_result ks_conn_splice_from(struct ks_conn *c, int in, const int pipe_fd[2], uint64_t n,
+                                      int64_t read_ms, int64_t write_ms, char *buf, size_t cap,
+                                      bool *in_failed)
+{
+    struct ks_worker *w = c->w;
+    enum ks_io_result r = KS_IO_OK;
+    *in_failed = false;
+    while (n > 0) {
+        size_t got, sent;
+        r = splice_in(w, in, pipe_fd[1], n < SIZE_MAX ? (size_t)n : SIZE_MAX, ks_now_ms() + read_ms, &got);
+        if (r != KS_IO_OK) {
+            *in_failed = true;
+            break;
+        }
+        r = splice_out(w, c->fd, pipe_fd[0], got, ks_now_ms() + write_ms, buf, cap, &sent);
+        c->bytes_out += sent;
+        atomic_fetch_add_explicit(&w->score->bytes_out, sent, memory_order_relaxed);
+        if (r != KS_IO_OK)
+            break;
+        n -= got;
+    }
+    return r;
+}
+
 enum ks_io_result ks_conn_fill(struct ks_conn *c, int64_t deadline_ms, bool interruptible)
 {
     if (c->len == c->cap)

@@ -82,6 +82,17 @@ enum ks_io_result ks_conn_writev(struct ks_conn *c, struct iovec *iov, int iovcn
                                  int64_t deadline_ms);
 enum ks_io_result ks_conn_write(struct ks_conn *c, const void *buf, size_t len,
                                 int64_t deadline_ms);
+/* Send the client n bytes read from the socket in, through the pipe
+ * pipe_fd ([0] the read end, [1] the write end, both O_NONBLOCK; empty)
+ * with splice(2), so that they are never copied into the worker.  Each
+ * read from in has read_ms to bring something, each write write_ms to
+ * get it out, as ks_read_some() and ks_conn_writev() calls in a loop
+ * would; buf (cap bytes, free) is for the last stretch before a write
+ * deadline.  Counts what was sent.  On failure *in_failed tells whether
+ * in or the client failed; the pipe may then hold data (close it). */
+enum ks_io_result ks_conn_splice_from(struct ks_conn *c, int in, const int pipe_fd[2], uint64_t n,
+                                      int64_t read_ms, int64_t write_ms, char *buf, size_t cap,
+                                      bool *in_failed);
 /* Drop consumed input, moving unconsumed bytes to the front. */
 void ks_conn_compact(struct ks_conn *c);
 

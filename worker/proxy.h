@@ -39,6 +39,8 @@ struct ks_proxy {
     char *body_buf;             /* ks_body_read_all() */
     size_t body_cap;
     struct ks_header_edit resp_edits[64];   /* on_response's edits */
+    int pipe_fd[2];             /* for splice(2), when have_pipe */
+    bool have_pipe;
 };
 
 /* Set up / resize for the current table (after every table change: the

@@ -4,18 +4,21 @@
  * upstream_path, a forced upstream, timeout_ms, a body read whole with
  * ks_body_read_all(), and on_response.  A real shared segment, a
  * socketpair for the client and a forked upstream process that records
- * what it received.
+ * what it received.  Also ks_conn_splice_from(), the path of large
+ * response bodies, over loopback TCP (which is what splice(2) serves).
  */
 #include <config.h>
 
 #include <arpa/inet.h>
 #include <check.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +27,7 @@
 #include "shm/shm.h"
 #include "shm/table.h"
 #include "worker/body.h"
+#include "worker/conn.h"
 #include "worker/exchange.h"
 #include "worker/proxy.h"
 
@@ -126,6 +130,7 @@ static void setup(void)
 static void teardown(void)
 {
     ks_proxy_free(&worker);
+    ks_sock_free(&worker);
     close(conn.fd);
     close(client);
     close(lfd[0]);
@@ -465,6 +470,167 @@ START_TEST(test_timeout_override)
 }
 END_TEST
 
+
+/* ---- ks_conn_splice_from ------------------------------------------------- */
+
+/* A connected loopback TCP pair from listener 0: *ours is registered as
+ * the worker's blocking sockets are. */
+static void tcp_pair(int *ours, int *peer)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                             .sin_port = htons(lport[0]) };
+    *peer = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_eq(connect(*peer, (struct sockaddr *)&a, sizeof(a)), 0);
+    *ours = accept(lfd[0], NULL, NULL);
+    ck_assert_int_ge(*ours, 0);
+    ck_assert_int_eq(ks_sock_blocking(&worker, *ours, false, false), 0);
+}
+
+static void pattern(char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (char)('a' + i * 7 % 26);
+}
+
+/* Everything the upstream sends is in our receive queue before the call,
+ * so that the call never waits and the deadlines only choose the path. */
+static void queue_from(int peer, int ours, const char *data, size_t n)
+{
+    ck_assert_int_eq(write(peer, data, n), (ssize_t)n);
+    int queued = 0;
+    for (int i = 0; i < 2000 && queued < (int)n; i++) {
+        ck_assert_int_eq(ioctl(ours, FIONREAD, &queued), 0);
+        if (queued < (int)n)
+            poll(NULL, 0, 1);
+    }
+    ck_assert_int_eq(queued, (int)n);
+}
+
+static void read_exactly(int fd, char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        ck_assert_int_eq(poll(&p, 1, 2000), 1);
+        ssize_t k = read(fd, buf + got, n - got);
+        ck_assert_int_gt(k, 0);
+        got += (size_t)k;
+    }
+}
+
+/* An upstream socket (in, its peer writes), a client socket (out, its
+ * peer reads) and the pipe between them. */
+struct rig {
+    int in, in_peer, out, out_peer, pipe_fd[2];
+    struct ks_conn c;
+};
+
+static void rig_open(struct rig *g)
+{
+    tcp_pair(&g->in, &g->in_peer);
+    tcp_pair(&g->out, &g->out_peer);
+    ck_assert_int_eq(pipe2(g->pipe_fd, O_CLOEXEC | O_NONBLOCK), 0);
+    g->c = (struct ks_conn){ .fd = g->out, .w = &worker };
+}
+
+static void rig_close(struct rig *g)
+{
+    int *fds[] = { &g->in, &g->in_peer, &g->out, &g->out_peer, &g->pipe_fd[0], &g->pipe_fd[1] };
+    for (size_t i = 0; i < KS_ARRAY_LEN(fds); i++)
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+}
+
+/* Through the pipe with splice() (long timeouts), then with timeouts so
+ * short that every read polls first and every write goes through the
+ * buffer instead (the last stretch before a deadline). */
+START_TEST(test_splice_through)
+{
+    static const int64_t timeouts[] = { 2000, 15 };
+    enum { N = 48 * 1024 };
+    static char data[N], got[N], buf[16384];
+    pattern(data, N);
+    struct rig g;
+    rig_open(&g);
+    for (size_t i = 0; i < KS_ARRAY_LEN(timeouts); i++) {
+        queue_from(g.in_peer, g.in, data, N);
+        bool in_failed = true;
+        uint64_t before = g.c.bytes_out;
+        ck_assert_int_eq(ks_conn_splice_from(&g.c, g.in, g.pipe_fd, N, timeouts[i], timeouts[i], buf,
+                                             sizeof(buf), &in_failed), KS_IO_OK);
+        ck_assert(!in_failed);
+        ck_assert_uint_eq(g.c.bytes_out - before, N);
+        memset(got, 0, N);
+        read_exactly(g.out_peer, got, N);
+        ck_assert(memcmp(got, data, N) == 0);
+        int left = -1;
+        ck_assert_int_eq(ioctl(g.pipe_fd[0], FIONREAD, &left), 0);
+        ck_assert_int_eq(left, 0);
+    }
+    rig_close(&g);
+}
+END_TEST
+
+/* The upstream closes early: EOF, blamed on it, what came is sent. */
+START_TEST(test_splice_upstream_eof)
+{
+    char data[1000], got[1000], buf[4096];
+    pattern(data, sizeof(data));
+    struct rig g;
+    rig_open(&g);
+    queue_from(g.in_peer, g.in, data, sizeof(data));
+    close(g.in_peer);
+    g.in_peer = -1;
+    bool in_failed = false;
+    ck_assert_int_eq(ks_conn_splice_from(&g.c, g.in, g.pipe_fd, 5000, 2000, 2000, buf, sizeof(buf),
+                                         &in_failed), KS_IO_EOF);
+    ck_assert(in_failed);
+    ck_assert_uint_eq(g.c.bytes_out, sizeof(data));
+    read_exactly(g.out_peer, got, sizeof(got));
+    ck_assert(memcmp(got, data, sizeof(data)) == 0);
+    rig_close(&g);
+}
+END_TEST
+
+/* The upstream goes quiet: a timeout at read_ms, not later. */
+START_TEST(test_splice_upstream_idle)
+{
+    char buf[4096];
+    struct rig g;
+    rig_open(&g);
+    bool in_failed = false;
+    int64_t t0 = ks_now_ms();
+    ck_assert_int_eq(ks_conn_splice_from(&g.c, g.in, g.pipe_fd, 5000, 300, 2000, buf, sizeof(buf),
+                                         &in_failed), KS_IO_TIMEOUT);
+    int64_t took = ks_now_ms() - t0;
+    ck_assert(in_failed);
+    ck_assert_int_ge(took, 290);
+    ck_assert_int_lt(took, 1500);
+    rig_close(&g);
+}
+END_TEST
+
+/* The client is gone: an error blamed on it, not on the upstream. */
+START_TEST(test_splice_client_gone)
+{
+    enum { N = 8192 };
+    char data[N], buf[4096];
+    pattern(data, N);
+    struct rig g;
+    rig_open(&g);
+    struct linger l = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt(g.out_peer, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    close(g.out_peer);          /* a reset */
+    g.out_peer = -1;
+    queue_from(g.in_peer, g.in, data, N);
+    bool in_failed = true;
+    ck_assert_int_eq(ks_conn_splice_from(&g.c, g.in, g.pipe_fd, N, 2000, 2000, buf, sizeof(buf), &in_failed),
+                     KS_IO_ERROR);
+    ck_assert(!in_failed);
+    rig_close(&g);
+}
+END_TEST
+
 static Suite *proxy_suite(void)
 {
     Suite *s = suite_create("proxy");
@@ -483,11 +649,19 @@ static Suite *proxy_suite(void)
     tcase_add_test(tc, test_on_response_bad_status);
     tcase_add_test(tc, test_timeout_override);
     suite_add_tcase(s, tc);
+    tc = tcase_create("splice");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_splice_through);
+    tcase_add_test(tc, test_splice_upstream_eof);
+    tcase_add_test(tc, test_splice_upstream_idle);
+    tcase_add_test(tc, test_splice_client_gone);
+    suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN);   /* as in a worker: a write to a closed peer is EPIPE */
     SRunner *sr = srunner_create(proxy_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -908,6 +908,15 @@ static enum attempt_result tunnel(struct ks_exchange *x, struct attempt *a, stru
  * has been sent is spliced (t/bench/RESULTS.md: scenario 3). */
 #define SPLICE_MIN (64 * 1024)
 
+/* What a failed read of the response body says about the upstream. */
+static enum ks_upstream_outcome upstream_body_trouble(enum ks_io_result io, const char **trouble)
+{
+    bool timeout = io == KS_IO_TIMEOUT;
+    *trouble = timeout ? "upstream idle timeout while sending the body"
+                       : "upstream closed the connection in the middle of the body";
+    return timeout ? KS_UO_TIMEOUT : KS_UO_RESET;
+}
+
 /* The response body, from what followed the head in up_buf on. */
 static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, struct resp *rp,
                                       enum ks_body_kind kind, enum client_framing cf, size_t hlen)
@@ -971,13 +980,10 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
                 break;
             }
             close_pipe(P);      /* it may hold what never got out */
-            if (in_failed) {
-                trouble = io == KS_IO_TIMEOUT ? "upstream idle timeout while sending the body"
-                                              : "upstream closed the connection in the middle of the body";
-                bad = io == KS_IO_TIMEOUT ? KS_UO_TIMEOUT : KS_UO_RESET;
-            } else {
+            if (in_failed)
+                bad = upstream_body_trouble(io, &trouble);
+            else
                 trouble = "client gone";
-            }
             break;
         }
         size_t got;
@@ -989,9 +995,7 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
         }
         if (io == KS_IO_EOF && ks_decoder_eof(&d) == 0)
             continue;   /* a close-delimited body ends here */
-        trouble = io == KS_IO_TIMEOUT ? "upstream idle timeout while sending the body"
-                                      : "upstream closed the connection in the middle of the body";
-        bad = io == KS_IO_TIMEOUT ? KS_UO_TIMEOUT : KS_UO_RESET;
+        bad = upstream_body_trouble(io, &trouble);
         break;
     }
     if (trouble != NULL) {

@@ -16,11 +16,7 @@ my $b    = $t->backend(name => 'app-1');
 my $port = $b->port;
 ok($port > 0, 'backend listening');
 
-sub pattern {
-    my ($n) = @_;
-    my $p = "abcdefghijklmnopqrstuvwxyz0123456789\n";
-    return substr($p x (int($n / length $p) + 1), 0, $n);
-}
+sub pattern { Keystone::Test::backend_body(@_) }
 
 # ---- echo -------------------------------------------------------------------
 

@@ -28,11 +28,7 @@ tenants:
 EOF
 my $master = $t->start;
 
-sub pattern {
-    my ($n) = @_;
-    my $p = "abcdefghijklmnopqrstuvwxyz0123456789\n";
-    return substr($p x (int($n / length $p) + 1), 0, $n);
-}
+sub pattern { Keystone::Test::backend_body(@_) }
 sub hdr { my ($j, $name) = @_; [ map { $_->[1] } grep { lc $_->[0] eq lc $name } @{ $j->{headers} } ] }
 
 # ---- uploads ---------------------------------------------------------------------

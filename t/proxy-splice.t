@@ -10,7 +10,7 @@ use warnings;
 use JSON::PP qw(decode_json);
 use Socket qw(SOL_SOCKET SO_RCVBUF);
 use Test::More;
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 use Keystone::Test;
 
 my $t = Keystone::Test->new;
@@ -33,11 +33,7 @@ EOF
 my $master = $t->start;
 my ($worker) = $t->processes_of($master);
 
-sub pattern {
-    my ($n) = @_;
-    my $p = "abcdefghijklmnopqrstuvwxyz0123456789\n";
-    return substr($p x (int($n / length $p) + 1), 0, $n);
-}
+sub pattern { Keystone::Test::backend_body(@_) }
 sub access_log {
     open my $fh, '<', $t->dir . '/access.log' or return ();
     return map { decode_json($_) } <$fh>;

@@ -510,6 +510,13 @@ sub ctl {
 
 # ---- backends ----------------------------------------------------------
 
+# The body t/backend sends for ?size=N: N bytes of "abc...xyz0123456789\n".
+sub backend_body {
+    my ($n) = @_;
+    my $p = "abcdefghijklmnopqrstuvwxyz0123456789\n";
+    return substr($p x (int($n / length $p) + 1), 0, $n);
+}
+
 sub backend {
     my ($self, %o) = @_;
     my $name = $o{name} // 'backend' . ++$self->{backends};

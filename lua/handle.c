@@ -293,17 +293,19 @@ static const char *failure_text(enum ks_lua_result r)
                                     : "Lua script error";
 }
 
-/* Everything of q but its two arrays, the request header edits and the
- * response headers (4 KB that their counts guard), is zeroed: clearing
- * the whole struct was a page of memory written for every request. */
+/* Everything of q but the route match (which ks_router_match sets, and
+ * which is read only once routed) and its two arrays, the request header
+ * edits and the response headers (4 KB that their counts guard), is
+ * zeroed: clearing the whole struct was a page of memory written for
+ * every request. */
 static void req_clear(struct ks_lua_req *q)
 {
     char *b = (char *)q;
-    size_t edits = offsetof(struct ks_lua_req, edits);
+    size_t match = offsetof(struct ks_lua_req, m);
     size_t nedits = offsetof(struct ks_lua_req, nedits);
     size_t headers = offsetof(struct ks_lua_req, res) + offsetof(struct ks_lua_resp, headers);
     size_t nheaders = offsetof(struct ks_lua_req, res) + offsetof(struct ks_lua_resp, nheaders);
-    memset(b, 0, edits);
+    memset(b, 0, match);
     memset(b + nedits, 0, headers - nedits);
     memset(b + nheaders, 0, sizeof(*q) - nheaders);
 }

@@ -42,7 +42,7 @@ static bool no_body_status(int status)
 
 static bool is_head(const struct ks_lua_req *q)
 {
-    return strcmp(q->x->r->method, "HEAD") == 0;
+    return q->x->r->head_method;
 }
 
 static int64_t send_deadline(const struct ks_lua_req *q)
@@ -66,12 +66,12 @@ static int send_head(struct ks_lua_req *q, bool stream, size_t content_length, c
     bool nobody = no_body_status(status);
     char head[HEAD_MAX];
     struct ks_out o = { .buf = head, .cap = sizeof(head) };
-    ks_out_str(&o, "HTTP/1.1 ");
-    ks_out_dec(&o, (uint64_t)status);   /* 100..599: res:status() checks */
-    ks_out_str(&o, " ");
-    ks_out_str(&o, ks_status_reason(status));
-    ks_out_str(&o, "\r\nServer: keystoned\r\n");
-    ks_out_str(&o, ks_date_header(x->w));
+    const char *reason = ks_status_reason(status);
+    ks_out_status_line(&o, status, reason, strlen(reason));
+    ks_out_str(&o, "Server: keystoned\r\n");
+    size_t date_len;
+    const char *date = ks_date_header(x->w, &date_len);
+    ks_out_put(&o, date, date_len);
     bool has_type = false;
     for (size_t i = 0; i < res->nheaders; i++)
         has_type |= res->headers[i].name_len == 12 &&
@@ -92,7 +92,7 @@ static int send_head(struct ks_lua_req *q, bool stream, size_t content_length, c
         ks_out_dec(&o, content_length);
         ks_out_str(&o, "\r\n");
     }
-    ks_out_field(&o, "X-Request-ID", 12, x->r->id, strlen(x->r->id));
+    ks_out_field(&o, "X-Request-ID", 12, x->r->id, x->r->id_len);
     for (size_t i = 0; i < res->nheaders; i++)
         ks_out_field(&o, res->headers[i].name, res->headers[i].name_len, res->headers[i].value,
                      res->headers[i].value_len);
@@ -211,10 +211,12 @@ static void check_name(lua_State *L, const char *what, const char *s, size_t n)
 {
     if (n > 256 || !ks_http_is_token(s, n))
         luaL_error(L, "%s: bad header name", what);
-    static const char *const framing[] = { "content-length", "transfer-encoding", "connection" };
+    static const struct { const char *name; size_t len; } framing[] = {
+        { "content-length", 14 }, { "transfer-encoding", 17 }, { "connection", 10 },
+    };
     for (size_t i = 0; i < KS_ARRAY_LEN(framing); i++)
-        if (strlen(framing[i]) == n && strncasecmp(framing[i], s, n) == 0)
-            luaL_error(L, "%s: %s is set by keystoned", what, framing[i]);
+        if (framing[i].len == n && strncasecmp(framing[i].name, s, n) == 0)
+            luaL_error(L, "%s: %s is set by keystoned", what, framing[i].name);
 }
 
 static int check_status(lua_State *L, int idx)

@@ -130,22 +130,26 @@ const struct ks_header *ks_http_header(const struct ks_request *r, const char *n
 
 /* ---- grammar ------------------------------------------------------------ */
 
-/* The character classes of RFC 9110 as a table: check_fields() looks up
- * every byte of every request and response head, and a table is one load
- * where ranges and a switch were up to a dozen branches.  T: tchar (and
- * field-vchar), V: field-vchar, SP or HTAB only; one row per 16 bytes. */
-enum { C_TCHAR = 1, C_VCHAR = 2 };
+/* The character classes of RFC 9110 and 3986 as a table: check_fields()
+ * looks up every byte of every request and response head, and a table is
+ * one load where ranges and a switch were up to a dozen branches.
+ * T: tchar (and field-vchar), V: field-vchar, SP or HTAB only; H: also a
+ * reg-name byte of a Host (unreserved, sub-delims, '%'), with T (A) or
+ * with V (W); one row per 16 bytes. */
+enum { C_TCHAR = 1, C_VCHAR = 2, C_HOST = 4 };
 #define T (C_TCHAR | C_VCHAR)
 #define V C_VCHAR
+#define A (T | C_HOST)
+#define W (V | C_HOST)
 static const unsigned char char_class[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, V, 0, 0, 0, 0, 0, 0,     /* controls; HTAB */
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    V, T, V, T, T, T, T, T, V, V, T, T, V, T, T, V,     /* SP ! " # $ % & ' ( ) * + , - . / */
-    T, T, T, T, T, T, T, T, T, T, V, V, V, V, V, V,     /* 0-9 : ; < = > ? */
-    V, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T,     /* @ A-O */
-    T, T, T, T, T, T, T, T, T, T, T, V, V, V, T, T,     /* P-Z [ \ ] ^ _ */
-    T, T, T, T, T, T, T, T, T, T, T, T, T, T, T, T,     /* ` a-o */
-    T, T, T, T, T, T, T, T, T, T, T, V, T, V, T, 0,     /* p-z { | } ~ DEL */
+    V, A, V, T, A, A, A, A, W, W, A, A, W, A, A, V,     /* SP ! " # $ % & ' ( ) * + , - . / */
+    A, A, A, A, A, A, A, A, A, A, V, W, V, W, V, V,     /* 0-9 : ; < = > ? */
+    V, A, A, A, A, A, A, A, A, A, A, A, A, A, A, A,     /* @ A-O */
+    A, A, A, A, A, A, A, A, A, A, A, V, V, V, T, A,     /* P-Z [ \ ] ^ _ */
+    T, A, A, A, A, A, A, A, A, A, A, A, A, A, A, A,     /* ` a-o */
+    A, A, A, A, A, A, A, A, A, A, A, V, T, V, A, 0,     /* p-z { | } ~ DEL */
     V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,     /* 0x80-0xff: obs-text */
     V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,
     V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V,
@@ -157,6 +161,8 @@ static const unsigned char char_class[256] = {
 };
 #undef T
 #undef V
+#undef A
+#undef W
 
 static bool tchar(unsigned char c)
 {
@@ -353,10 +359,9 @@ bool ks_http_valid_host(const char *v, size_t len)
             return false;
         i++;
     } else {
-        for (; i < len && v[i] != ':'; i++) {
-            if (!alnum_or((unsigned char)v[i], "-._~!$&'()*+,;=%"))
+        for (; i < len && v[i] != ':'; i++)
+            if (!(char_class[(unsigned char)v[i]] & C_HOST))
                 return false;
-        }
     }
     if (i == len)
         return true;
@@ -472,6 +477,7 @@ static int finish_head(struct ks_request *r)
     http_parser *p = &r->parser;
     r->method = http_method_str((enum http_method)p->method);
     r->method_len = strlen(r->method);
+    r->head_method = p->method == HTTP_HEAD;
     r->http_major = p->http_major;
     /* HTTP/1.2 and later minors are read, answered and forwarded as 1.1:
      * a recipient processes a higher minor version as the highest it

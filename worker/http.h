@@ -46,6 +46,7 @@ struct ks_request {
     /* request line */
     const char *method;
     size_t method_len;
+    bool head_method;           /* HEAD: the answer has no body */
     const char *target;         /* as sent */
     size_t target_len;
     const char *path;           /* target up to '?' (of the URL in absolute-form) */
@@ -72,6 +73,7 @@ struct ks_request {
     size_t head_len;            /* bytes of the head in the connection buffer */
     /* bookkeeping */
     char id[KS_REQUEST_ID_MAX + 1]; /* request id (X-Request-ID) */
+    size_t id_len;
     int64_t start_us;
     int status;                 /* status answered, for the log */
     const char *error;          /* why a head was refused (static text) */

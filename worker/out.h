@@ -42,6 +42,25 @@ static inline void ks_out_dec(struct ks_out *o, uint64_t v)
     ks_out_put(o, num, ks_fmt_dec(num, v));
 }
 
+/* "HTTP/1.1 <status> <reason>\r\n"; statuses are three digits (http-parser
+ * reads no more, res:status() checks 100..599), so no general formatting. */
+static inline void ks_out_status_line(struct ks_out *o, int status, const char *reason, size_t reason_len)
+{
+    char line[] = "HTTP/1.1 000 ";
+    if (status >= 100 && status <= 999) {
+        line[9] = (char)('0' + status / 100);
+        line[10] = (char)('0' + status / 10 % 10);
+        line[11] = (char)('0' + status % 10);
+        ks_out_put(o, line, sizeof(line) - 1);
+    } else {
+        ks_out_put(o, line, 9);
+        ks_out_dec(o, (uint64_t)(status < 0 ? 0 : status));
+        ks_out_put(o, " ", 1);
+    }
+    ks_out_put(o, reason, reason_len);
+    ks_out_put(o, "\r\n", 2);
+}
+
 /* A chunk's size line of chunked framing, "<hex size>\r\n", into dst
  * (KS_CHUNK_LINE_MAX bytes); returns its length. */
 #define KS_CHUNK_LINE_MAX 18

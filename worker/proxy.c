@@ -427,7 +427,7 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
         ks_out_str(o, ";proto=http\r\n");
     }
     if (last_edit(e, ne, "x-request-id", 12) == NULL)
-        ks_out_field(o, "X-Request-ID", 12, r->id, strlen(r->id));
+        ks_out_field(o, "X-Request-ID", 12, r->id, r->id_len);
     put_edits(o, e, ne, "host");
 
     char num[32];
@@ -654,14 +654,12 @@ static size_t build_response_head(struct ks_exchange *x, const struct resp *rp,
                                   bool upgrade, struct ks_out *o)
 {
     char line[24];
-    ks_out_put(o, "HTTP/1.1 ", 9);
-    ks_out_put(o, line, ks_fmt_dec(line, (uint64_t)rh->status));
-    ks_out_put(o, " ", 1);
-    if (rh->status == (int)rp->p.status_code && rp->reason_len > 0)
-        ks_out_put(o, rp->reason, rp->reason_len);
-    else
-        ks_out_str(o, ks_status_reason(rh->status));
-    ks_out_put(o, "\r\n", 2);
+    if (rh->status == (int)rp->p.status_code && rp->reason_len > 0) {
+        ks_out_status_line(o, rh->status, rp->reason, rp->reason_len);
+    } else {
+        const char *reason = ks_status_reason(rh->status);
+        ks_out_status_line(o, rh->status, reason, strlen(reason));
+    }
     bool conn = has_field(rp->f.h, rp->f.n, "connection");
     for (size_t i = 0; i < rp->f.n; i++) {
         const struct ks_header *h = &rp->f.h[i];
@@ -669,8 +667,8 @@ static size_t build_response_head(struct ks_exchange *x, const struct resp *rp,
             ks_out_field(o, h->name, h->name_len, h->value, h->value_len);
     }
     put_edits(o, rh->edits, rh->nedits, NULL);
-    ks_out_field(o, "X-Request-ID", 12, x->r->id, strlen(x->r->id));
-    bool head_req = strcmp(x->r->method, "HEAD") == 0;
+    ks_out_field(o, "X-Request-ID", 12, x->r->id, x->r->id_len);
+    bool head_req = x->r->head_method;
     if (cf == CF_LENGTH || ((head_req || rh->status == 304) && (rp->p.flags & F_CONTENTLENGTH))) {
         ks_out_field(o, "Content-Length", 14, line, ks_fmt_dec(line, rp->p.content_length));
     } else if (cf == CF_CHUNKED || (head_req && (rp->p.flags & F_CHUNKED) && x->r->http_minor >= 1)) {
@@ -819,7 +817,7 @@ static int response_kind(const struct ks_exchange *x, const struct resp *rp, enu
             nte++;
     if (nte > 1 || (nte == 1 && !(rp->p.flags & F_CHUNKED)))
         return -1;      /* a coding we could not re-frame */
-    if (strcmp(x->r->method, "HEAD") == 0 || st < 200 || st == 204 || st == 304)
+    if (x->r->head_method || st < 200 || st == 204 || st == 304)
         *kind = KS_BODY_NONE;
     else if (rp->p.flags & F_CHUNKED)
         *kind = KS_BODY_CHUNKED;
@@ -1044,7 +1042,7 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
         }
         size_t rest = rp->len - rp->head_len;
         memmove(P->up_buf, P->up_buf + rp->head_len, rest);
-        resp_start(rp, P, strcmp(x->r->method, "HEAD") == 0);
+        resp_start(rp, P, x->r->head_method);
         rp->len = rest;
         first_deadline = ks_now_ms() + a->up->idle_timeout_ms;
     }
@@ -1143,7 +1141,7 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
         /* after a failed write the upstream may still have answered (an
          * early 413, say): read what it says */
         struct resp rp;
-        resp_start(&rp, P, strcmp(x->r->method, "HEAD") == 0);
+        resp_start(&rp, P, x->r->head_method);
         rp.len = 0;
         int64_t timeout = x->timeout_ms > 0 ? x->timeout_ms : a->up->response_timeout_ms;
         if (sr == SEND_UPSTREAM)

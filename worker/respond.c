@@ -52,15 +52,16 @@ const char *ks_status_reason(int status)
     }
 }
 
-const char *ks_date_header(struct ks_worker *w)
+const char *ks_date_header(struct ks_worker *w, size_t *len)
 {
     time_t now = time(NULL);
     if (now != w->date_sec) {
         struct tm tm;
         gmtime_r(&now, &tm);
-        strftime(w->date_line, sizeof(w->date_line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        w->date_len = strftime(w->date_line, sizeof(w->date_line), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
         w->date_sec = now;
     }
+    *len = w->date_len;
     return w->date_line;
 }
 
@@ -70,8 +71,9 @@ int ks_respond(struct ks_conn *c, struct ks_request *r, int status, const char *
     char head[2048];
     size_t pos = 0;
     bool no_body = status == 204 || status == 304 || status < 200;
+    size_t date_len;
     ks_appendf(head, sizeof(head), &pos, "HTTP/1.1 %d %s\r\nServer: keystoned\r\n%s", status,
-               ks_status_reason(status), ks_date_header(c->w));
+               ks_status_reason(status), ks_date_header(c->w, &date_len));
     if (content_type != NULL && !no_body)
         ks_appendf(head, sizeof(head), &pos, "Content-Type: %s\r\n", content_type);
     if (!no_body)
@@ -82,7 +84,7 @@ int ks_respond(struct ks_conn *c, struct ks_request *r, int status, const char *
         ks_appendf(head, sizeof(head), &pos, "%s", extra_headers);
     if (ks_appendf(head, sizeof(head), &pos, "Connection: %s\r\n\r\n", keep_alive ? "keep-alive" : "close") < 0)
         return -1;
-    bool head_only = no_body || (r != NULL && r->method != NULL && strcmp(r->method, "HEAD") == 0);
+    bool head_only = no_body || (r != NULL && r->head_method);
     struct iovec iov[2] = {
         { .iov_base = head, .iov_len = pos },
         { .iov_base = (void *)body, .iov_len = head_only ? 0 : body_len },

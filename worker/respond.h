@@ -11,8 +11,8 @@
 #include "worker/http.h"
 
 const char *ks_status_reason(int status);
-/* "Date: ...\r\n" for the current second (cached per second). */
-const char *ks_date_header(struct ks_worker *w);
+/* "Date: ...\r\n" for the current second (cached per second), its length in *len. */
+const char *ks_date_header(struct ks_worker *w, size_t *len);
 
 /* Write a whole response with a small body.  extra_headers (or NULL) are
  * complete "Name: value\r\n" lines.  keep_alive says whether the

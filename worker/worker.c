@@ -107,14 +107,23 @@ static void accept_pause(struct ks_worker *w, int ms)
         poll(&p, 1, ms);
 }
 
-void ks_worker_request_id(struct ks_worker *w, char out[33])
+void ks_worker_seed_request_ids(struct ks_worker *w)
 {
+    if (getrandom(&w->id_seed, sizeof(w->id_seed), GRND_NONBLOCK) != sizeof(w->id_seed))
+        w->id_seed = (uint64_t)ks_now_us() ^ ((uint64_t)getpid() << 40);
+    ks_fmt_hex(w->id_prefix, w->id_seed ^ ((uint64_t)getpid() << 32), 16);
+}
+
+void ks_worker_request_id(struct ks_worker *w, struct ks_request *r)
+{
+    char *out = r->id;
     /* unique per worker by the sequence, across workers and restarts by
      * the random seed; no system call per request */
     uint64_t b = ++w->request_seq * 0x9e3779b97f4a7c15ull ^ w->id_seed;
     memcpy(out, w->id_prefix, 16);
     ks_fmt_hex(out + 16, b, 16);
     out[32] = '\0';
+    r->id_len = 32;
 }
 
 /* Make the connection buffer and header array fit the current limits.
@@ -356,10 +365,11 @@ static void request_id(struct ks_worker *w, struct ks_request *r)
         if (ks_http_sane_request_id(v, n)) {
             memcpy(r->id, v, n);
             r->id[n] = '\0';
+            r->id_len = n;
             return;
         }
     }
-    ks_worker_request_id(w, r->id);
+    ks_worker_request_id(w, r);
 }
 
 /* Global and per-tenant counters of one answered request. */
@@ -468,7 +478,7 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
         if (hr == KS_HEAD_ERROR) {
             /* a head we refuse is never forwarded, and nothing after it
              * on this connection can be trusted: answer and close */
-            ks_worker_request_id(w, r.id);
+            ks_worker_request_id(w, &r);
             count_response(w, NULL, status);
             ks_worker_set_state(w, KS_WS_WRITING);
             ks_respond_error(&c, &r, status, r.error ? r.error : head_error_message(status), NULL, false);
@@ -543,9 +553,7 @@ static int worker_init(struct ks_worker *w, const struct ks_worker_args *a)
     ks_worker_set_state(w, KS_WS_STARTING);
     atomic_store(&w->score->pid, (int32_t)getpid());
 
-    if (getrandom(&w->id_seed, sizeof(w->id_seed), GRND_NONBLOCK) != sizeof(w->id_seed))
-        w->id_seed = (uint64_t)ks_now_us() ^ ((uint64_t)getpid() << 40);
-    ks_fmt_hex(w->id_prefix, w->id_seed ^ ((uint64_t)getpid() << 32), 16);
+    ks_worker_seed_request_ids(w);
     /* two private table buffers: a new table is copied into the spare one
      * and swapped in only when the copy succeeded */
     w->table_cap = ks_shm_count(a->shm, KS_REGION_ROUTES0);

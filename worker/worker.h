@@ -14,6 +14,8 @@
 #include "shm/shm.h"
 #include "shm/table.h"
 
+struct ks_request;
+
 struct ks_header;
 struct ks_lua_engine;
 struct ks_sock_timeo;
@@ -92,6 +94,7 @@ struct ks_worker {
     /* cached "Date:" line, rebuilt once a second */
     time_t date_sec;
     char date_line[64];
+    size_t date_len;
 };
 
 /* The generation check before every request: one relaxed load; a changed
@@ -105,7 +108,9 @@ void ks_worker_set_state(struct ks_worker *w, enum ks_worker_state s);
  * cache, and say so at most once a second.  Returns how many descriptors
  * were freed (0: nothing to give, the caller must wait). */
 uint32_t ks_worker_short_of_fds(struct ks_worker *w, const char *where, int err);
-/* Next request id, 32 hex chars + NUL. */
-void ks_worker_request_id(struct ks_worker *w, char out[33]);
+/* The worker's request id seed and prefix (once, at start); then
+ * r->id and r->id_len: the next request id, 32 hex chars + NUL. */
+void ks_worker_seed_request_ids(struct ks_worker *w);
+void ks_worker_request_id(struct ks_worker *w, struct ks_request *r);
 
 #endif

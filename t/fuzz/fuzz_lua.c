@@ -141,6 +141,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     worker.score = ks_shm_score(&shm, 0);
     worker.table = (struct ks_table *)table_buf;
     worker.access_log_fd = -1;
+    ks_worker_seed_request_ids(&worker);
     if (ks_proxy_sync(&worker) != 0)
         abort();
     ks_lua_engine_refresh(&worker);
@@ -190,7 +191,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct ks_request r;
     int status;
     if (ks_http_read_head(&c, &r, headers, ks_now_ms() + 100, &status) == KS_HEAD_OK) {
-        ks_worker_request_id(&worker, r.id);
+        ks_worker_request_id(&worker, &r);
         struct ks_body body;
         ks_body_init(&body, &c, &r, worker.proxy->acc, worker.proxy->acc_cap);
         struct ks_exchange x = { .w = &worker, .c = &c, .r = &r, .tenant = KS_NONE,

@@ -240,6 +240,7 @@ static struct ks_exchange exchange(const char *bytes)
     int status;
     ck_assert_int_eq(ks_http_read_head(&conn, &req, headers, ks_now_ms() + 1000, &status), KS_HEAD_OK);
     strcpy(req.id, "rid");
+    req.id_len = 3;
     ks_body_init(&body, &conn, &req, acc, sizeof(acc));
     return (struct ks_exchange){ .w = &worker, .c = &conn, .r = &req, .tenant = 0,
                                  .upstream = KS_NONE, .in = &body, .close = true };

@@ -366,7 +366,7 @@ static void same_as_printf(char *got, size_t n, const char *fmt, uint64_t v)
 /* ks_fmt_dec / ks_fmt_hex against snprintf, at the edges */
 START_TEST(test_fmt_numbers)
 {
-    const uint64_t v[] = { 0, 1, 9, 10, 15, 16, 255, 256, 4095, 999999, 1000000,
+    const uint64_t v[] = { 0, 1, 9, 10, 15, 16, 99, 100, 101, 255, 256, 4095, 10000, 999999, 1000000,
                            0xfffffffffull, UINT64_MAX / 10, UINT64_MAX - 1, UINT64_MAX };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         char got[64];

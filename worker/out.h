@@ -42,8 +42,9 @@ static inline void ks_out_dec(struct ks_out *o, uint64_t v)
     ks_out_put(o, num, ks_fmt_dec(num, v));
 }
 
-/* "HTTP/1.1 <status> <reason>\r\n"; statuses are three digits (http-parser
- * reads no more, res:status() checks 100..599), so no general formatting. */
+/* "HTTP/1.1 <status> <reason>\r\n".  Statuses are three digits (the
+ * response grammar check and res:status() see to it), put by arithmetic;
+ * anything else would be formatted in full. */
 static inline void ks_out_status_line(struct ks_out *o, int status, const char *reason, size_t reason_len)
 {
     char line[] = "HTTP/1.1 000 ";

@@ -84,10 +84,10 @@ uint64_t ks_decoder_length_left(const struct ks_decoder *d)
     return d->kind == KS_BODY_LENGTH && !d->done ? d->length - d->decoded : 0;
 }
 
-void ks_decoder_passed(struct ks_decoder *d)
+void ks_decoder_passed(struct ks_decoder *d, uint64_t n)
 {
-    d->decoded = d->length;
-    d->done = true;
+    d->decoded += n;
+    d->done = d->decoded >= d->length;
 }
 
 static int bws(const char *s, size_t i, size_t end)
@@ -346,6 +346,29 @@ static int64_t body_deadline(struct ks_body *b)
     return dl;
 }
 
+/* Before the first wait for body bytes: the 100 (Continue) a client that
+ * sent Expect: 100-continue waits for. */
+static int send_continue(struct ks_body *b)
+{
+    if (!b->r->expect_continue || b->continue_sent || b->wire > 0)
+        return 0;
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    b->continue_sent = true;
+    int64_t dl = ks_now_ms() + b->c->w->table->settings.send_timeout_ms;
+    if (ks_conn_write(b->c, cont, sizeof(cont) - 1, dl) != KS_IO_OK)
+        return body_fail(b, 400, "client gone");
+    return 0;
+}
+
+/* A read of body bytes by deadline dl (body_deadline()) failed. */
+static int read_failed(struct ks_body *b, enum ks_io_result io, int64_t dl)
+{
+    if (io == KS_IO_TIMEOUT)
+        return body_fail(b, 408, dl < b->deadline_ms ? "request body slower than min_body_rate"
+                                                     : "request body not received in time");
+    return body_fail(b, 400, "client closed the connection before the end of the body");
+}
+
 static int body_next(struct ks_body *b, struct ks_slice *out, size_t max, size_t *n, bool may_read)
 {
     struct ks_conn *c = b->c;
@@ -379,20 +402,12 @@ static int body_next(struct ks_body *b, struct ks_slice *out, size_t max, size_t
             c->start = c->len = b->base;
             b->resets++;
         }
-        if (b->r->expect_continue && !b->continue_sent && b->wire == 0) {
-            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-            b->continue_sent = true;
-            int64_t dl = ks_now_ms() + c->w->table->settings.send_timeout_ms;
-            if (ks_conn_write(c, cont, sizeof(cont) - 1, dl) != KS_IO_OK)
-                return body_fail(b, 400, "client gone");
-        }
+        if (send_continue(b) < 0)
+            return -1;
         int64_t dl = body_deadline(b);
         enum ks_io_result io = ks_conn_fill(c, dl, false);
-        if (io == KS_IO_TIMEOUT)
-            return body_fail(b, 408, dl < b->deadline_ms ? "request body slower than min_body_rate"
-                                                         : "request body not received in time");
         if (io != KS_IO_OK)
-            return body_fail(b, 400, "client closed the connection before the end of the body");
+            return read_failed(b, io, dl);
     }
 }
 
@@ -404,6 +419,38 @@ int ks_body_next(struct ks_body *b, struct ks_slice *out, size_t max, size_t *n)
 int ks_body_buffered(struct ks_body *b, struct ks_slice *out, size_t max, size_t *n)
 {
     return body_next(b, out, max, n, false);
+}
+
+bool ks_body_splice_ready(const struct ks_body *b, uint64_t min)
+{
+    uint64_t left = ks_decoder_length_left(&b->dec);
+    return b->status == 0 && b->c->start == b->c->len && left >= min &&
+           b->dec.decoded + left <= b->max;
+}
+
+int ks_body_splice_to(struct ks_body *b, int out, const int pipe_fd[2], int64_t write_ms, char *buf,
+                      size_t cap)
+{
+    if (send_continue(b) < 0)
+        return -1;
+    /* what is spliced is never in the connection buffer: no replay past
+     * this point (ks_body_replayable) */
+    b->resets++;
+    uint64_t left = ks_decoder_length_left(&b->dec);
+    while (left > 0) {
+        int64_t dl = body_deadline(b);
+        size_t got;
+        bool client_failed;
+        size_t max = left < SIZE_MAX ? (size_t)left : SIZE_MAX;
+        enum ks_io_result io = ks_conn_splice_to(b->c, out, pipe_fd, max, dl, write_ms, buf, cap, &got,
+                                                 &client_failed);
+        b->wire += got;
+        ks_decoder_passed(&b->dec, got);
+        left -= got;
+        if (io != KS_IO_OK)
+            return client_failed ? read_failed(b, io, dl) : -2;
+    }
+    return 0;
 }
 
 void ks_body_mark(const struct ks_body *b, struct ks_body_mark *m)

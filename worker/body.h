@@ -68,9 +68,9 @@ ssize_t ks_decoder_run(struct ks_decoder *d, const char *buf, size_t len, struct
 int ks_decoder_eof(struct ks_decoder *d);
 /* The bytes of a Content-Length body still to come (0 for other kinds). */
 uint64_t ks_decoder_length_left(const struct ks_decoder *d);
-/* They went past the decoder (spliced straight through): the body is
- * complete, and d->p may not be used for it any more. */
-void ks_decoder_passed(struct ks_decoder *d);
+/* n of them went past the decoder (spliced straight through); once all
+ * have, the body is complete.  d->p may not be used for it any more. */
+void ks_decoder_passed(struct ks_decoder *d, uint64_t n);
 /* When done with a chunked message: its trailer fields re-serialised as
  * "Name: value\r\n" lines into out (framing and routing fields dropped).
  * Returns the length, 0 when there are none or they do not fit. */
@@ -111,6 +111,20 @@ int ks_body_next(struct ks_body *b, struct ks_slice *out, size_t max, size_t *n)
 /* The same for what is already buffered, never reading: *n == 0 then
  * also means "nothing buffered" unless ks_body_pending() is false. */
 int ks_body_buffered(struct ks_body *b, struct ks_slice *out, size_t max, size_t *n);
+
+/* Could the rest of the body be spliced (ks_body_splice_to())?  A
+ * Content-Length body with at least min bytes still to come and nothing
+ * of it buffered. */
+bool ks_body_splice_ready(const struct ks_body *b, uint64_t min);
+/* Move it from the client to the socket out through the empty pipe
+ * pipe_fd with splice(2), never copied into the worker: each read under
+ * the body deadlines (read_body_timeout, min_body_rate), each write
+ * within write_ms; buf (cap bytes, free) is for the last stretch before
+ * a write deadline.  The body cannot be replayed afterwards.  Returns 0;
+ * -1 when the client failed (b->status and b->error say how); -2 when
+ * out did.  On failure the pipe may hold data (close it). */
+int ks_body_splice_to(struct ks_body *b, int out, const int pipe_fd[2], int64_t write_ms, char *buf,
+                      size_t cap);
 
 /* A point to go back to while the bytes after it are still buffered (a
  * retry on a fresh upstream connection). */

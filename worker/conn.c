@@ -358,6 +358,23 @@ enum ks_io_result ks_conn_splice_from(struct ks_conn *c, int in, const int pipe_
     return r;
 }
 
+enum ks_io_result ks_conn_splice_to(struct ks_conn *c, int out, const int pipe_fd[2], size_t max,
+                                    int64_t read_deadline_ms, int64_t write_ms, char *buf, size_t cap,
+                                    size_t *got, bool *in_failed)
+{
+    struct ks_worker *w = c->w;
+    *got = 0;
+    *in_failed = true;
+    enum ks_io_result r = splice_in(w, c->fd, pipe_fd[1], max, read_deadline_ms, got);
+    if (r != KS_IO_OK)
+        return r;
+    c->bytes_in += *got;
+    atomic_fetch_add_explicit(&w->score->bytes_in, *got, memory_order_relaxed);
+    *in_failed = false;
+    size_t sent;
+    return splice_out(w, out, pipe_fd[0], *got, ks_now_ms() + write_ms, buf, cap, &sent);
+}
+
 enum ks_io_result ks_conn_fill(struct ks_conn *c, int64_t deadline_ms, bool interruptible)
 {
     if (c->len == c->cap)

@@ -93,6 +93,14 @@ enum ks_io_result ks_conn_write(struct ks_conn *c, const void *buf, size_t len,
 enum ks_io_result ks_conn_splice_from(struct ks_conn *c, int in, const int pipe_fd[2], uint64_t n,
                                       int64_t read_ms, int64_t write_ms, char *buf, size_t cap,
                                       bool *in_failed);
+/* The other way, one round: up to max bytes from the client (nothing of
+ * it buffered in c) through the empty pipe to the socket out, the read
+ * by read_deadline_ms, the write within write_ms.  *got says how many
+ * were taken from the client (and counts them); on failure *in_failed
+ * tells whether the client or out failed, and the pipe may hold data. */
+enum ks_io_result ks_conn_splice_to(struct ks_conn *c, int out, const int pipe_fd[2], size_t max,
+                                    int64_t read_deadline_ms, int64_t write_ms, char *buf, size_t cap,
+                                    size_t *got, bool *in_failed);
 /* Drop consumed input, moving unconsumed bytes to the front. */
 void ks_conn_compact(struct ks_conn *c);
 

@@ -91,6 +91,11 @@ int ks_proxy_sync(struct ks_worker *w)
     return ks_pool_sync(&P->pool, w->table);
 }
 
+/* A Content-Length body with at least this much still to come (after
+ * up_buf went out; for an upload, after what came with the head) is
+ * spliced (t/bench/RESULTS.md: scenario 3). */
+#define SPLICE_MIN (64 * 1024)
+
 /* The pipe large bodies are spliced through, made at its first use. */
 static bool open_pipe(struct ks_proxy *P)
 {
@@ -789,6 +794,15 @@ static enum send_result send_request(struct ks_exchange *x, struct attempt *a,
         if (!ks_body_pending(in))
             return SEND_OK;
         ks_worker_set_state(x->w, KS_WS_READING);
+        if (!chunked && ks_body_splice_ready(in, SPLICE_MIN) && open_pipe(P)) {
+            /* an upload's rest as it comes, moved by the kernel */
+            int rc = ks_body_splice_to(in, a->fd, P->pipe_fd, a->up->idle_timeout_ms, P->up_buf, P->up_cap);
+            ks_worker_set_state(x->w, KS_WS_PROXYING);
+            if (rc == 0)
+                return SEND_OK;
+            close_pipe(P);      /* it may hold what never got out */
+            return rc == -1 ? SEND_CLIENT : SEND_UPSTREAM;
+        }
         int rc = ks_body_next(in, s, SLICES, &n);
         ks_worker_set_state(x->w, KS_WS_PROXYING);
         if (rc < 0)
@@ -902,10 +916,6 @@ static enum attempt_result tunnel(struct ks_exchange *x, struct attempt *a, stru
     return AT_DONE;
 }
 
-/* A Content-Length body with at least this much still to come when up_buf
- * has been sent is spliced (t/bench/RESULTS.md: scenario 3). */
-#define SPLICE_MIN (64 * 1024)
-
 /* What a failed read of the response body says about the upstream. */
 static enum ks_upstream_outcome upstream_body_trouble(enum ks_io_result io, const char **trouble)
 {
@@ -974,7 +984,7 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
                                                        w->table->settings.send_timeout_ms,
                                                        P->up_buf, P->up_cap, &in_failed);
             if (io == KS_IO_OK) {
-                ks_decoder_passed(&d);
+                ks_decoder_passed(&d, left);
                 break;
             }
             close_pipe(P);      /* it may hold what never got out */

@@ -542,32 +542,91 @@ static void rig_close(struct rig *g)
             close(*fds[i]);
 }
 
+/* The n bytes of data came out at the far end, and the pipe is empty. */
+static void arrived_intact(struct rig *g, const char *data, size_t n)
+{
+    static char got[64 * 1024];
+    ck_assert_uint_le(n, sizeof(got));
+    memset(got, 0, n);
+    read_exactly(g->out_peer, got, n);
+    ck_assert(memcmp(got, data, n) == 0);
+    int left = -1;
+    ck_assert_int_eq(ioctl(g->pipe_fd[0], FIONREAD, &left), 0);
+    ck_assert_int_eq(left, 0);
+}
+
+/* The two through tests: THROUGH_N bytes each way, once with long
+ * timeouts and once with short ones; through_buf is the callee's
+ * last-stretch buffer. */
+static const int64_t through_timeouts[] = { 2000, 15 };
+enum { THROUGH_N = 48 * 1024 };
+static char through_data[THROUGH_N], through_buf[16384];
+
+static void through_rig(struct rig *g)
+{
+    pattern(through_data, THROUGH_N);
+    rig_open(g);
+}
+
 /* Through the pipe with splice() (long timeouts), then with timeouts so
  * short that every read polls first and every write goes through the
  * buffer instead (the last stretch before a deadline). */
 START_TEST(test_splice_through)
 {
-    static const int64_t timeouts[] = { 2000, 15 };
-    enum { N = 48 * 1024 };
-    static char data[N], got[N], buf[16384];
-    pattern(data, N);
     struct rig g;
-    rig_open(&g);
-    for (size_t i = 0; i < KS_ARRAY_LEN(timeouts); i++) {
-        queue_from(g.in_peer, g.in, data, N);
+    through_rig(&g);
+    for (size_t i = 0; i < KS_ARRAY_LEN(through_timeouts); i++) {
+        queue_from(g.in_peer, g.in, through_data, THROUGH_N);
         bool in_failed = true;
         uint64_t before = g.c.bytes_out;
-        ck_assert_int_eq(ks_conn_splice_from(&g.c, g.in, g.pipe_fd, N, timeouts[i], timeouts[i], buf,
-                                             sizeof(buf), &in_failed), KS_IO_OK);
+        int64_t ms = through_timeouts[i];
+        ck_assert_int_eq(ks_conn_splice_from(&g.c, g.in, g.pipe_fd, THROUGH_N, ms, ms, through_buf,
+                                             sizeof(through_buf), &in_failed), KS_IO_OK);
         ck_assert(!in_failed);
-        ck_assert_uint_eq(g.c.bytes_out - before, N);
-        memset(got, 0, N);
-        read_exactly(g.out_peer, got, N);
-        ck_assert(memcmp(got, data, N) == 0);
-        int left = -1;
-        ck_assert_int_eq(ioctl(g.pipe_fd[0], FIONREAD, &left), 0);
-        ck_assert_int_eq(left, 0);
+        ck_assert_uint_eq(g.c.bytes_out - before, THROUGH_N);
+        arrived_intact(&g, through_data, THROUGH_N);
     }
+    rig_close(&g);
+}
+END_TEST
+
+/* The other way (ks_conn_splice_to, uploads): from the client (here the
+ * rig's in) to the upstream (out), in rounds, on both paths as above;
+ * counted as the client's input. */
+START_TEST(test_splice_to_through)
+{
+    struct rig g;
+    through_rig(&g);
+    g.c.fd = g.in;
+    for (size_t i = 0; i < KS_ARRAY_LEN(through_timeouts); i++) {
+        int64_t ms = through_timeouts[i];
+        queue_from(g.in_peer, g.in, through_data, THROUGH_N);
+        uint64_t before = g.c.bytes_in;
+        size_t total = 0;
+        while (total < THROUGH_N) {
+            size_t n;
+            bool client_failed = true;
+            ck_assert_int_eq(ks_conn_splice_to(&g.c, g.out, g.pipe_fd, THROUGH_N - total, ks_now_ms() + ms,
+                                               ms, through_buf, sizeof(through_buf), &n, &client_failed),
+                             KS_IO_OK);
+            ck_assert(!client_failed);
+            ck_assert_uint_gt(n, 0);
+            total += n;
+        }
+        ck_assert_uint_eq(total, THROUGH_N);
+        ck_assert_uint_eq(g.c.bytes_in - before, THROUGH_N);
+        arrived_intact(&g, through_data, THROUGH_N);
+    }
+    /* the client closes: EOF, blamed on the client, nothing taken */
+    close(g.in_peer);
+    g.in_peer = -1;
+    size_t n = 1;
+    bool client_failed = false;
+    ck_assert_int_eq(ks_conn_splice_to(&g.c, g.out, g.pipe_fd, THROUGH_N, ks_now_ms() + 2000, 2000,
+                                       through_buf, sizeof(through_buf), &n, &client_failed),
+                     KS_IO_EOF);
+    ck_assert(client_failed);
+    ck_assert_uint_eq(n, 0);
     rig_close(&g);
 }
 END_TEST
@@ -656,6 +715,7 @@ static Suite *proxy_suite(void)
     tcase_add_test(tc, test_splice_upstream_eof);
     tcase_add_test(tc, test_splice_upstream_idle);
     tcase_add_test(tc, test_splice_client_gone);
+    tcase_add_test(tc, test_splice_to_through);
     suite_add_tcase(s, tc);
     return s;
 }

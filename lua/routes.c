@@ -461,8 +461,11 @@ static int r_create_group(lua_State *L)
     }
     memcpy(g->mw, mw, nmw * sizeof(int));
     g->nmw = nmw;
+    /* counted before lua_newuserdata, which may raise: the group's memory
+     * is then still freed with the others */
+    int index = (int)lx->ngroups++;
     int *ud = lua_newuserdata(L, sizeof(int));
-    *ud = (int)lx->ngroups++;
+    *ud = index;
     luaL_setmetatable(L, GROUP_CLASS);
     return 1;
 }

@@ -364,6 +364,11 @@ void ks_shm_get_reload(const struct ks_shm *shm, enum ks_reload_result *r, int64
         if (atomic_load_explicit(&h->reload_seq, memory_order_relaxed) == s1)
             return;
     }
+    /* the master died or stalled half-way through a write: say so rather
+     * than hand back whatever the outputs held */
+    *r = KS_RELOAD_NONE;
+    *wall_ms = 0;
+    *ok = *failed = 0;
     ks_strlcpy(msg, "(reload record busy)", msglen);
 }
 

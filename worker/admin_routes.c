@@ -154,6 +154,8 @@ int ks_admin_routes_serve(struct ks_exchange *x)
     size_t len, nl = 0, il = 0;
     const char *p = ks_admin_path(x->c, x->r, &len), *name = NULL, *id = NULL;
     enum endpoint ep = parse(p, len, &name, &nl, &id, &il);
+    if (ep == EP_NONE)  /* the caller asked ks_admin_routes_wants first */
+        return answer_error(x, 404, "not found", NULL);
     const char *m = x->r->method;
     const char *allow = ep == EP_LIST ? "Allow: GET, HEAD\r\n"
                         : ep == EP_TENANT ? "Allow: POST\r\n" : "Allow: DELETE\r\n";

@@ -329,6 +329,17 @@ START_TEST(reload_record)
     ck_assert_uint_eq(ok, 1);
     ck_assert_uint_eq(failed, 2);
     ck_assert_int_gt(when, 0);
+    /* a write that never finishes (reload_seq left odd): a bounded wait,
+     * then defined outputs, not the caller's stale ones */
+    atomic_store(&shm.hdr->reload_seq, atomic_load(&shm.hdr->reload_seq) | 1u);
+    r = KS_RELOAD_APPLIED;
+    when = ok = failed = 77;
+    ks_shm_get_reload(&shm, &r, &when, msg, sizeof(msg), &ok, &failed);
+    ck_assert_int_eq(r, KS_RELOAD_NONE);
+    ck_assert_int_eq(when, 0);
+    ck_assert_uint_eq(ok, 0);
+    ck_assert_uint_eq(failed, 0);
+    ck_assert_str_eq(msg, "(reload record busy)");
     ks_shm_close(&shm);
 }
 END_TEST

@@ -1193,7 +1193,7 @@ int ks_proxy_forward(struct ks_exchange *x)
     bool tunnelling = x->r->upgrade && ks_http_header(x->r, "upgrade") != NULL &&
                       !(x->in != NULL && ks_body_pending(x->in)) &&
                       !(x->body_read && x->body_len > 0);
-    struct ks_body_mark mark;
+    struct ks_body_mark mark = { 0 };   /* read only when x->in is set, but gcc -flto cannot tell */
     if (x->in != NULL)
         ks_body_mark(x->in, &mark);
     ks_worker_set_state(w, KS_WS_PROXYING);

@@ -27,7 +27,7 @@
 #define EXIT_NOT_RUNNING 1
 #define CONTROL_TIMEOUT_MS 60000
 
-static void usage(void)
+static _Noreturn void usage(void)
 {
     fprintf(stderr, "usage: keystonectl [-c config | -s state_file] command [-j]\n"
                     "commands: status [-j], health [-j], routes [-j], reload, stop, configtest\n");

@@ -23,7 +23,7 @@
 
 #define DEFAULT_CONFIG KS_SYSCONFDIR "/keystone/keystone.yaml"
 
-static void usage(void)
+static _Noreturn void usage(void)
 {
     fprintf(stderr, "usage: keystoned [-dftv] [-c file]\n");
     exit(1);

@@ -620,7 +620,8 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
             ks_log_error("config", "%s", diag.msgs[i]);
         char joined[KS_RELOAD_MSG_LEN];
         join_diag(&diag, joined, sizeof(joined));
-        snprintf(msg, sizeof(msg), "FAILED: %zu error%s: %s", diag.n, diag.n == 1 ? "" : "s", joined);
+        size_t mpos = 0;   /* ks_appendf: a summary cut at the record's size is fine */
+        ks_appendf(msg, sizeof(msg), &mpos, "FAILED: %zu error%s: %s", diag.n, diag.n == 1 ? "" : "s", joined);
         ks_shm_set_reload(&m->shm, KS_RELOAD_INVALID, msg);
         ks_log_error("reload", "reload FAILED, keeping generation %llu: configuration has %zu error%s",
                      (unsigned long long)generation(m), diag.n, diag.n == 1 ? "" : "s");

@@ -1450,7 +1450,7 @@ static void *conn_thread(void *arg)
 
 /* ---- main ------------------------------------------------------------- */
 
-static void usage(void)
+static _Noreturn void usage(void)
 {
     fprintf(stderr, "usage: backend [-v] [-H status] [-l address:port] "
             "[-n name] [-r request_log]\n");

@@ -175,7 +175,7 @@ static void die(const char *msg)
     exit(2);
 }
 
-static void usage(void)
+static _Noreturn void usage(void)
 {
     fprintf(stderr, "usage: loadgen -p PORT [-a ADDR] [-c CONNS] [-d SECONDS] [-n REQUESTS] "
                     "[-t TIMEOUT_MS] [-q RATE] [-m keepalive|churn|connect] [-l EVENTLOG] "
@@ -220,7 +220,9 @@ static void parse_spec(struct run *R, const char *arg, enum mode mode)
     int got = sscanf(p, "%31s %4095s %255s", method, path, host);
     if (got < 2)
         die("-r wants 'METHOD PATH [HOST]'");
-    snprintf(s->text, sizeof(s->text), "%s %s %s", method, path, host);
+    /* the label in the report; a long path is cut short there */
+    if (snprintf(s->text, sizeof(s->text), "%s %s %s", method, path, host) >= (int)sizeof(s->text))
+        memcpy(s->text + sizeof(s->text) - 4, "...", 4);
     size_t cap = strlen(method) + strlen(path) + strlen(host) + 128;
     s->request = malloc(cap);
     if (s->request == NULL)

@@ -40,6 +40,10 @@ my @workers = Keystone::Load::worker_pids($t);
 # the workers' descriptors once each has served (its listener, logs,
 # lifeline, epoll ...); no upstream connection is kept (keepalive: 0)
 for (1 .. 20) { $t->request($port, GET => '/warm') }
+# counted once every worker is idle again: a worker that has just sent
+# the last answer may still hold its client and upstream connections
+sub all_idle { !grep { $_->{state} ne 'idle' } @{ Keystone::Load::status($t)->{workers}{list} } }
+ok($t->wait_for(\&all_idle), 'the workers are idle after warming up');
 my %before = map { $_ => Keystone::Load::fd_count($_) } $master, @workers;
 
 my $connect = Keystone::Load->start($t, port => $port, conns => 500, duration => $duration,
@@ -67,8 +71,7 @@ ok($t->wait_for(sub {
     !grep { $after{$_} != $before{$_} } keys %before;
 }, timeout => 6), 'the descriptors of the master and of each worker are back to what they were')
     or diag(explain({ before => \%before, after => \%after }));
-my $s = Keystone::Load::status($t);
-is(scalar(grep { $_->{state} ne 'idle' } @{ $s->{workers}{list} }), 0, 'all workers idle again');
+ok(all_idle(), 'all workers idle again');
 is($t->request($port, GET => '/after')->{status}, 200, 'and serving');
 is($t->stop, 0, 'clean stop');
 

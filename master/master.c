@@ -53,6 +53,7 @@ struct ks_slot {
     int64_t backoff_ms;         /* delay before the next respawn after a crash */
     int64_t respawn_at_ms;      /* > 0: slot reserved, respawn at this time */
     bool retiring;              /* told to finish and exit */
+    bool in_slot;               /* its pid has been seen in its scoreboard slot */
     int64_t retire_deadline_ms; /* retiring: killed if still there then */
 };
 
@@ -285,6 +286,7 @@ static void spawn(struct ks_master *m, uint32_t slot)
     s->started_ms = ks_now_ms();
     s->respawn_at_ms = 0;
     s->retiring = false;
+    s->in_slot = false;
     ks_log_info("worker-start", "worker %u started: pid %d, gen %llu", slot, (int)pid,
                 (unsigned long long)generation(m));
 }
@@ -298,11 +300,11 @@ static int free_slot(const struct ks_master *m)
 }
 
 /* Workers of the current listener generation that are not on their way out. */
-static void count_workers(const struct ks_master *m, int *alive, int *idle)
+static void count_workers(struct ks_master *m, int *alive, int *idle)
 {
     *alive = *idle = 0;
     for (uint32_t i = 0; i < m->nslots; i++) {
-        const struct ks_slot *s = &m->slots[i];
+        struct ks_slot *s = &m->slots[i];
         if (s->respawn_at_ms > 0) {
             (*alive)++;     /* will be back */
             continue;
@@ -312,8 +314,14 @@ static void count_workers(const struct ks_master *m, int *alive, int *idle)
         (*alive)++;
         uint32_t st = atomic_load_explicit(&ks_shm_score(&m->shm, i)->state, memory_order_relaxed);
         int32_t spid = atomic_load_explicit(&ks_shm_score(&m->shm, i)->pid, memory_order_relaxed);
-        if (spid != s->pid || st == KS_WS_STARTING || st == KS_WS_IDLE)
-            (*idle)++;      /* a worker not yet in its slot is about to be idle */
+        if (spid == s->pid)
+            s->in_slot = true;
+        /* Not in its slot: a new worker, about to be idle; or one whose
+         * slot a truncated or replaced state file lost (shm/statefile.h),
+         * busy or not until it takes the slot again.  Counting that one
+         * idle would retire busy workers and start no spare. */
+        if (spid != s->pid ? !s->in_slot : st == KS_WS_STARTING || st == KS_WS_IDLE)
+            (*idle)++;
     }
 }
 

@@ -42,7 +42,10 @@ my @workers = Keystone::Load::worker_pids($t);
 for (1 .. 20) { $t->request($port, GET => '/warm') }
 # counted once every worker is idle again: a worker that has just sent
 # the last answer may still hold its client and upstream connections
-sub all_idle { !grep { $_->{state} ne 'idle' } @{ Keystone::Load::status($t)->{workers}{list} } }
+sub all_idle {
+    my $s = Keystone::Load::status($t) or return 0;
+    return !grep { $_->{state} ne 'idle' } @{ $s->{workers}{list} };
+}
 ok($t->wait_for(\&all_idle), 'the workers are idle after warming up');
 my %before = map { $_ => Keystone::Load::fd_count($_) } $master, @workers;
 

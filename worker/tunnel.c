@@ -92,7 +92,6 @@ void ks_tunnel(struct ks_worker *w, int a, int b, char *buf_ab, char *buf_ba, si
             break;
         if (m0 > 0 || m1 > 0) {
             deadline = ks_now_ms() + idle_ms;
-            ra = rb = wa = wb = 0;
             /* try again at once: more may be ready */
             ra = (d[0].len == 0 && !d[0].eof) ? POLLIN : 0;
             rb = (d[1].len == 0 && !d[1].eof) ? POLLIN : 0;

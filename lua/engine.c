@@ -34,6 +34,18 @@ const char *ks_lua_result_name(enum ks_lua_result r)
 
 static void count_hook(lua_State *L, lua_Debug *ar);
 
+/* Refuse every growth from now on and fail every instruction
+ * (lua_sethook may be called from anywhere), so that a script that
+ * catches the memory error cannot go on. */
+static void latch_out_of_memory(struct ks_lua_mem *m)
+{
+    if (m->breached)
+        return;
+    m->breached = true;
+    if (m->L != NULL)
+        lua_sethook(m->L, count_hook, LUA_MASKCOUNT, 1);
+}
+
 static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct ks_lua_mem *m = ud;
@@ -44,21 +56,25 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         m->used -= osize;
         return NULL;
     }
-    if (nsize > osize && (m->breached || m->used + (nsize - osize) > m->limit)) {
-        /* Lua answers a refusal with a full collection and asks again for
-         * the same block; a second refusal of that block means Lua now
-         * raises "not enough memory": from then on refuse every growth and
-         * fail every instruction (lua_sethook may be called from anywhere),
-         * so a script that catches the error cannot go on. */
-        m->refusals++;
-        if (m->refused_ptr == ptr && m->refused_size == nsize && !m->breached) {
-            m->breached = true;
-            if (m->L != NULL)
-                lua_sethook(m->L, count_hook, LUA_MASKCOUNT, 1);
+    if (nsize > osize) {
+        /* Lua answers a refusal with a full collection (which only frees
+         * or shrinks) and asks again for the same block; refused again,
+         * it raises "not enough memory".  lauxlib's buffers do not ask
+         * again: they raise "not enough memory for buffer allocation".
+         * So the next growth after a refusal means the script is out of
+         * memory unless it is that retry and it succeeds. */
+        bool retry = m->refusal_pending && m->refused_ptr == ptr && m->refused_size == nsize;
+        if (m->refusal_pending && !retry)
+            latch_out_of_memory(m);
+        if (m->breached || m->used + (nsize - osize) > m->limit) {
+            m->refusals++;
+            if (retry)
+                latch_out_of_memory(m);
+            m->refusal_pending = true;
+            m->refused_ptr = ptr;
+            m->refused_size = nsize;
+            return NULL;
         }
-        m->refused_ptr = ptr;
-        m->refused_size = nsize;
-        return NULL;
     }
     void *np = realloc(ptr, nsize);
     if (np == NULL)
@@ -66,10 +82,8 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     m->used = m->used - osize + nsize;
     if (m->used > m->peak)
         m->peak = m->used;
-    /* (a collection between a refusal and Lua's retry only frees or
-     * shrinks: only a growth that succeeded ends the refusal) */
     if (nsize > osize)
-        m->refused_ptr = NULL;
+        m->refusal_pending = false;
     return np;
 }
 
@@ -81,26 +95,60 @@ static void store_since(struct ks_lua *lx, int64_t v)
         atomic_store_explicit(&lx->score->lua_since_ms, v, memory_order_relaxed);
 }
 
-/* Past the deadline, every later hook call fails too, and the hook then
- * runs on every instruction: an error caught by pcall (whatever its value)
- * is raised again by the very next instruction of the catching code, up to
+/* "source:line: " of the Lua function at the stack level, or of the
+ * nearest one above it (C functions have no line); "" if there is none.
+ * lua_getinfo with "Sl" allocates nothing, so this works out of memory. */
+static void lua_where(lua_State *L, int level, char *out, size_t cap)
+{
+    lua_Debug ar;
+    out[0] = '\0';
+    for (; lua_getstack(L, level, &ar); level++)
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+            snprintf(out, cap, "%s:%d: ", ar.short_src, ar.currentline);
+            return;
+        }
+}
+
+/* Past the deadline, every later check fails too, and the hook then runs
+ * on every instruction: an error caught by pcall (whatever its value) is
+ * raised again by the very next instruction of the catching code, up to
  * the C boundary.  A __gc finalizer would run with hooks off, which is why
  * the sandbox refuses __gc metatables; the master's watchdog remains the
- * backstop for time spent inside C functions. */
+ * backstop for time spent inside C functions.  level: the stack level
+ * of the code to blame (0 in the hook: the function running). */
+static void check_limits(lua_State *L, int level)
+{
+    struct ks_lua *lx = ks_lua_of(L);
+    char what[96];
+    if (lx->mem.breached) {
+        snprintf(what, sizeof(what), "not enough memory");
+    } else {
+        if (!lx->breached) {
+            if (ks_now_ms() < lx->deadline_ms)
+                return;
+            lx->breached = true;
+            lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+        }
+        snprintf(what, sizeof(what), "timeout: the call ran longer than %d ms (lua_limits.timeout)",
+                 (int)lx->timeout_ms);
+    }
+    char where[sizeof(lx->breach_where)];
+    lua_where(L, level, where, sizeof(where));
+    if (lx->breach_where[0] == '\0')
+        snprintf(lx->breach_where, sizeof(lx->breach_where), "%s", where);
+    lua_pushfstring(L, "%s%s", where, what);    /* (luaL_error would add level 1's position) */
+    lua_error(L);
+}
+
+void ks_lua_check_limits(lua_State *L)
+{
+    check_limits(L, 1);
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    struct ks_lua *lx = ks_lua_of(L);
-    if (lx->mem.breached)
-        luaL_error(L, "not enough memory");
-    if (!lx->breached) {
-        if (ks_now_ms() < lx->deadline_ms)
-            return;
-        lx->breached = true;
-        lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
-    }
-    luaL_error(L, "timeout: the call ran longer than %d ms (lua_limits.timeout)",
-               (int)lx->timeout_ms);
+    check_limits(L, 0);
 }
 
 void ks_lua_pause(struct ks_lua *lx, struct ks_lua_pause *p)
@@ -129,9 +177,15 @@ void ks_lua_resume(struct ks_lua *lx, const struct ks_lua_pause *p)
  * that loops). */
 static int message_handler(lua_State *L)
 {
-    const char *msg = lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER
-                          ? lua_tostring(L, 1)
-                          : lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    const char *msg;
+    if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
+        msg = lua_tostring(L, 1);
+    } else {
+        /* error() adds no position to a value that is not a string */
+        char where[KS_LUA_WHERE_MAX];
+        lua_where(L, 1, where, sizeof(where));
+        msg = lua_pushfstring(L, "%s(error object is a %s value)", where, luaL_typename(L, 1));
+    }
     luaL_traceback(L, L, msg, 1);
     return 1;
 }
@@ -339,12 +393,18 @@ struct ks_lua *ks_lua_new(const struct ks_lua_tenant_info *ti, struct ks_score *
         }
         r = ks_lua_call(lx, 0, 0, msg, sizeof(msg));
         if (r != KS_LUA_OK) {
+            /* "path:line: " where the limit struck, if known */
+            char where[KS_LUA_WHERE_MAX + 2];
+            if (lx->breach_where[0] != '\0')
+                snprintf(where, sizeof(where), "%s", lx->breach_where);
+            else
+                snprintf(where, sizeof(where), "%s: ", script);
             if (r == KS_LUA_ERR_TIMEOUT)
-                snprintf(err, errlen, "%s: the script's top level ran longer than %lld ms "
-                         "(lua_limits.timeout)", script, (long long)lx->timeout_ms);
+                snprintf(err, errlen, "%sthe script's top level ran longer than %lld ms "
+                         "(lua_limits.timeout)", where, (long long)lx->timeout_ms);
             else if (r == KS_LUA_ERR_MEMORY)
-                snprintf(err, errlen, "%s: the script's top level needs more than %llu bytes "
-                         "(lua_limits.memory)", script, (unsigned long long)lx->mem.limit);
+                snprintf(err, errlen, "%sthe script's top level needs more than %llu bytes "
+                         "(lua_limits.memory)", where, (unsigned long long)lx->mem.limit);
             else {
                 /* the first line: "path:line: message" (the traceback is
                  * for the logs of request-time errors) */

@@ -28,6 +28,7 @@
 
 #define KS_LUA_NAME_MAX 65          /* tenant, upstream and handler names, with NUL */
 #define KS_LUA_MSG_MAX 2048         /* an error message with its traceback */
+#define KS_LUA_WHERE_MAX 96         /* "source:line: " (Lua shortens sources to 60) */
 #define KS_LUA_MAX_GROUPS 256
 
 /* What a state is built from (a worker fills it from the route table, the
@@ -74,15 +75,17 @@ typedef int (*ks_lua_runtime_fn)(void *arg, const struct ks_route_spec *spec, bo
                                  char *id_out, size_t idlen, char *err, size_t errlen);
 
 /* The counting allocator's books (the allocator is the only writer).  The
- * cap latches: after Lua's own retry past an emergency collection failed
- * too, every growth is refused until the state is closed. */
+ * cap latches: once a refusal stands (Lua's retry after an emergency
+ * collection failed too, or the caller gave up: lauxlib's buffers do),
+ * every growth is refused until the state is closed. */
 struct ks_lua_mem {
     lua_State *L;                   /* to latch the hook too (NULL: no hook) */
     size_t used, limit, peak;
     uint64_t refusals;              /* growths refused by the cap, ever */
     bool breached;
-    const void *refused_ptr;
-    size_t refused_size;
+    bool refusal_pending;           /* the last growth asked for was refused: */
+    const void *refused_ptr;        /* this block, */
+    size_t refused_size;            /* to this size */
 };
 
 /* A route group (router:create_group): a prefix and middleware. */
@@ -112,6 +115,7 @@ struct ks_lua {
     int depth;                      /* nested entries (next(), hooks) */
     bool paused;                    /* inside blocking I/O called from Lua */
     bool breached;
+    char breach_where[KS_LUA_WHERE_MAX];  /* "path:line: " where a limit first struck */
     struct ks_score *score;         /* lua_since_ms for the watchdog; NULL in the master */
 
     /* what the script registered */
@@ -166,6 +170,12 @@ struct ks_lua_pause {
     int64_t left_ms, spent_ms;
     bool was_paused;
 };
+/* What the instruction-count hook does: raise the timeout or memory error
+ * once the call is past its deadline or out of memory.  Also called by
+ * the wrappers of C functions that can run long without a Lua
+ * instruction in between. */
+void ks_lua_check_limits(lua_State *L);
+
 void ks_lua_pause(struct ks_lua *lx, struct ks_lua_pause *p);
 void ks_lua_resume(struct ks_lua *lx, const struct ks_lua_pause *p);
 

@@ -244,11 +244,14 @@ struct to_lua {
     size_t field_len;
     char *body_w;                   /* body compacted to the front of the buffer */
     bool head;
+    bool in_trailers;               /* past the head: fields now are trailers, dropped */
 };
 
 static int tl_field(http_parser *p, const char *at, size_t len)
 {
     struct to_lua *t = p->data;
+    if (t->in_trailers)
+        return 0;
     t->field = at;
     t->field_len = len;
     return 0;
@@ -257,6 +260,8 @@ static int tl_field(http_parser *p, const char *at, size_t len)
 static int tl_value(http_parser *p, const char *at, size_t len)
 {
     struct to_lua *t = p->data;
+    if (t->in_trailers)
+        return 0;
     lua_State *L = t->L;
     luaL_Buffer b;
     char *d = luaL_buffinitsize(L, &b, t->field_len);
@@ -279,6 +284,7 @@ static int tl_value(http_parser *p, const char *at, size_t len)
 static int tl_headers_done(http_parser *p)
 {
     struct to_lua *t = p->data;
+    t->in_trailers = true;
     return t->head ? 1 : 0;
 }
 
@@ -387,7 +393,6 @@ static int l_request(lua_State *L)
      * limit and is collected like the rest): sized in a first pass over
      * the headers, written in a second */
     size_t total = strlen(o.method) + o.path_len + strlen(o.hostport) + 128;
-    bool has_length = false;
     int nh = 0;
     if (lua_type(L, 6) == LUA_TTABLE) {
         lua_pushnil(L);
@@ -404,14 +409,14 @@ static int l_request(lua_State *L)
             if (!ok)
                 return luaL_error(L, "http.request: bad header name");
             for (size_t i = 0; i < vl; i++)
-                if ((unsigned char)value[i] < 0x20 && value[i] != '\t')
+                if (((unsigned char)value[i] < 0x20 && value[i] != '\t') || value[i] == 0x7f)
                     return luaL_error(L, "http.request: control characters in header %s", name);
             if (nl == 4 && strncasecmp(name, "host", 4) == 0)
                 return luaL_error(L, "http.request: Host comes from the url");
             if ((nl == 10 && strncasecmp(name, "connection", 10) == 0) ||
+                (nl == 14 && strncasecmp(name, "content-length", 14) == 0) ||
                 (nl == 17 && strncasecmp(name, "transfer-encoding", 17) == 0))
                 return luaL_error(L, "http.request: %s is set by keystoned", name);
-            has_length |= nl == 14 && strncasecmp(name, "content-length", 14) == 0;
             if (++nh > MAX_HEADERS)
                 return luaL_error(L, "http.request: more than %d headers", MAX_HEADERS);
             total += nl + vl + 4;
@@ -431,7 +436,7 @@ static int l_request(lua_State *L)
             lua_pop(L, 2);
         }
     }
-    if (!has_length && (body != NULL || strcmp(o.method, "POST") == 0 || strcmp(o.method, "PUT") == 0))
+    if ((body != NULL || strcmp(o.method, "POST") == 0 || strcmp(o.method, "PUT") == 0))
         rc |= ks_appendf(req, total, &pos, "Content-Length: %zu\r\n", bodylen);
     rc |= ks_appendf(req, total, &pos, "\r\n");
     if (rc < 0)

@@ -23,6 +23,9 @@
 #include "worker/respond.h"
 
 #define HEAD_MAX 16384
+/* what the script's headers may take of it: the rest is for the status
+ * line and keystoned's own fields */
+#define SCRIPT_HEADERS_MAX (HEAD_MAX - 1024)
 #define JSON_ENCODE_KEY "ks.json_encode"
 
 static struct ks_lua_req *cur(lua_State *L)
@@ -203,7 +206,7 @@ void ks_lua_res_error(struct ks_lua_req *q, int status, const char *message, con
 static void check_value(lua_State *L, const char *what, const char *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if ((unsigned char)v[i] < 0x20 && v[i] != '\t')
+        if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
             luaL_error(L, "%s: control characters in a header value", what);
 }
 
@@ -213,6 +216,7 @@ static void check_name(lua_State *L, const char *what, const char *s, size_t n)
         luaL_error(L, "%s: bad header name", what);
     static const struct { const char *name; size_t len; } framing[] = {
         { "content-length", 14 }, { "transfer-encoding", 17 }, { "connection", 10 },
+        { "x-request-id", 12 },
     };
     for (size_t i = 0; i < KS_ARRAY_LEN(framing); i++)
         if (framing[i].len == n && strncasecmp(framing[i].name, s, n) == 0)
@@ -222,8 +226,10 @@ static void check_name(lua_State *L, const char *what, const char *s, size_t n)
 static int check_status(lua_State *L, int idx)
 {
     lua_Integer c = luaL_checkinteger(L, idx);
-    if (c < 100 || c > 599)
-        luaL_error(L, "res:status: %d is not an HTTP status (100 to 599)", (int)c);
+    /* a 1xx is interim: sent as the answer it would leave the request
+     * unanswered and the connection out of step */
+    if (c < 200 || c > 599)
+        luaL_error(L, "res:status: %I is not a final HTTP status (200 to 599)", (LUAI_UACINT)c);
     return (int)c;
 }
 
@@ -262,6 +268,11 @@ static void set_header(lua_State *L, struct ks_lua_req *q, const char *name, siz
         return;
     if (res->nheaders == KS_LUA_MAX_RESP_HEADERS)
         luaL_error(L, "res:header: more than %d headers", KS_LUA_MAX_RESP_HEADERS);
+    size_t bytes = nl + vl + 4;
+    for (size_t i = 0; i < res->nheaders; i++)
+        bytes += res->headers[i].name_len + res->headers[i].value_len + 4;
+    if (bytes > SCRIPT_HEADERS_MAX)
+        luaL_error(L, "res:header: the headers would take more than %d bytes", SCRIPT_HEADERS_MAX);
     res->headers[res->nheaders++] = (struct ks_lua_resp_header){
         ks_lua_arena_copy(L, q, name, nl), ks_lua_arena_copy(L, q, value, vl), nl, vl,
     };

@@ -250,7 +250,12 @@ static int runtime_change(lua_State *L, struct ks_route_spec *s, bool del)
     }
     if (lx->runtime == NULL)
         return refuse(L, "runtime route changes are not possible here");
-    if (lx->runtime(lx->runtime_arg, s, del, id, sizeof(id), err, sizeof(err)) < 0)
+    /* the wait for the master's verdict is not Lua time (keystone-lua(7)) */
+    struct ks_lua_pause p;
+    ks_lua_pause(lx, &p);
+    int rc = lx->runtime(lx->runtime_arg, s, del, id, sizeof(id), err, sizeof(err));
+    ks_lua_resume(lx, &p);
+    if (rc < 0)
         return refuse(L, err);
     push_result(L, true, del ? s->id : id, NULL);
     return 1;

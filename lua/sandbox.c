@@ -18,7 +18,8 @@
 #include "lua/api.h"
 
 #define SEALED_KEY "ks.sealed"      /* registry: weak set of read-only views */
-#define MOVE_MAX ((lua_Integer)1 << 24)
+#define MOVE_MAX ((lua_Integer)1 << 16)     /* about 3 ms of table.move */
+#define JSON_DEPTH_MAX 1000
 
 /* ---- base library, trimmed ------------------------------------------------------ */
 
@@ -26,9 +27,9 @@ static int l_load(lua_State *L)
 {
     int n = lua_gettop(L);
     const char *mode = luaL_optstring(L, 3, "t");
-    if (strchr(mode, 'b') != NULL) {
+    if (strcmp(mode, "t") != 0) {
         lua_pushnil(L);
-        lua_pushliteral(L, "load: binary chunks are not allowed (mode must be \"t\")");
+        lua_pushfstring(L, "load: mode \"%s\" is not allowed (only text chunks: mode \"t\")", mode);
         return 2;
     }
     lua_settop(L, 4);           /* stable indexes below, whatever was passed */
@@ -163,9 +164,12 @@ static int l_log(lua_State *L)
 
 /* ---- string and table guards ------------------------------------------------------ */
 
-/* string.rep("", 1e15) would loop in C for ever without allocating */
+/* string.rep("", 1e15) would loop in C for ever without allocating; the
+ * limits are checked first because the count hook does not see time spent
+ * in C, so a loop of such calls would otherwise run far past them. */
 static int l_rep(lua_State *L)
 {
+    ks_lua_check_limits(L);
     size_t l, lsep = 0;
     luaL_checklstring(L, 1, &l);
     luaL_checkinteger(L, 2);
@@ -183,6 +187,7 @@ static int l_rep(lua_State *L)
 /* table.move over 2^60 nil slots would loop in C for ever too */
 static int l_move(lua_State *L)
 {
+    ks_lua_check_limits(L);
     lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
     if (e >= f && (lua_Unsigned)e - (lua_Unsigned)f >= (lua_Unsigned)MOVE_MAX)
         return luaL_error(L, "table.move: more than %d elements", (int)MOVE_MAX);
@@ -190,6 +195,20 @@ static int l_move(lua_State *L)
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
     return 1;
+}
+
+/* json.encode_max_depth and json.decode_max_depth: cjson recurses on the
+ * C stack once per level, so a depth of a million lets a deep document
+ * overflow it (a dead worker, not a Lua error).  Its default, 1000, is
+ * also the most a script may set. */
+static int l_json_depth(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1) && luaL_checkinteger(L, 1) > JSON_DEPTH_MAX)
+        return luaL_error(L, "json: a nesting depth over %d is not allowed", JSON_DEPTH_MAX);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
 }
 
 /* Replace t[name] (t at the top) by a C closure over the old value. */
@@ -280,6 +299,8 @@ int ks_lua_open_sandbox(lua_State *L)
     luaL_requiref(L, "utf8", luaopen_utf8, 1);
     lua_pop(L, 1);
     luaL_requiref(L, "json", luaopen_cjson, 1);
+    wrap_field(L, "encode_max_depth", l_json_depth);
+    wrap_field(L, "decode_max_depth", l_json_depth);
     lua_pop(L, 1);
     open_keystone(L);
 

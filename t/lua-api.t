@@ -61,6 +61,15 @@ router:add_route("GET", "/nothing", {handler = function(req, res) end})
 router:add_route("GET", "/error", {handler = function(req, res) local x = nil; return x.field end})
 router:add_route("GET", "/error-table", {handler = function(req, res) error({code = 1}) end})
 router:add_route("GET", "/bad-header", {handler = function(req, res) res:header("Content-Length", "5") end})
+router:add_route("GET", "/interim", {handler = function(req, res) res:status(100) res:write("x") end})
+router:add_route("GET", "/header-limits", {handler = function(req, res)
+    local function refused(f, ...) local ok, e = pcall(f, res, ...) return not ok and e or false end
+    local big = {}
+    for i = 1, 16 do big[i] = refused(res.header, "X-Big-" .. i, string.rep("b", 1000)) end
+    res:json({s100 = refused(res.status, 100), s199 = refused(res.status, 199),
+              id = refused(res.header, "X-Request-ID", "mine"),
+              del = refused(res.header, "X-Del", "a\\127b"), big = big[16], big15 = big[15]})
+end})
 router:add_route("GET", "/late-status", {handler = function(req, res)
     res:write(string.rep("y", 70000))
     res:status(500)
@@ -160,6 +169,13 @@ end})
 router:add_route("GET", "/fetch-status", {handler = function(req, res)
     local r = http.request{url = "http://" .. APP .. "/s?status=404&header=X-Up%3Ayes", method = "GET"}
     res:json({status = r.status, up = r.headers["x-up"]})
+end})
+router:add_route("GET", "/fetch-trailers", {handler = function(req, res)
+    local r = http.request{url = "http://" .. APP .. "/t?chunked=1&trailer=1&size=10"}
+    local ok, err = pcall(http.request, {url = "http://" .. APP .. "/", method = "POST",
+                                         headers = {["Content-Length"] = "3"}, body = "abcdef"})
+    res:json({body = r.body, trailer = r.headers["x-trailer"] or false, te = r.headers["transfer-encoding"],
+              cl_ok = ok, cl_err = err})
 end})
 router:add_route("GET", "/fetch-https", {handler = function(req, res)
     local r, err = http.request{url = "https://" .. APP .. "/"}
@@ -311,6 +327,20 @@ $r = $t->request($port, GET => '/error-table');
 is($r->{status}, 500, 'an error object that is a table: 500 too');
 $r = $t->request($port, GET => '/bad-header');
 is($r->{status}, 500, 'res:header refuses the framing headers');
+$c = $t->conn($port);
+$r = $c->request(GET => '/interim', headers => [ Connection => 'keep-alive' ]);
+is($r->{status}, 500, 'res:status(100) in a handler: a script error, not an interim answer');
+$r = $c->request(GET => '/hello', headers => [ Connection => 'keep-alive' ]);
+ok(!defined $r->{status} || $r->{body} eq 'Hello World', 'the next answer on the connection is its own');
+$c->close;
+$r = $t->request($port, GET => '/header-limits');
+like($r->{json}{s100} || '', qr/res:status: 100 is not a final HTTP status/, 'res:status refuses 100');
+like($r->{json}{s199} || '', qr/not a final HTTP status/, 'and 199');
+like($r->{json}{id} || '', qr/X-Request-ID is set by keystoned/i, 'res:header refuses X-Request-ID');
+like($r->{json}{del} || '', qr/control characters/, 'and DEL in a value');
+ok(!$r->{json}{big15}, '15 KB of script headers are accepted');
+like($r->{json}{big} || '', qr/headers would take more than 15360 bytes/, 'the 16th KB is refused');
+is(scalar(() = $r->{raw} =~ /^X-Request-ID:/mig), 1, 'one X-Request-ID in the answer');
 $r = $t->request($port, GET => '/argcheck/x');
 is($r->{status}, 200, 'argument checks answered');
 ok(!$r->{json}{req_ok} && !$r->{json}{res_ok}, 'a NUL byte in a header name is refused by req:set_header and res:header');
@@ -387,6 +417,11 @@ $r = $t->request($port, GET => '/fetch-dead');
 like($r->{json}{err}, qr/connect to 127\.0\.0\.1:$dead: Connection refused/, 'a refused connect: nil, why');
 $r = $t->request($port, GET => '/fetch-status');
 is_deeply($r->{json}, { status => 404, up => 'yes' }, 'the upstream status and headers as they are');
+$r = $t->request($port, GET => '/fetch-trailers');
+is($r->{json}{body}, 'abcdefghij', 'http.request de-chunks a body');
+ok(!$r->{json}{trailer}, 'and drops its trailer fields (not headers)');
+ok(!$r->{json}{cl_ok}, 'a Content-Length from the script is refused');
+like($r->{json}{cl_err} // '', qr/Content-Length is set by keystoned/, 'saying why');
 $r = $t->request($port, GET => '/fetch-https');
 like($r->{json}{err}, qr/https is not supported/, 'https is refused');
 

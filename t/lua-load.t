@@ -91,7 +91,7 @@ like($err, qr{nul-opts\.lua:4: a NUL byte in the handler's name}, "in a handler'
 like($err, qr{nul-opts\.lua:5: bad header name "X A"}, 'and a route header name that is not a token');
 
 ($code, $out, $err) = check('slow.lua', "while true do end\n");
-like($err, qr{slow\.lua: the script's top level ran longer than 50 ms \(lua_limits\.timeout\)}, 'a top level that loops');
+like($err, qr{slow\.lua:1: the script's top level ran longer than 50 ms \(lua_limits\.timeout\)}, 'a top level that loops');
 ($code, $out, $err) = check('big.lua', "local s = string.rep('x', 64 * 1024 * 1024)\n");
 like($err, qr{big\.lua: the script's top level needs more than \d+ bytes \(lua_limits\.memory\)}, 'one that eats memory');
 my $t0 = Time::HiRes::time();

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 
@@ -82,6 +83,8 @@ START_TEST(libraries)
           "assert(not pcall(collectgarbage, 'stop'))\n"
           "assert(string.rep('', 1e15) == '' and string.rep('ab', 3, ',') == 'ab,ab,ab')\n"
           "assert(not pcall(table.move, {}, 1, 1 << 60, 2))\n"
+          "assert(not pcall(table.move, {}, 1, 65537, 2) and pcall(table.move, {}, 1, 65536, 2))\n"
+          "assert(table.move({1, 2, 3}, 1, 3, 2)[4] == 3)\n"
           "assert(table.unpack({1, 2}) == 1)\n");
 }
 END_TEST
@@ -106,6 +109,9 @@ START_TEST(bytecode_refused)
           "assert(f == nil and e:find('not allowed'))\n"
           "f, e = load('return 1', 'x', 'bt')\n"
           "assert(f == nil)\n"
+          /* a mode without "t" does not load text either */
+          "for _, m in ipairs({'x', '', '5'}) do f, e = load('return 1', 'x', m)\n"
+          "  assert(f == nil and e:find('not allowed'), m) end\n"
           "assert(load('return 1 + 1')() == 2)\n"
           "assert(load('return x', 'c', 't', {x = 7})() == 7)\n"
           "assert(load('return io', 'c', 't', _G)() == nil)\n"
@@ -155,7 +161,35 @@ START_TEST(syntax_and_runtime_errors)
 {
     FAILS("local x = \nfunction(", "/scripts/test.lua:2:");
     FAILS("local a = 1\nlocal b = nil + a\n", "/scripts/test.lua:2: attempt to perform arithmetic");
-    FAILS("error({code = 1})", "error object is a table value");
+    /* error() adds no position to a table: the message handler does */
+    FAILS("local x = 1\nerror({code = 1})", "/scripts/test.lua:2: (error object is a table value)");
+    FAILS("local function f()\n  error(setmetatable({}, {__tostring = function() while true do end end}))\n"
+          "end\nf()\n",
+          "/scripts/test.lua:2: (error object is a table value)");
+}
+END_TEST
+
+/* A limit that strikes at load says where. */
+START_TEST(load_limits_name_the_line)
+{
+    struct ks_lua *lx = load_with("local x = 1\nwhile true do x = x + 1 end\n", 20, 4u << 20);
+    ck_assert(lx == NULL);
+    ck_assert_msg(strstr(err, "/scripts/test.lua:2: the script's top level ran longer than 20 ms"),
+                  "%s", err);
+}
+END_TEST
+
+/* cjson recurses on the C stack: its depth limits cannot be raised past
+ * its default, so a deep document is a Lua error, not a dead worker. */
+START_TEST(json_depth_capped)
+{
+    LOADS("assert(not pcall(json.decode_max_depth, 1000000))\n"
+          "assert(not pcall(json.encode_max_depth, 1001))\n"
+          "assert(json.decode_max_depth(500) == 500 and json.decode_max_depth() == 500)\n"
+          "assert(json.encode_max_depth(1000) == 1000)\n"
+          "local ok, e = pcall(json.decode, string.rep('[', 200000))\n"
+          "assert(not ok and e:find('nested'), e)\n"
+          "assert(json.decode('[[1]]')[1][1] == 1)\n");
 }
 END_TEST
 
@@ -173,6 +207,7 @@ START_TEST(timeout_cannot_be_caught)
         "repeat local ok, e = pcall(function() local t = {} for i = 1, 1e9 do t[i % 100] = i end end) until false",
         "while true do local ok = pcall(load('while true do end')) end",
         "local t = setmetatable({}, {__index = function(t, k) return t[k + 1] end}) while true do pcall(function() return t[1] end) end",
+        "while true do pcall(table.move, {}, 1, 65536, 2) end",
     };
     for (size_t i = 0; i < sizeof(loops) / sizeof(loops[0]); i++) {
         struct ks_lua *lx = load_with(loops[i], 20, 4u << 20);
@@ -207,6 +242,57 @@ START_TEST(timeout_at_request_time)
 }
 END_TEST
 
+/* The count hook does not see time spent in C: table.move checks the
+ * limit itself, so a loop of long C calls stops within a call or two of
+ * the deadline, not some hundred calls (a thousand instructions) later. */
+START_TEST(timeout_in_c_calls)
+{
+    struct ks_lua *lx = load_with("n = 0\n"
+                                  "function f() local move, t = table.move, {}\n"
+                                  "  for i = 1, 1e9 do n = i move(t, 1, 65536, 2) end end\n",
+                                  5, 4u << 20);
+    ck_assert_msg(lx != NULL, "%s", err);
+    char msg[KS_LUA_MSG_MAX];
+    lua_getglobal(lx->L, "f");
+    ck_assert_int_eq(ks_lua_call(lx, 0, 0, msg, sizeof(msg)), KS_LUA_ERR_TIMEOUT);
+    ck_assert_msg(strstr(msg, "/scripts/test.lua:3: timeout"), "%s", msg);
+    /* a call takes a tenth of a millisecond or more: some 50 at most fit
+     * in 5 ms, while the hook comes only every ~125 calls */
+    lua_getglobal(lx->L, "n");
+    lua_Integer calls = lua_tointeger(lx->L, -1);
+    ck_assert_msg(calls > 0 && calls < 100, "%lld table.move calls in a 5 ms limit", (long long)calls);
+    ks_lua_free(lx);
+}
+END_TEST
+
+/* Waiting for the master's verdict on a runtime route is not Lua time. */
+static int slow_runtime(void *arg, const struct ks_route_spec *spec, bool del, char *id_out,
+                        size_t idlen, char *errbuf, size_t errlen)
+{
+    (void)arg, (void)spec, (void)del, (void)errbuf, (void)errlen;
+    struct timespec ts = { 0, 60 * 1000000L };
+    nanosleep(&ts, NULL);
+    snprintf(id_out, idlen, "d1");
+    return 0;
+}
+
+START_TEST(runtime_route_wait_not_counted)
+{
+    struct ks_lua *lx = load_with("function f() local r = router:add_route('GET', '/new', {upstream = 'app'})\n"
+                                  "  assert(r.ok and r.id == 'd1')\n"
+                                  "  for i = 1, 10000 do end return 'done' end\n",   /* hooks run */
+                                  20, 4u << 20);
+    ck_assert_msg(lx != NULL, "%s", err);
+    lx->runtime = slow_runtime;
+    lx->phase = KS_LUA_HANDLER;
+    char msg[KS_LUA_MSG_MAX];
+    lua_getglobal(lx->L, "f");
+    ck_assert_int_eq(ks_lua_call(lx, 0, 1, msg, sizeof(msg)), KS_LUA_OK);
+    ck_assert_str_eq(lua_tostring(lx->L, -1), "done");
+    ks_lua_free(lx);
+}
+END_TEST
+
 START_TEST(memory_cap)
 {
     static const char *const bombs[] = {
@@ -223,6 +309,13 @@ START_TEST(memory_cap)
         ck_assert_msg(strstr(err, "lua_limits.memory") != NULL || strstr(err, "not enough memory"),
                       "bomb %zu: %s", i, err);
     }
+    /* lauxlib's buffers give up at the first refusal, with an ordinary
+     * error that pcall catches: the cap latches all the same */
+    struct ks_lua *oom = load_with("local ok, e = pcall(string.rep, 'x', 1 << 30)\n"
+                                   "assert(not ok) survived = {ok, e}\n", 1000, 1u << 20);
+    ck_assert_msg(oom == NULL, "the script went on after running out of memory");
+    ck_assert_msg(strstr(err, "lua_limits.memory"), "%s", err);
+
     /* within the cap all is well, and the books balance */
     struct ks_lua *lx = load_with("big = string.rep('x', 200000)", 1000, 1u << 20);
     ck_assert_msg(lx != NULL, "%s", err);
@@ -350,6 +443,10 @@ int main(void)
     tcase_add_test(tc, syntax_and_runtime_errors);
     tcase_add_test(tc, timeout_cannot_be_caught);
     tcase_add_test(tc, timeout_at_request_time);
+    tcase_add_test(tc, timeout_in_c_calls);
+    tcase_add_test(tc, runtime_route_wait_not_counted);
+    tcase_add_test(tc, load_limits_name_the_line);
+    tcase_add_test(tc, json_depth_capped);
     tcase_add_test(tc, memory_cap);
     tcase_add_test(tc, router_registration);
     tcase_add_test(tc, registration_errors_with_lines);

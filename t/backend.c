@@ -38,6 +38,12 @@
  *   ?close=1      answer with "Connection: close" and close
  *   ?header=N:V   add a response header (repeatable, URL-encoded)
  *   ?no_continue=1  do not answer "Expect: 100-continue"
+ *   ?raw=BYTES    answer with exactly these (URL-decoded) bytes, then keep
+ *                 the connection (or close it with ?close=1)
+ *   ?later=BYTES  after answering, wait ?later_ms=N (100) and send these
+ *                 bytes unasked on the idle connection
+ *   ?repeat=BYTES send these bytes every ?every=N ms (100) until the peer
+ *                 goes away, and never a final answer
  *   .../health    200 "ok" (or the status set by -H or POST /__health)
  *   /__health     GET: current health status; POST/PUT body "503": set it
  *   /__stats      {"connections":N,"requests":N,"open":N}
@@ -606,6 +612,8 @@ struct query {
     long long chunk;
     long long bigheader;
     struct buf headers;         /* extra "Name: Value\r\n" lines */
+    struct buf raw, later, repeat;
+    long later_ms, every;
 };
 
 static void req_free(struct req *r)
@@ -936,6 +944,7 @@ static void parse_query(const char *target, struct query *q)
 
     q->size = -1;
     q->chunk = 4096;
+    q->later_ms = q->every = 100;
     if (p == NULL)
         return;
     p++;
@@ -983,6 +992,16 @@ static void parse_query(const char *target, struct query *q)
             q->no_continue = on;
         else if (strcmp(k, "bigheader") == 0 && n >= 0 && n <= 64 * 1024 * 1024)
             q->bigheader = n;
+        else if (strcmp(k, "raw") == 0)
+            buf_str(&q->raw, v);
+        else if (strcmp(k, "later") == 0)
+            buf_str(&q->later, v);
+        else if (strcmp(k, "repeat") == 0)
+            buf_str(&q->repeat, v);
+        else if (strcmp(k, "later_ms") == 0 && n >= 0 && n < 86400000)
+            q->later_ms = (long)n;
+        else if (strcmp(k, "every") == 0 && n > 0 && n < 86400000)
+            q->every = (long)n;
         else if (strcmp(k, "header") == 0) {
             char *colon = strchr(v, ':');
             if (colon != NULL && colon != v && strpbrk(v, "\r\n") == NULL) {
@@ -1107,6 +1126,25 @@ static int respond(struct conn *c, struct req *r, struct query *q,
         send_all(c->fd, junk, sizeof(junk) - 1);
         return CLOSE;
     }
+    if (q->repeat.len) {
+        struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+        char scratch[4096];
+        while (send_all(c->fd, q->repeat.p, q->repeat.len) == 0) {
+            int pr = poll(&pfd, 1, (int)q->every);
+            if (pr == 1 && recv(c->fd, scratch, sizeof(scratch), 0) <= 0)
+                break;
+        }
+        return CLOSE;
+    }
+    if (q->raw.len) {
+        if (send_all(c->fd, q->raw.p, q->raw.len) != 0)
+            return CLOSE;
+        if (q->later.len) {
+            msleep(q->later_ms);
+            send_all(c->fd, q->later.p, q->later.len);
+        }
+        return q->close ? CLOSE : KEEP;
+    }
     if (status < 200) {
         buf_printf(&o.b, "HTTP/1.1 %d %s\r\n\r\n", status, reason(status));
         status = 200;
@@ -1177,6 +1215,10 @@ done:
         return CLOSE;
     if (q->close_mid)
         return CLOSE;
+    if (q->later.len && !will_close) {
+        msleep(q->later_ms);
+        send_all(c->fd, q->later.p, q->later.len);
+    }
     return will_close ? CLOSE : KEEP;
 }
 
@@ -1428,6 +1470,9 @@ static int serve(struct conn *c)
 out:
     buf_free(&body);
     buf_free(&q.headers);
+    buf_free(&q.raw);
+    buf_free(&q.later);
+    buf_free(&q.repeat);
     req_free(&r);
     return ret;
 }

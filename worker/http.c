@@ -395,6 +395,12 @@ static void trim(const char **v, size_t *len)
         (*len)--;
 }
 
+bool ks_http_te_is_chunked(const char *v, size_t n)
+{
+    trim(&v, &n);
+    return n == 7 && strncasecmp(v, "chunked", 7) == 0;
+}
+
 /* Host: lower-case, without the port or a trailing dot; an IPv6 literal
  * keeps its brackets. */
 static void normalise_host(struct ks_request *r, const char *v, size_t len)
@@ -538,14 +544,11 @@ static int finish_head(struct ks_request *r)
     if (r->host_value != NULL)
         normalise_host(r, r->host_value, r->host_value_len);
     if (nte > 0) {
-        const char *v = te->value;
-        size_t n = te->value_len;
-        trim(&v, &n);
         if (r->http_minor == 0) {
             r->error = "Transfer-Encoding in an HTTP/1.0 request";
             return 400;
         }
-        if (nte > 1 || n != 7 || strncasecmp(v, "chunked", 7) != 0 || !r->chunked) {
+        if (nte > 1 || !ks_http_te_is_chunked(te->value, te->value_len) || !r->chunked) {
             r->error = "Transfer-Encoding other than a single \"chunked\"";
             return 400;
         }

@@ -140,6 +140,10 @@ static inline bool ks_http_name_is(const char *name, size_t len, const char *low
 
 /* RFC 9110 token characters and field-value bytes. */
 bool ks_http_is_token(const char *s, size_t len);
+/* A Transfer-Encoding value that is exactly "chunked" (any case, with
+ * optional whitespace around): the only coding keystoned frames, in
+ * requests and responses alike. */
+bool ks_http_te_is_chunked(const char *v, size_t n);
 bool ks_http_is_value(const char *s, size_t len);
 /* A whole request head (request line, field lines, empty line) exactly
  * as RFC 9112 writes it; leading empty lines are allowed.  Returns NULL or

@@ -497,7 +497,9 @@ static enum ks_io_result connect_upstream(struct ks_worker *w, const struct ks_t
     return KS_IO_OK;
 }
 
-/* A pooled connection the upstream has not closed (nothing to read yet). */
+#define MAX_INTERIM 32
+
+/* A pooled connection the upstream has not closed and has sent nothing on. */
 static bool pooled_alive(int fd)
 {
     char b;
@@ -703,6 +705,7 @@ struct attempt {
     int fd;
     bool pooled;
     bool sent_any;                  /* the upstream accepted request bytes */
+    bool interim;                   /* the upstream answered an interim head */
     enum ks_upstream_outcome outcome;
     int status;
     const char *why;
@@ -826,10 +829,15 @@ static int response_kind(const struct ks_exchange *x, const struct resp *rp, enu
 {
     int st = (int)rp->p.status_code;
     size_t nte = 0;
+    bool chunked_only = true;
     for (size_t i = 0; i < rp->f.n; i++)
-        if (ks_http_name_is(rp->f.h[i].name, rp->f.h[i].name_len, "transfer-encoding"))
+        if (ks_http_name_is(rp->f.h[i].name, rp->f.h[i].name_len, "transfer-encoding")) {
             nte++;
-    if (nte > 1 || (nte == 1 && !(rp->p.flags & F_CHUNKED)))
+            chunked_only &= ks_http_te_is_chunked(rp->f.h[i].value, rp->f.h[i].value_len);
+        }
+    /* "gzip, chunked" too: passing the body on de-chunked would drop the
+     * gzip coding without a trace */
+    if (nte > 1 || (nte == 1 && (!chunked_only || !(rp->p.flags & F_CHUNKED))))
         return -1;      /* a coding we could not re-frame */
     if (x->r->head_method || st < 200 || st == 204 || st == 304)
         *kind = KS_BODY_NONE;
@@ -1033,7 +1041,7 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
     struct ks_worker *w = x->w;
     struct ks_proxy *P = w->proxy;
     const char *why = NULL;
-    for (;;) {
+    for (int interims = 0;; interims++) {
         enum head_result hr = read_head(w, P, rp, a->fd, first_deadline, a->up->idle_timeout_ms, &why);
         if (hr == HR_TIMEOUT)
             return fail_attempt(a, KS_UO_TIMEOUT, 504, why, AT_FAIL);
@@ -1042,9 +1050,19 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
         if (hr == HR_BAD)
             return fail_attempt(a, KS_UO_BAD_RESPONSE, 502, why, AT_FAIL);
         int st = (int)rp->p.status_code;
-        if (st < 100 || st == 101 || st >= 200)
+        if (st < 100 || st > 599)       /* http-parser takes any three digits */
+            return fail_attempt(a, KS_UO_BAD_RESPONSE, 502, "invalid status code from the upstream",
+                                AT_FAIL);
+        if (st == 101 || st >= 200)
             break;
-        /* an interim head: pass it on, then parse what followed it */
+        /* an interim head: pass it on, then parse what followed it.  The
+         * final head is still due by the response deadline, whatever
+         * interim heads come before it, and there are at most
+         * MAX_INTERIM of them. */
+        if (interims == MAX_INTERIM)
+            return fail_attempt(a, KS_UO_BAD_RESPONSE, 502, "too many interim responses from the upstream",
+                                AT_FAIL);
+        a->interim = true;
         if (relay_interim(x, P, rp) < 0) {
             x->close = true;
             x->error = "client gone";
@@ -1054,7 +1072,6 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
         memmove(P->up_buf, P->up_buf + rp->head_len, rest);
         resp_start(rp, P, x->r->head_method);
         rp->len = rest;
-        first_deadline = ks_now_ms() + a->up->idle_timeout_ms;
     }
     int st = (int)rp->p.status_code;
     x->upstream_status = st;
@@ -1109,11 +1126,16 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
         a->fd = -1;
         a->pooled = false;
         a->sent_any = false;
+        a->interim = false;
         if (!fresh_only) {
-            /* a non-idempotent request is not retried later, so make sure
-             * now the connection is still open */
+            /* Bytes on an idle connection answer no request of ours (a
+             * 408 of the upstream's idle timeout, the excess after a
+             * response's length): the next response read from it would
+             * be someone else's.  So every pooled connection is looked
+             * at first: one syscall, and a non-idempotent request,
+             * which is not retried, knows the connection is open. */
             while ((a->fd = ks_pool_take(&P->pool, a->u, ks_now_ms())) >= 0) {
-                if (idempotent(x->r) || pooled_alive(a->fd))
+                if (pooled_alive(a->fd))
                     break;
                 close(a->fd);
             }
@@ -1158,7 +1180,7 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
             x->close = true;
         ks_worker_set_state(w, KS_WS_PROXYING);
         enum attempt_result res = relay_response(x, a, &rp, tunnelling, ks_now_ms() + timeout);
-        if (res == AT_FAIL && a->outcome == KS_UO_RESET && a->pooled && sr == SEND_OK &&
+        if (res == AT_FAIL && a->outcome == KS_UO_RESET && a->pooled && sr == SEND_OK && !a->interim &&
             (idempotent(x->r) || !a->sent_any) &&
             (x->in == NULL || ks_body_replayable(x->in, mark))) {
             /* a kept-alive connection the upstream had closed: once more,

@@ -1657,6 +1657,7 @@ static const struct ks_key server_keys[] = {
     K_SIZE("min_body_rate", SC, min_body_rate, 0, GB, 0),
     K_DUR("send_timeout", SC, send_timeout_ms, 1, MS_D),
     K_DUR("idle_timeout", SC, idle_timeout_ms, 1, MS_H),
+    K_DUR("lingering_time", SC, lingering_time_ms, 0, MS_M),
     K_DUR("shutdown_timeout", SC, shutdown_timeout_ms, 0, MS_D),
     K_PATH("pid_file", SC, pid_file, NULL, KF_RESTART),
     K_PATH("state_file", SC, state_file, NULL, KF_RESTART),
@@ -1748,6 +1749,7 @@ static int config_init(struct ks_load *ld, struct ks_config *c)
     s->min_body_rate = 1024;
     s->send_timeout_ms = 30 * MS_S;
     s->idle_timeout_ms = 5 * MS_S;
+    s->lingering_time_ms = 2 * MS_S;
     s->shutdown_timeout_ms = 30 * MS_S;
     if ((p = ks_path_join(c->dir, "keystoned.pid")) != NULL)
         s->pid_file = arena_strdup(a, p);

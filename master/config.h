@@ -107,6 +107,7 @@ struct ks_server_config {
     uint64_t min_body_rate;     /* bytes/s a body must keep up; 0 = off */
     int64_t send_timeout_ms;
     int64_t idle_timeout_ms;
+    int64_t lingering_time_ms;      /* 0 = close at once */
     int64_t shutdown_timeout_ms;
     char *pid_file;
     char *state_file;

@@ -137,6 +137,7 @@ size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynrout
     s->min_body_rate = sv->min_body_rate;
     s->send_timeout_ms = sv->send_timeout_ms;
     s->idle_timeout_ms = sv->idle_timeout_ms;
+    s->lingering_time_ms = sv->lingering_time_ms;
     s->max_requests_per_worker = sv->max_requests_per_worker;
     s->max_keepalive_requests = sv->max_keepalive_requests;
     s->max_headers = cfg->limits.max_headers;

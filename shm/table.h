@@ -33,6 +33,7 @@ struct ks_t_settings {
     uint64_t min_body_rate;
     int64_t send_timeout_ms;
     int64_t idle_timeout_ms;
+    int64_t lingering_time_ms;
     int64_t max_requests_per_worker;
     int32_t max_keepalive_requests;
     int32_t max_headers;

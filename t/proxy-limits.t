@@ -10,6 +10,7 @@ use warnings;
 use Test::More;
 use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_REUSEADDR pack_sockaddr_in inet_aton unpack_sockaddr_in);
 use Time::HiRes qw(time);
+use IO::Socket::INET;
 use Keystone::Test;
 
 my $t = Keystone::Test->new;
@@ -100,6 +101,30 @@ is($r->{json}{body_len}, 1024, 'exactly max_body_bytes is fine');
                      . "200\r\n" . ('y' x 512) . "\r\n200\r\n" . ('y' x 512) . "\r\n1\r\nz\r\n0\r\n\r\n");
 is($r->{status}, 413, 'a chunked body over max_body_bytes: 413');
 is($how, 'eof', 'and closed');
+
+# An upload refused by its Content-Length: keystoned answers at once, and
+# must then read and drop the rest (lingering close).  A plain close() with
+# the body still arriving sends a reset: the client's next write fails, and
+# a client that then gives up (most do: curl, Python's http.client) never
+# reads the 413.
+{
+    local $SIG{PIPE} = 'IGNORE';
+    local $SIG{ALRM} = sub { die "the upload test hung\n" };
+    alarm 30;
+    my $lost = 0;
+    for my $try (1 .. 5) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") or die "connect: $!";
+        syswrite($s, "POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: " . (48 * 65536) . "\r\n\r\n");
+        my $chunk = 'u' x 65536;
+        my $sent = 0;
+        for (1 .. 48) { last unless defined syswrite($s, $chunk); $sent++ }
+        my $got = '';
+        while (sysread($s, my $buf, 65536)) { $got .= $buf }
+        $lost++ unless $sent == 48 && $got =~ m{^HTTP/1\.1 413 };
+    }
+    alarm 0;
+    is($lost, 0, 'a 3 MB upload over max_body_bytes is sent whole and gets its 413, five times of five');
+}
 
 # ---- client timeouts ----------------------------------------------------------------------
 my ($took);

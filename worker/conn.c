@@ -406,6 +406,25 @@ enum ks_io_result ks_conn_write(struct ks_conn *c, const void *buf, size_t len, 
     return ks_conn_writev(c, &iov, 1, deadline_ms);
 }
 
+void ks_conn_close(struct ks_conn *c, bool may_be_sending)
+{
+    int64_t linger_ms = c->w->table->settings.lingering_time_ms;
+    if (linger_ms > 0 && may_be_sending && shutdown(c->fd, SHUT_WR) == 0) {
+        int64_t deadline = ks_now_ms() + linger_ms;
+        size_t got;
+        while (ks_read_some(c->w, c->fd, c->buf, c->cap, deadline, &got) == KS_IO_OK)
+            ;
+    }
+    close(c->fd);
+    c->fd = -1;
+}
+
+bool ks_conn_input_waiting(const struct ks_conn *c)
+{
+    char b;
+    return c->start < c->len || recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void ks_conn_compact(struct ks_conn *c)
 {
     if (c->start == 0)

@@ -104,4 +104,14 @@ enum ks_io_result ks_conn_splice_to(struct ks_conn *c, int out, const int pipe_f
 /* Drop consumed input, moving unconsumed bytes to the front. */
 void ks_conn_compact(struct ks_conn *c);
 
+/* Close the client connection.  A close() with unread input makes the
+ * kernel answer the client's next bytes with a reset, which can destroy
+ * the answer just written before the client has read it (the 413 to an
+ * upload; RFC 9112 section 9.6).  So when the client may still be
+ * sending, the write side is shut and what arrives read and dropped until
+ * the client closes, or for at most server.lingering_time. */
+void ks_conn_close(struct ks_conn *c, bool may_be_sending);
+/* Unconsumed input, buffered or waiting in the socket. */
+bool ks_conn_input_waiting(const struct ks_conn *c);
+
 #endif

@@ -439,6 +439,7 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
     ks_worker_set_state(w, KS_WS_READING);
 
     c.buf = w->conn_buf;
+    bool may_be_sending = false;     /* when we close: the client may not have finished */
     for (;;) {
         /* the previous request may have run on retired buffers: adopt
          * before a refresh could retire the current ones */
@@ -484,6 +485,7 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
             ks_respond_error(&c, &r, status, r.error ? r.error : head_error_message(status), NULL, false);
             reopen_logs(w);
             ks_accesslog_write(w, &c, &r, NULL, c.len, c.bytes_out - out0);
+            may_be_sending = true;
             break;
         }
         request_id(w, &r);
@@ -517,10 +519,15 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
         reopen_logs(w);     /* a USR1 that came while this request ran */
         ks_accesslog_write(w, &c, &r, &x, r.head_len + body.wire + x.tunnel_in, c.bytes_out - out0);
         ks_proxy_request_done(w);
-        if (rc < 0 || x.close)
+        if (rc < 0 || x.close) {
+            /* a client that asked to close has sent all it will; one
+             * we close on may have sent, or be sending, more */
+            may_be_sending = ks_body_pending(&body) ||
+                             (r.keep_alive && ks_conn_input_waiting(&c));
             break;
+        }
     }
-    close(fd);
+    ks_conn_close(&c, may_be_sending);
     w->score->request[0] = '\0';
     w->score->client[0] = '\0';
 }

@@ -185,6 +185,7 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(s->min_body_rate, 1024);
     ck_assert_int_eq(s->send_timeout_ms, 30000);
     ck_assert_int_eq(s->idle_timeout_ms, 5000);
+    ck_assert_int_eq(s->lingering_time_ms, 2000);
     ck_assert_int_eq(s->shutdown_timeout_ms, 30000);
     snprintf(want, sizeof(want), "%s/keystoned.pid", tmpdir);
     ck_assert_str_eq(s->pid_file, want);
@@ -304,6 +305,7 @@ START_TEST(test_every_key)
             "  min_body_rate: 0\n"
             "  send_timeout: 1.5s\n"
             "  idle_timeout: 1h\n"
+            "  lingering_time: 0\n"
             "  shutdown_timeout: 0\n"
             "  pid_file: run/k.pid\n"
             "  state_file: /var/tmp/k.state\n"
@@ -368,6 +370,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(s->read_body_timeout_ms, 90000);
     ck_assert_uint_eq(s->min_body_rate, 0);
     ck_assert_int_eq(s->send_timeout_ms, 1500);
+    ck_assert_int_eq(s->lingering_time_ms, 0);
     ck_assert_int_eq(s->idle_timeout_ms, 3600000);
     ck_assert_int_eq(s->shutdown_timeout_ms, 0);
     snprintf(want, sizeof(want), "%s/run/k.pid", tmpdir);

@@ -102,6 +102,17 @@ is(via('other.test', '/api/x%2'), 400, 'a truncated escape refused');
 # ---- absolute-form targets ---------------------------------------------------------
 $r = $t->request($port, GET => 'http://shop.test/api/abs?x=1', host => 'shop.test');
 is("$r->{json}{name} $r->{json}{target}", 'shopapi /api/abs?x=1', 'absolute-form: routed by its host, origin-form upstream');
+$r = $t->request($port, GET => 'http://shop.test:80/api/abs', host => 'shop.test');
+is($r->{json}{target}, '/api/abs', 'absolute-form with the default port, Host without one: the same authority');
+$r = $t->request($port, GET => 'http://shop.test:81/api/abs', host => 'shop.test:82');
+is($r->{status}, 400, 'absolute-form whose port differs from Host\'s: 400');
+like($r->{json}{error}{message} // '', qr/port of the target differs from Host/, 'saying so');
+$r = $t->request($port, GET => 'http://shop.test:81/api/abs', host => 'shop.test');
+is($r->{status}, 400, 'a port in the target and none in Host: 400 too');
+$r = $t->request($port, OPTIONS => 'http://shop.test', host => 'shop.test');
+is($r->{json}{target}, '*', 'OPTIONS with an absolute-form target without a path goes upstream as "*"');
+$r = $t->request($port, OPTIONS => '*', host => 'shop.test');
+is($r->{json}{target}, '*', 'as OPTIONS * does');
 
 # ---- routing per request on one connection ------------------------------------------
 my $c = $t->conn($port);

@@ -429,8 +429,28 @@ static bool scheme_is(const char *t, size_t len, const char *scheme)
     return len > n + 3 && strncasecmp(t, scheme, n) == 0 && memcmp(t + n, "://", 3) == 0;
 }
 
-/* An absolute-form target: path and query from the URL, and its host must
- * be the one Host names. */
+/* The port of a Host value (uri-host [":" port]), or dflt when it has none
+ * (an empty port too, RFC 3986 section 3.2.3). */
+static unsigned long host_port(const char *v, size_t len, unsigned long dflt)
+{
+    const char *end = v + len, *p = v;
+    if (p < end && *p == '[') {
+        const char *close = memchr(p, ']', len);
+        p = close != NULL ? close + 1 : end;
+    } else {
+        const char *colon = memchr(p, ':', len);
+        p = colon != NULL ? colon : end;
+    }
+    if (p == end || *p != ':' || p + 1 == end)
+        return dflt;
+    unsigned long port = 0;
+    for (p++; p < end && isdigit((unsigned char)*p) && port <= 65535; p++)
+        port = port * 10 + (unsigned long)(*p - '0');
+    return port;
+}
+
+/* An absolute-form target: path and query from the URL, and its authority
+ * (host and port) must be the one Host names. */
 static int absolute_target(struct ks_request *r)
 {
     struct http_parser_url u;
@@ -454,6 +474,12 @@ static int absolute_target(struct ks_request *r)
         r->error = "the host of the target differs from Host";
         return 400;
     }
+    unsigned long dflt = scheme_is(r->target, r->target_len, "https") ? 443 : 80;
+    unsigned long port = (u.field_set & (1 << UF_PORT)) ? u.port : dflt;
+    if (r->host_value == NULL || port != host_port(r->host_value, r->host_value_len, dflt)) {
+        r->error = "the port of the target differs from Host";
+        return 400;
+    }
     r->absolute_form = true;
     if (u.field_set & (1 << UF_PATH)) {
         r->path = r->target + u.field_data[UF_PATH].off;
@@ -464,7 +490,8 @@ static int absolute_target(struct ks_request *r)
         r->error = "absolute-form target with a query but no path";
         return 400;
     } else {
-        r->path = r->origin = "/";
+        /* no path: "/", or for OPTIONS "*" (RFC 9112 section 3.2.4) */
+        r->path = r->origin = r->parser.method == HTTP_OPTIONS ? "*" : "/";
         r->path_len = r->origin_len = 1;
     }
     r->query = NULL;

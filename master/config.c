@@ -1682,7 +1682,7 @@ static const struct ks_key limits_keys[] = {
     /* capacities: they size the shared segment */
     K_INT("max_tenants", LC, max_tenants, 1, 65535, KF_RESTART),
     K_INT("max_upstreams", LC, max_upstreams, 1, 65535, KF_RESTART),
-    K_INT("max_routes", LC, max_routes, 0, 1000000, KF_RESTART),
+    K_INT("max_routes", LC, max_routes, 0, 1000000, 0),
     K_SIZE("route_table_size", LC, route_table_size, 64 * KB, GB, KF_RESTART),
     K_SIZE("max_config_size", LC, max_config_size, KB, KS_CONFIG_SIZE_CEILING, 0),
 };

@@ -365,6 +365,18 @@ int ks_luacheck_config(struct ks_config *cfg, struct ks_diag *diag)
                         t ? t->name : "?");
         failed = true;
     }
+    if (!failed) {
+        /* limits.max_routes is counted when a runtime route is added, and
+         * here for what the scripts register */
+        size_t total = 0;
+        for (size_t i = 0; i < cat->ntenants; i++)
+            total += cat->tenants[i].nroutes;
+        if (total > (size_t)cfg->limits.max_routes) {
+            ks_diag_add(diag, "%s: limits.max_routes: the tenants' scripts register %zu routes, "
+                        "more than %d", cfg->path, total, cfg->limits.max_routes);
+            failed = true;
+        }
+    }
     if (failed) {
         ks_lua_catalog_free(cat);
         return -1;

@@ -51,6 +51,15 @@ my ($code, $out, $err) = check('ok.lua', "router:add_route('GET', '/v1', {handle
 is($code, 0, '-t accepts a good script');
 is($out, "configuration OK\n", 'and says so');
 
+# limits.max_routes counts the scripts' routes too
+$t->write_file('scripts/many.lua', join '', map { "router:add_route('GET', '/r$_', {upstream = 'app'})\n" } 1 .. 4);
+$t->write_file('many.yaml', config('many.lua', "limits:\n  max_routes: 3"));
+($code, $out, $err) = $t->run([$t->bin('keystoned'), '-t', '-c', "$dir/many.yaml"]);
+is($code, 1, 'scripts registering more routes than limits.max_routes fail -t');
+like($err, qr{many\.yaml: limits\.max_routes: the tenants' scripts register 4 routes, more than 3}, 'saying so');
+$t->write_file('many.yaml', config('many.lua', "limits:\n  max_routes: 4"));
+is(($t->run([$t->bin('keystoned'), '-t', '-c', "$dir/many.yaml"]))[0], 0, 'exactly max_routes is fine');
+
 ($code, $out, $err) = check('syntax.lua', "local a = 1\nlocal b = \nfunction(\n");
 is($code, 1, 'a syntax error fails -t');
 like($err, qr{^\Q$dir\E/scripts/syntax\.lua:4: .*near <eof> \(tenant demo\)$}m, 'with file:line and the tenant');

@@ -2,8 +2,9 @@
 # Upstream answers keystoned must not pass on as they are: bytes on an
 # idle pooled connection (they answer no request, and the next client
 # would get them), interim heads without end, a transfer coding besides
-# chunked, a status code that is not one, and a request replayed after
-# the upstream had begun to answer it.  t/backend's ?raw, ?later and
+# chunked, a status code that is not one, a bad chunk before the head
+# went out, and a request replayed after the upstream had begun to answer
+# it.  t/backend's ?raw, ?later and
 # ?repeat send the exact bytes.
 use strict;
 use warnings;
@@ -92,6 +93,11 @@ for my $te ('gzip, chunked', 'x-foo, chunked', 'deflate,chunked') {
 $r = $t->request($port, GET => '/te?raw=' . enc("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked \r\n\r\n"
                                                 . "5\r\nhello\r\n0\r\n\r\n"));
 is($r->{body}, 'hello', '"Chunked " is chunked');
+for my $bad ("zz\r\n", ('f' x 20) . "\r\n") {
+    $r = $t->request($port, GET => '/bc?close=1&raw=' . enc("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                                         . "2\r\nhi\r\n$bad"));
+    is($r->{status}, 502, 'a malformed chunk in the first read, the head not yet sent: 502, not an empty reply');
+}
 for my $code ('000', '099', '600', '999') {
     $r = $t->request($port, GET => '/st?raw=' . enc("HTTP/1.1 $code X\r\nContent-Length: 2\r\n\r\nhi"));
     is($r->{status}, 502, "status $code: 502");

@@ -949,6 +949,7 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
     bool chunked = cf == CF_CHUNKED;
     const char *trouble = NULL;
     enum ks_upstream_outcome bad = KS_UO_OK;
+    bool head_out = false;
     ks_worker_set_state(w, KS_WS_WRITING);
     for (;;) {
         while (pos < rp->len && !d.done && q.n + 3 * SLICES + 4 <= QUEUE_IOV) {
@@ -976,6 +977,7 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
                 trouble = "client gone";
                 break;
             }
+            head_out = true;
         }
         if (d.done)
             break;
@@ -1014,6 +1016,8 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
         bad = upstream_body_trouble(io, &trouble);
         break;
     }
+    if (trouble != NULL && !head_out && bad != KS_UO_OK)
+        return fail_attempt(a, bad, 502, trouble, AT_FAIL);    /* a bad chunk in the first read */
     if (trouble != NULL) {
         /* the head is out: all we can do is cut the connection short */
         x->close = true;

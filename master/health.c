@@ -27,6 +27,7 @@
 #include "keystoned/log.h"
 #include "keystoned/util.h"
 #include "master/health.h"
+#include "worker/http.h"
 
 #define MAX_INFLIGHT 256        /* probes at once; the rest wait their turn */
 #define MAX_HEAD 16384          /* response head bytes a probe reads */
@@ -55,7 +56,9 @@ struct target {
     int fd;
     int64_t next_ms;            /* IDLE: when the next probe starts */
     int64_t start_ms, deadline_ms, start_us;
-    size_t sent, head_bytes;
+    size_t sent;
+    char *head;                 /* P_READING: what arrived, MAX_HEAD + 1 bytes */
+    size_t head_len, parsed, head_start;   /* head_start: of the head being parsed */
     http_parser parser;
     int status;                 /* final status once the head is parsed, else 0 */
     int sys_errno;              /* of a connect error, for the log */
@@ -207,6 +210,8 @@ static void close_probe(struct ks_health_checker *hc, struct target *t)
         close(t->fd);
         t->fd = -1;
     }
+    free(t->head);
+    t->head = NULL;
     if (t->phase != P_IDLE) {
         t->phase = P_IDLE;
         hc->inflight--;
@@ -279,13 +284,10 @@ static enum ks_health_reason connect_reason(int err)
     }
 }
 
+/* Each head stops the parser at its final LF, to be checked on its own. */
 static int on_headers_complete(http_parser *p)
 {
-    struct target *t = p->data;
-    if (p->status_code >= 200) {    /* a 1xx is interim: the real head follows */
-        t->status = p->status_code;
-        http_parser_pause(p, 1);
-    }
+    http_parser_pause(p, 1);
     return 0;
 }
 
@@ -308,11 +310,44 @@ static void judge(struct ks_health_checker *hc, struct target *t)
     finish(hc, t, ok, KS_HR_BAD_STATUS);
 }
 
+/* Parse what arrived.  Each head (interim ones too) is held to the grammar
+ * the proxy holds responses to, so that a probe never calls up an upstream
+ * whose answers every request would get a 502 for.  Returns 1 once the
+ * final status is known, -1 for a bad response, 0 to read on. */
+static int parse_heads(struct target *t)
+{
+    while (t->parsed < t->head_len) {
+        http_parser *p = &t->parser;
+        t->parsed += http_parser_execute(p, &parser_settings, t->head + t->parsed,
+                                         t->head_len - t->parsed);
+        if (HTTP_PARSER_ERRNO(p) != HPE_PAUSED)
+            return HTTP_PARSER_ERRNO(p) == HPE_OK ? 0 : -1;
+        /* at the head's final LF */
+        http_parser_pause(p, 0);
+        t->parsed += http_parser_execute(p, &parser_settings, t->head + t->parsed, 1);
+        if (ks_http_check_response_head(t->head + t->head_start, t->parsed - t->head_start) != NULL ||
+            p->status_code < 100 || p->status_code > 599)
+            return -1;
+        if (p->status_code >= 200 || p->status_code == 101) {
+            t->status = p->status_code;
+            return 1;
+        }
+        /* a 1xx is interim: the real head follows */
+        t->head_start = t->parsed;
+        http_parser_init(p, HTTP_RESPONSE);
+        p->data = t;
+    }
+    return 0;
+}
+
 static void do_read(struct ks_health_checker *hc, struct target *t)
 {
-    char buf[4096];
     for (;;) {
-        ssize_t n = read(t->fd, buf, sizeof(buf));
+        if (t->head_len > MAX_HEAD) {   /* read one byte past MAX_HEAD and no final head */
+            finish(hc, t, false, KS_HR_BAD_RESPONSE);
+            return;
+        }
+        ssize_t n = read(t->fd, t->head + t->head_len, MAX_HEAD + 1 - t->head_len);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -322,20 +357,18 @@ static void do_read(struct ks_health_checker *hc, struct target *t)
             return;
         }
         if (n == 0) {   /* closed before a complete head */
-            http_parser_execute(&t->parser, &parser_settings, NULL, 0);
-            if (t->status != 0)
-                judge(hc, t);
-            else
-                finish(hc, t, false, KS_HR_RESET);
+            finish(hc, t, false, KS_HR_RESET);
             return;
         }
-        http_parser_execute(&t->parser, &parser_settings, buf, (size_t)n);
-        if (t->status != 0) {
+        t->head_len += (size_t)n;
+        int r = parse_heads(t);
+        if (r > 0 && t->parsed > MAX_HEAD)
+            r = -1;
+        if (r > 0) {
             judge(hc, t);
             return;
         }
-        t->head_bytes += (size_t)n;
-        if (HTTP_PARSER_ERRNO(&t->parser) != HPE_OK || t->head_bytes > MAX_HEAD) {
+        if (r < 0) {
             finish(hc, t, false, KS_HR_BAD_RESPONSE);
             return;
         }
@@ -356,6 +389,12 @@ static void do_send(struct ks_health_checker *hc, struct target *t)
         }
         t->sent += (size_t)n;
     }
+    t->head = malloc(MAX_HEAD + 1);
+    if (t->head == NULL) {
+        finish(hc, t, false, KS_HR_CONNECT_ERROR);
+        return;
+    }
+    t->head_len = t->parsed = t->head_start = 0;
     t->phase = P_READING;
     http_parser_init(&t->parser, HTTP_RESPONSE);
     t->parser.data = t;
@@ -378,7 +417,7 @@ static void start_probe(struct ks_health_checker *hc, struct target *t, int64_t 
 {
     const struct ks_addr *a = &t->conf.addr;
     t->status = 0;
-    t->sent = t->head_bytes = 0;
+    t->sent = 0;
     t->sys_errno = 0;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {

@@ -60,6 +60,11 @@ $extra
     upstreams:
       - { name: bad-status, url: "http://127.0.0.1:$p3", health_path: "/health?status=503" }
       - { name: bad-response, url: "http://127.0.0.1:$p3", health_path: "/health?malformed=1" }
+      - { name: bare-lf, url: "http://127.0.0.1:$p3",
+          health_path: "/health?raw=HTTP%2F1.1%20200%20OK%0AContent-Length%3A%200%0A%0A" }
+      - { name: big-head, url: "http://127.0.0.1:$p3", health_path: "/health?bigheader=17000" }
+      - { name: status-099, url: "http://127.0.0.1:$p3",
+          health_path: "/health?raw=HTTP%2F1.1%20099%20X%0D%0AContent-Length%3A%200%0D%0A%0D%0A" }
       - { name: reset, url: "http://127.0.0.1:$p3", health_path: "/health?reset=1" }
       - { name: refused, url: "http://127.0.0.1:$dead" }
       - { name: read-timeout, url: "http://127.0.0.1:$p3", health_path: "/health?hang_head=1" }
@@ -159,6 +164,8 @@ my %want = (
     'bad-status' => 'bad status 503', 'bad-response' => 'bad response', reset => 'reset',
     refused => 'connect refused', 'read-timeout' => 'read timeout',
     'connect-timeout' => 'connect timeout',
+    # what the proxy would answer 502 for is no healthy answer either
+    'bare-lf' => 'bad response', 'big-head' => 'bad response', 'status-099' => 'bad response',
 );
 for my $name (sort keys %want) {
     my $u = wait_upstream('reasons', $name, sub { $_[0]{state} eq 'down' });
@@ -174,7 +181,7 @@ is($u && $u->{state}, 'up', 'TCP check: up when the port accepts');
 is($u && $u->{last_status}, 0, 'TCP check: no HTTP status');
 my ($code, $out) = $t->ctl('-s', $state, 'health');
 is($code, 0, 'keystonectl health exits 0');
-like($out, qr{^reasons: 2/8 upstreams healthy$}m, 'keystonectl health: tenant line');
+like($out, qr{^reasons: 2/11 upstreams healthy$}m, 'keystonectl health: tenant line');
 like($out, qr{^\s+bad-status\s+http://127\.0\.0\.1:\d+\s+down\s+since \d+s ago\s+[\d.]+ ms\s+bad status 503$}m,
      'keystonectl health: state, since, latency, reason');
 like($out, qr{^\s+connect-timeout\s+\S+\s+down\s.*\bconnect timeout$}m, 'keystonectl health: connect timeout');
@@ -182,7 +189,7 @@ like($out, qr{^\s+tcp\s+\S+\s+up\s+since \d+s ago\s+[\d.]+ ms\s*$}m, 'keystonect
 like($out, qr{^lua-only: no upstreams$}m, 'keystonectl health: a tenant without upstreams');
 unlike($out, qr/^workers:|^keystoned /m, 'keystonectl health shows only health');
 ($code, $out) = $t->ctl('-s', $state, 'status');
-like($out, qr{^  reasons\s+base /r\s+2/8 upstreams healthy}m, 'keystonectl status: tenant line');
+like($out, qr{^  reasons\s+base /r\s+2/11 upstreams healthy}m, 'keystonectl status: tenant line');
 like($out, qr{^\s+refused\s+\S+\s+down\s+since \d+s ago\s+[\d.]+ ms\s+connect refused$}m,
      'keystonectl status: upstream lines');
 

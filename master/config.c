@@ -23,6 +23,7 @@
 #include <config.h>
 
 #include <ctype.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
 #include <libgen.h>
@@ -193,6 +194,7 @@ struct loc {
     const void *addr;
     int line, col;
     const char *path;
+    bool failed;                /* the key was there, its value refused */
 };
 
 /* Errors are kept until the end of the load and then handed out in file
@@ -352,7 +354,8 @@ static size_t loc_hash(const void *p)
     return (size_t)x;
 }
 
-static void loc_put(struct ks_load *ld, const void *addr, int line, int col, const char *path)
+static void loc_put(struct ks_load *ld, const void *addr, int line, int col, const char *path,
+                    bool failed)
 {
     size_t i;
 
@@ -385,6 +388,7 @@ static void loc_put(struct ks_load *ld, const void *addr, int line, int col, con
     ld->locs[i].addr = addr;
     ld->locs[i].line = line;
     ld->locs[i].col = col;
+    ld->locs[i].failed = failed;
     ld->locs[i].path = arena_strdup(ld->scratch, path);
     if (ld->locs[i].path == NULL)
         ld->locs[i].path = "";
@@ -690,6 +694,24 @@ static const char *check_domain(const char *s, char *buf, size_t cap)
     char q[128];
 
     quote(q, sizeof(q), s, strlen(s));
+    /* an IPv6 literal, bracketed as in a Host header: "[::1]" */
+    size_t n = strlen(s);
+    struct in6_addr a6;
+    char inner[INET6_ADDRSTRLEN + 1];
+    if (n > 2 && s[0] == '[' && s[n - 1] == ']') {
+        if (n - 2 < sizeof(inner)) {
+            memcpy(inner, s + 1, n - 2);
+            inner[n - 2] = '\0';
+            if (inet_pton(AF_INET6, inner, &a6) == 1)
+                return NULL;
+        }
+        snprintf(buf, cap, "expected an IPv6 address in the brackets, got %s", q);
+        return buf;
+    }
+    if (inet_pton(AF_INET6, s, &a6) == 1) {
+        snprintf(buf, cap, "an IPv6 address is written in brackets, as in the Host header: [%s]", s);
+        return buf;
+    }
     if (strchr(s, ':') != NULL) {
         snprintf(buf, cap, "a domain has no port (the port of the Host header is ignored), got %s", q);
         return buf;
@@ -1069,6 +1091,7 @@ static int set_strlist(struct ks_load *ld, const struct ks_key *k, const struct 
     char **list;
     size_t *from;       /* the item each accepted entry came from */
     size_t i, j, n = 0;
+    bool refused = false;
     char d[128];
 
     if (ks_ynode_is_null(v)) {
@@ -1095,6 +1118,8 @@ static int set_strlist(struct ks_load *ld, const struct ks_key *k, const struct 
         if (set_string(ld, &item, v->items[i], &s, p) == 0) {
             from[n] = i;
             list[n++] = s;
+        } else {
+            refused = true;
         }
         kp_pop(p, old);
     }
@@ -1128,7 +1153,7 @@ static int set_strlist(struct ks_load *ld, const struct ks_key *k, const struct 
     }
     *(char ***)((char *)obj + k->off) = list;
     *(size_t *)((char *)obj + k->off2) = n;
-    return 0;
+    return refused ? -1 : 0;   /* the accepted items are kept all the same */
 }
 
 static int set_list(struct ks_load *ld, const struct ks_key *k, const struct ks_ynode *v,
@@ -1231,12 +1256,13 @@ static int set_value(struct ks_load *ld, const struct ks_key *k, const struct ks
         break;
     }
     /* An embedded section shares its address with its first field: only
-     * the fields are recorded. */
-    if (rc == 0 && k->type != KT_SECTION) {
+     * the fields are recorded, refused ones too (so that the cross-field
+     * checks do not take a refused value for a missing one). */
+    if (k->type != KT_SECTION) {
         /* A scalar is pointed at by its value, a collection by its key. */
         const struct ks_ynode *at = v != NULL && v->type == KS_YSCALAR ? v : key;
 
-        loc_put(ld, field, at->line, at->col, p->s);
+        loc_put(ld, field, at->line, at->col, p->s, rc != 0);
     }
     return rc;
 }
@@ -1916,7 +1942,10 @@ static void check_tenant_overlap(struct ks_load *ld)
     }
     for (i = 0; i < c->ntenants; i++) {
         const struct ks_tenant_config *t = &c->tenants[i];
+        const struct loc *dl = loc_get(ld, &t->domains);
 
+        if (dl != NULL && dl->failed)
+            continue;   /* its domains are reported already; it is not domain-less */
         if (t->ndomains == 0)
             v[n++] = (struct dupent){ "", t->base_path, i, 0 };
         for (j = 0; j < t->ndomains; j++)

@@ -10,7 +10,7 @@ use Keystone::Test;
 
 my $t = Keystone::Test->new;
 my $port = $t->free_port;
-my %b = map { $_ => $t->backend(name => $_) } qw(api v2 shop shopapi wild exact);
+my %b = map { $_ => $t->backend(name => $_) } qw(api v2 shop shopapi wild exact v6);
 sub up { my $n = shift; "      - { name: $n, url: \"http://" . $b{$n}->addr . "\" }" }
 
 $t->write_config(<<"EOF");
@@ -45,6 +45,10 @@ tenants:
     domains: [exact.wild.test]
     upstreams:
 @{[ up('exact') ]}
+  - name: v6
+    domains: ["[2001:db8::1]"]
+    upstreams:
+@{[ up('v6') ]}
 EOF
 $t->start;
 
@@ -58,6 +62,7 @@ sub via {
 # ---- hosts ------------------------------------------------------------------
 is(via('shop.test', '/x'), 'shop /x', 'exact domain: host-only tenant');
 is(via('SHOP.test:8080', '/x'), 'shop /x', 'Host lower-cased, port stripped');
+is(via('[2001:DB8::1]:8080', '/x'), 'v6 /x', 'an IPv6 literal Host, kept whole, matches a bracketed domain');
 is(via('shop.test.', '/x'), 'shop /x', 'a trailing dot is the same host');
 is(via('a.wild.test', '/x'), 'wild /x', 'wildcard domain');
 is(via('a.b.wild.test', '/x'), 'wild /x', 'wildcard covers deeper names');

@@ -812,6 +812,19 @@ START_TEST(test_tenant_fields)
     assert_err("5:64: tenants[0].domains[5]: expected a host name or a \"*.suffix\" wildcard, got \"*\"");
     assert_err("5:69: tenants[0].domains[6]: \"ok.com\" is listed twice (first at line 5)");
 
+    /* IPv6 literals are domains in brackets, as the Host header has them */
+    load_ok(SERVER "tenants:\n  - name: t\n    domains: [\"[::1]\", \"[2001:DB8::1]\"]\n");
+    ck_assert_str_eq(cfg->tenants[0].domains[1], "[2001:db8::1]");
+    load(SERVER "tenants:\n  - name: t\n    domains: [\"::1\"]\n");
+    assert_only_err("5:15: tenants[0].domains[0]: an IPv6 address is written in brackets, as in the Host header: [::1]");
+    load(SERVER "tenants:\n  - name: t\n    domains: [\"[::g]\"]\n");
+    assert_only_err("5:15: tenants[0].domains[0]: expected an IPv6 address in the brackets, got \"[::g]\"");
+
+    /* a tenant whose domains were refused is not also called domain-less */
+    load(SERVER "tenants:\n  - name: a\n    domains: [\"*\"]\n  - name: b\n    domains: [\"a..b\"]\n"
+                "  - name: c\n");
+    ck_assert_uint_eq(diag.n, 2);
+
     load(SERVER "tenants:\n  - name: t\n    base_path: api\n");
     assert_only_err("5:16: tenants[0].base_path: must start with \"/\", got \"api\"");
     load(SERVER "tenants:\n  - name: t\n    base_path: /a//b\n");

@@ -86,6 +86,10 @@ my $before = scalar $app->requests;
 # ---- sizes ----------------------------------------------------------------------
 refused("GET /" . ('a' x 600) . " HTTP/1.1\r\nHost: localhost\r\n\r\n", 414, 'request line over max_request_line',
         qr/request line too long/);
+# the whole line counts, not only the target: 500 bytes of target in a
+# 530-byte line
+refused("OPTIONS /" . ('a' x 499) . "?q=1234567 HTTP/1.1\r\nHost: localhost\r\n\r\n", 414,
+        'a request line over max_request_line with its target under it', qr/request line too long/);
 refused("GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " . ('b' x 1100) . "\r\n\r\n", 431,
         'head over max_header_bytes', qr/header fields too large/);
 refused("GET / HTTP/1.1\r\nHost: localhost\r\n" . join('', map { "X-$_: v\r\n" } 1 .. 6) . "\r\n", 431,
@@ -101,6 +105,12 @@ is($r->{json}{body_len}, 1024, 'exactly max_body_bytes is fine');
                      . "200\r\n" . ('y' x 512) . "\r\n200\r\n" . ('y' x 512) . "\r\n1\r\nz\r\n0\r\n\r\n");
 is($r->{status}, 413, 'a chunked body over max_body_bytes: 413');
 is($how, 'eof', 'and closed');
+($r) = answer("POST /trailers HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+            . "1\r\nx\r\n0\r\n" . join('', map { "X-T$_: v\r\n" } 1 .. 7) . "\r\n");
+is($r->{status}, 400, 'more trailer fields than max_headers: 400');
+($r) = answer("POST /trailers HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            . "1\r\nx\r\n0\r\n" . join('', map { "X-T$_: v\r\n" } 1 .. 6) . "\r\n");
+is($r->{status}, 200, 'max_headers of them are fine');
 
 # An upload refused by its Content-Length: keystoned answers at once, and
 # must then read and drop the rest (lingering close).  A plain close() with

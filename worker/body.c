@@ -193,6 +193,14 @@ static int check_event(struct ks_decoder *d)
                 d->error = why;
                 return -1;
             }
+            /* a field line per LF, but for the empty line that ends them */
+            size_t nfields = 0;
+            for (const char *q = d->acc; (q = memchr(q, '\n', (size_t)(d->acc + d->acc_len - q))) != NULL; q++)
+                nfields++;
+            if (d->max_trailers > 0 && nfields - 1 > d->max_trailers) {
+                d->error = "too many trailer fields";
+                return -1;
+            }
         } else if (d->acc_len != 0) {
             d->error = "framing bytes in a body";
             return -1;
@@ -316,6 +324,7 @@ void ks_body_init(struct ks_body *b, struct ks_conn *c, struct ks_request *r, ch
     enum ks_body_kind kind = r->chunked ? KS_BODY_CHUNKED
                              : r->content_length > 0 ? KS_BODY_LENGTH : KS_BODY_NONE;
     ks_decoder_init(&b->dec, &r->parser, kind, acc, acc_cap);
+    b->dec.max_trailers = (size_t)s->max_headers;
     b->max = s->max_body_bytes;
     b->min_rate = s->min_body_rate;
     b->base = r->head_len;

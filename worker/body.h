@@ -48,6 +48,7 @@ struct ks_decoder {
     char *acc;
     size_t acc_len, acc_cap;
     bool in_trailers;
+    size_t max_trailers;            /* trailer fields allowed; 0 = no count (the size still holds) */
     /* set by the callbacks during one http_parser_execute() */
     int event;
     struct ks_slice data;

@@ -674,12 +674,17 @@ static int head_step(struct head_ctx *h, const char *buf, size_t len)
     /* the limits: a request line longer than max_request_line, or header
      * lines longer than max_header_bytes in all */
     size_t parsed = h->parsed;
-    const char *eol = memchr(buf, '\n', parsed);
-    if (eol == NULL && parsed > h->max_request_line) {
+    const char *line = buf;     /* past the empty lines a client may send first */
+    while (line < buf + parsed && (*line == '\r' || *line == '\n'))
+        line++;
+    const char *eol = memchr(line, '\n', (size_t)(buf + parsed - line));
+    /* (before its end, leading empty lines count too: they are no free lunch) */
+    size_t line_len = eol == NULL ? parsed : (size_t)(eol - line) - (eol > line && eol[-1] == '\r');
+    if (line_len > h->max_request_line) {
         r->error = "request line too long";
         return 414;
     }
-    if (eol != NULL && parsed - (size_t)(eol + 1 - buf) > h->max_header_bytes + 2) {
+    if (eol != NULL && parsed - (size_t)(eol + 1 - buf) > h->max_header_bytes + 2) {   /* + the final CRLF */
         r->error = "request header fields too large";
         return 431;
     }

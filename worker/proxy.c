@@ -941,6 +941,7 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
     struct ks_proxy *P = w->proxy;
     struct ks_decoder d;
     ks_decoder_init(&d, &rp->p, kind, P->racc, P->acc_cap);
+    d.max_trailers = P->max_resp_headers;
     struct ks_slice s[SLICES];
     struct outq q;
     q_reset(&q);

@@ -72,7 +72,7 @@ int ks_pool_sync(struct ks_pool *p, const struct ks_table *t)
     return 0;
 }
 
-int ks_pool_take(struct ks_pool *p, uint32_t u, int64_t now_ms)
+int ks_pool_take(struct ks_pool *p, uint32_t u, int64_t now_ms, int64_t *idle_ms)
 {
     if (u >= p->nlists)
         return -1;
@@ -86,6 +86,7 @@ int ks_pool_take(struct ks_pool *p, uint32_t u, int64_t now_ms)
         close_list(l);
         return -1;
     }
+    *idle_ms = now_ms - c.idle_since_ms;
     return c.fd;
 }
 

@@ -43,9 +43,10 @@ struct ks_pool {
 /* Rebuild the lists for table t, keeping the connections that still
  * apply.  Returns 0, or -1 when out of memory (the pool is then empty). */
 int ks_pool_sync(struct ks_pool *p, const struct ks_table *t);
-/* An idle connection to upstream u (table index), or -1.  Connections
- * idle for longer than the upstream's pool_idle_timeout are closed. */
-int ks_pool_take(struct ks_pool *p, uint32_t u, int64_t now_ms);
+/* An idle connection to upstream u (table index), or -1; *idle_ms: how
+ * long it was idle.  Connections idle for longer than the upstream's
+ * pool_idle_timeout are closed. */
+int ks_pool_take(struct ks_pool *p, uint32_t u, int64_t now_ms, int64_t *idle_ms);
 /* Keep fd for reuse; false (fd closed) when the list is full or off. */
 bool ks_pool_put(struct ks_pool *p, uint32_t u, int fd, int64_t now_ms);
 /* Close every idle connection (out of descriptors: they are only a

@@ -498,6 +498,7 @@ static enum ks_io_result connect_upstream(struct ks_worker *w, const struct ks_t
 }
 
 #define MAX_INTERIM 32
+#define POOL_QUIET_MS 2
 
 /* A pooled connection the upstream has not closed and has sent nothing on. */
 static bool pooled_alive(int fd)
@@ -950,7 +951,7 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
     bool chunked = cf == CF_CHUNKED;
     const char *trouble = NULL;
     enum ks_upstream_outcome bad = KS_UO_OK;
-    bool head_out = false;
+    bool head_out = false, spliced = false;
     ks_worker_set_state(w, KS_WS_WRITING);
     for (;;) {
         while (pos < rp->len && !d.done && q.n + 3 * SLICES + 4 <= QUEUE_IOV) {
@@ -996,6 +997,7 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
                                                        P->up_buf, P->up_cap, &in_failed);
             if (io == KS_IO_OK) {
                 ks_decoder_passed(&d, left);
+                spliced = true;
                 break;
             }
             close_pipe(P);      /* it may hold what never got out */
@@ -1030,8 +1032,10 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
         return AT_DONE;
     }
     /* reusable: the upstream allows it, the body had its own end and
-     * nothing more arrived behind it */
-    if (rp->keep_alive && kind != KS_BODY_EOF && pos == rp->len && a->up->keepalive > 0)
+     * nothing more arrived behind it (in the last read, or, after a body
+     * the kernel moved, in the socket: one recv per 64 KB or more) */
+    if (rp->keep_alive && kind != KS_BODY_EOF && pos == rp->len && a->up->keepalive > 0 &&
+        (!spliced || pooled_alive(a->fd)))
         ks_pool_put(&P->pool, a->u, a->fd, ks_now_ms());
     else
         close(a->fd);
@@ -1134,13 +1138,20 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
         a->interim = false;
         if (!fresh_only) {
             /* Bytes on an idle connection answer no request of ours (a
-             * 408 of the upstream's idle timeout, the excess after a
-             * response's length): the next response read from it would
-             * be someone else's.  So every pooled connection is looked
-             * at first: one syscall, and a non-idempotent request,
-             * which is not retried, knows the connection is open. */
-            while ((a->fd = ks_pool_take(&P->pool, a->u, ks_now_ms())) >= 0) {
-                if (pooled_alive(a->fd))
+             * 408 of the upstream's idle timeout, say): the next response
+             * read from it would be someone else's.  So a connection
+             * idle for POOL_QUIET_MS or more is looked at first.  One
+             * reused sooner is not: that recv would cost ~5% of a
+             * proxied request's CPU, under load, when reuse is quick; the
+             * excess after a response is caught when it is pooled (same
+             * read, or after a spliced body), and what an upstream
+             * writes later than that, unasked, within 2 ms, is a race no
+             * look could close anyway.  A non-idempotent request, which
+             * is not retried, always looks, to know the connection is
+             * open. */
+            int64_t idle_ms;
+            while ((a->fd = ks_pool_take(&P->pool, a->u, ks_now_ms(), &idle_ms)) >= 0) {
+                if ((idempotent(x->r) && idle_ms < POOL_QUIET_MS) || pooled_alive(a->fd))
                     break;
                 close(a->fd);
             }

@@ -325,8 +325,7 @@ static int parse_heads(struct target *t)
         /* at the head's final LF */
         http_parser_pause(p, 0);
         t->parsed += http_parser_execute(p, &parser_settings, t->head + t->parsed, 1);
-        if (ks_http_check_response_head(t->head + t->head_start, t->parsed - t->head_start) != NULL ||
-            p->status_code < 100 || p->status_code > 599)
+        if (ks_http_check_response_head(t->head + t->head_start, t->parsed - t->head_start) != NULL)
             return -1;
         if (p->status_code >= 200 || p->status_code == 101) {
             t->status = p->status_code;

@@ -324,6 +324,8 @@ const char *ks_http_check_response_head(const char *buf, size_t len)
     if (end - p < 4 || p[0] != ' ' || !isdigit((unsigned char)p[1]) ||
         !isdigit((unsigned char)p[2]) || !isdigit((unsigned char)p[3]))
         return "malformed status";
+    if (p[1] == '0' || p[1] > '5')      /* any three digits are not a status */
+        return "status code outside 100 to 599";
     p += 4;
     if (p < end && *p == ' ') {
         while (p < end && vchar((unsigned char)*p))

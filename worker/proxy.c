@@ -1059,9 +1059,6 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
         if (hr == HR_BAD)
             return fail_attempt(a, KS_UO_BAD_RESPONSE, 502, why, AT_FAIL);
         int st = (int)rp->p.status_code;
-        if (st < 100 || st > 599)       /* http-parser takes any three digits */
-            return fail_attempt(a, KS_UO_BAD_RESPONSE, 502, "invalid status code from the upstream",
-                                AT_FAIL);
         if (st == 101 || st >= 200)
             break;
         /* an interim head: pass it on, then parse what followed it.  The

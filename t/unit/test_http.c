@@ -165,6 +165,16 @@ START_TEST(test_response_grammar)
     ck_assert_ptr_nonnull(ks_http_check_response_head(b2, strlen(b2)));
     ck_assert_ptr_nonnull(ks_http_check_response_head(b3, strlen(b3)));
     ck_assert_ptr_nonnull(ks_http_check_response_head(b4, strlen(b4)));
+    /* three digits, but no status: 100 to 599 only */
+    static const char *const range[] = { "000", "099", "600", "999" };
+    for (size_t i = 0; i < sizeof(range) / sizeof(range[0]); i++) {
+        char head[64];
+        snprintf(head, sizeof(head), "HTTP/1.1 %s X\r\n\r\n", range[i]);
+        ck_assert_str_eq(ks_http_check_response_head(head, strlen(head)), "status code outside 100 to 599");
+    }
+    const char *edges[] = { "HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 599 X\r\n\r\n" };
+    ck_assert_ptr_null(ks_http_check_response_head(edges[0], strlen(edges[0])));
+    ck_assert_ptr_null(ks_http_check_response_head(edges[1], strlen(edges[1])));
 }
 END_TEST
 

@@ -436,7 +436,7 @@ static int l_request(lua_State *L)
             lua_pop(L, 2);
         }
     }
-    if ((body != NULL || strcmp(o.method, "POST") == 0 || strcmp(o.method, "PUT") == 0))
+    if (body != NULL || strcmp(o.method, "POST") == 0 || strcmp(o.method, "PUT") == 0)
         rc |= ks_appendf(req, total, &pos, "Content-Length: %zu\r\n", bodylen);
     rc |= ks_appendf(req, total, &pos, "\r\n");
     if (rc < 0)

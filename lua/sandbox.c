@@ -23,6 +23,16 @@
 
 /* ---- base library, trimmed ------------------------------------------------------ */
 
+/* The wrappers below check or refuse arguments, then call the function
+ * they replace (their upvalue) with all of them; its results are theirs. */
+static int call_wrapped(lua_State *L, int nresults)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, nresults);
+    return lua_gettop(L);
+}
+
 static int l_load(lua_State *L)
 {
     int n = lua_gettop(L);
@@ -52,10 +62,7 @@ static int l_setmetatable(lua_State *L)
                                  "(finalizers would run outside the time limit)");
         lua_pop(L, 1);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_wrapped(L, 1);
 }
 
 /* xpcall(f, handler, ...): Lua calls a message handler before unwinding,
@@ -100,20 +107,14 @@ static int l_rawset(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     if (is_sealed(L, 1))
         return luaL_error(L, "rawset: attempt to modify a read-only table");
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_wrapped(L, 1);
 }
 
 static int l_collectgarbage(lua_State *L)
 {
     static const char *const allowed[] = { "collect", "count", "step", "isrunning", NULL };
     luaL_checkoption(L, 1, "collect", allowed);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return call_wrapped(L, LUA_MULTRET);
 }
 
 /* Concatenate the arguments as print does, tab-separated. */
@@ -178,10 +179,7 @@ static int l_rep(lua_State *L)
         lua_pushliteral(L, "");
         return 1;
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_wrapped(L, 1);
 }
 
 /* table.move over 2^60 nil slots would loop in C for ever too */
@@ -191,10 +189,7 @@ static int l_move(lua_State *L)
     lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
     if (e >= f && (lua_Unsigned)e - (lua_Unsigned)f >= (lua_Unsigned)MOVE_MAX)
         return luaL_error(L, "table.move: more than %d elements", (int)MOVE_MAX);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_wrapped(L, 1);
 }
 
 /* json.encode_max_depth and json.decode_max_depth: cjson recurses on the
@@ -205,10 +200,7 @@ static int l_json_depth(lua_State *L)
 {
     if (!lua_isnoneornil(L, 1) && luaL_checkinteger(L, 1) > JSON_DEPTH_MAX)
         return luaL_error(L, "json: a nesting depth over %d is not allowed", JSON_DEPTH_MAX);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return call_wrapped(L, LUA_MULTRET);
 }
 
 /* Replace t[name] (t at the top) by a C closure over the old value. */

@@ -30,6 +30,7 @@
 #include "lua/api.h"
 #include "lua/reqctx.h"
 #include "worker/conn.h"
+#include "worker/http.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define MAX_TIMEOUT_MS 60000
@@ -408,9 +409,8 @@ static int l_request(lua_State *L)
                 ok = (unsigned char)name[i] > 0x20 && name[i] != ':' && name[i] != 0x7f;
             if (!ok)
                 return luaL_error(L, "http.request: bad header name");
-            for (size_t i = 0; i < vl; i++)
-                if (((unsigned char)value[i] < 0x20 && value[i] != '\t') || value[i] == 0x7f)
-                    return luaL_error(L, "http.request: control characters in header %s", name);
+            if (!ks_http_is_value(value, vl))
+                return luaL_error(L, "http.request: control characters in header %s", name);
             if (nl == 4 && strncasecmp(name, "host", 4) == 0)
                 return luaL_error(L, "http.request: Host comes from the url");
             if ((nl == 10 && strncasecmp(name, "connection", 10) == 0) ||

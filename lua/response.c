@@ -205,9 +205,8 @@ void ks_lua_res_error(struct ks_lua_req *q, int status, const char *message, con
 
 static void check_value(lua_State *L, const char *what, const char *v, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
-            luaL_error(L, "%s: control characters in a header value", what);
+    if (!ks_http_is_value(v, n))
+        luaL_error(L, "%s: control characters in a header value", what);
 }
 
 static void check_name(lua_State *L, const char *what, const char *s, size_t n)

@@ -334,9 +334,8 @@ static int l_set_header(lua_State *L)
     const char *name = luaL_checklstring(L, 2, &nl);
     const char *value = luaL_checklstring(L, 3, &vl);
     check_header_name(L, "req:set_header", name, nl);
-    for (size_t i = 0; i < vl; i++)
-        if ((unsigned char)value[i] < 0x20 && value[i] != '\t')
-            return luaL_error(L, "req:set_header: control characters in the value");
+    if (!ks_http_is_value(value, vl))
+        return luaL_error(L, "req:set_header: control characters in the value");
     add_edit(L, q, name, nl, value, vl);
     return 0;
 }

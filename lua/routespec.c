@@ -20,11 +20,10 @@ int ks_route_spec_add_header(struct ks_route_spec *s, const char *name, const ch
         snprintf(err, errlen, "bad header name \"%.64s\"", name);
         return -1;
     }
-    for (size_t i = 0; i < vl; i++)
-        if ((unsigned char)value[i] < 0x20 && value[i] != '\t') {
-            snprintf(err, errlen, "header %s: control characters are not allowed in a value", name);
-            return -1;
-        }
+    if (!ks_http_is_value(value, vl)) {
+        snprintf(err, errlen, "header %s: control characters are not allowed in a value", name);
+        return -1;
+    }
     if (s->nheaders == KS_SPEC_HEADERS_MAX || s->headers_len + nl + vl + 2 > sizeof(s->headers)) {
         snprintf(err, errlen, "too many route headers (at most %d, %d bytes)", KS_SPEC_HEADERS_MAX,
                  KS_SPEC_HEADER_BYTES);

@@ -91,6 +91,7 @@ router:add_route("GET", "/i", {upstream = "app", headers = {["X-A"] = "1\0 2"}})
 router:add_route("GET", "/j", {upstream = "app", strip_prefix = "/j\0"})
 router:add_route("GET", "/k", {handler = "x\0"})
 router:add_route("GET", "/l", {upstream = "app", headers = {["X A"] = "1"}})
+router:add_route("GET", "/m", {upstream = "app", headers = {["X-A"] = "1\127"}})
 LUA
 is($code, 1, 'route options with NUL bytes fail -t');
 like($err, qr{nul-opts\.lua:1: upstream must be the name}, 'a NUL in the upstream name');
@@ -98,6 +99,7 @@ like($err, qr{nul-opts\.lua:2: a NUL byte in a header of the route}, 'in a heade
 like($err, qr{nul-opts\.lua:3: strip_prefix "\(with a NUL byte\)" is not a prefix}, 'in strip_prefix');
 like($err, qr{nul-opts\.lua:4: a NUL byte in the handler's name}, "in a handler's name");
 like($err, qr{nul-opts\.lua:5: bad header name "X A"}, 'and a route header name that is not a token');
+like($err, qr{nul-opts\.lua:6: header X-A: control characters are not allowed in a value}, 'and a DEL in a route header value');
 
 ($code, $out, $err) = check('slow.lua', "while true do end\n");
 like($err, qr{slow\.lua:1: the script's top level ran longer than 50 ms \(lua_limits\.timeout\)}, 'a top level that loops');

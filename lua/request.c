@@ -307,10 +307,15 @@ static int l_tenant(lua_State *L)
     return 1;
 }
 
+/* The framing and connection fields (and Expect) of the request sent
+ * upstream are keystoned's: an edit of them would be dropped, so it is an
+ * error rather than a silent no-op. */
 static void check_header_name(lua_State *L, const char *what, const char *s, size_t n)
 {
     if (n > 256 || !ks_http_is_token(s, n))
         luaL_error(L, "%s: bad header name", what);
+    if (ks_http_edit_protected(s, n))
+        luaL_error(L, "%s: %s is set by keystoned", what, s);
 }
 
 static void add_edit(lua_State *L, struct ks_lua_req *q, const char *name, size_t nl,

@@ -213,13 +213,8 @@ static void check_name(lua_State *L, const char *what, const char *s, size_t n)
 {
     if (n > 256 || !ks_http_is_token(s, n))
         luaL_error(L, "%s: bad header name", what);
-    static const struct { const char *name; size_t len; } framing[] = {
-        { "content-length", 14 }, { "transfer-encoding", 17 }, { "connection", 10 },
-        { "x-request-id", 12 },
-    };
-    for (size_t i = 0; i < KS_ARRAY_LEN(framing); i++)
-        if (framing[i].len == n && strncasecmp(framing[i].name, s, n) == 0)
-            luaL_error(L, "%s: %s is set by keystoned", what, framing[i].name);
+    if (ks_http_edit_protected(s, n) || ks_http_name_is(s, n, "x-request-id"))
+        luaL_error(L, "%s: %s is set by keystoned", what, s);
 }
 
 static int check_status(lua_State *L, int idx)

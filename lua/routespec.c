@@ -20,6 +20,10 @@ int ks_route_spec_add_header(struct ks_route_spec *s, const char *name, const ch
         snprintf(err, errlen, "bad header name \"%.64s\"", name);
         return -1;
     }
+    if (ks_http_edit_protected(name, nl)) {
+        snprintf(err, errlen, "header %s is set by keystoned", name);
+        return -1;
+    }
     if (!ks_http_is_value(value, vl)) {
         snprintf(err, errlen, "header %s: control characters are not allowed in a value", name);
         return -1;

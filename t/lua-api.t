@@ -137,8 +137,12 @@ router:middleware("argcheck", function(req, res, next)
     local res_ok, res_err = pcall(res.header, res, "X\\0Y", "v")
     local class_ok, class_err = pcall(res.header, req, "X-A", "v")
     local _, del_err = pcall(req.set_header, req, "X-A", "a\\127b")
+    local _, up_err = pcall(req.set_header, req, "Upgrade", "h2c")
+    local _, conn_err = pcall(req.del_header, req, "connection")
+    local _, ka_err = pcall(res.header, res, "Keep-Alive", "timeout=5")
     res:json({req_ok = req_ok, req_err = req_err, res_ok = res_ok, res_err = res_err,
-              class_ok = class_ok, class_err = class_err, del_err = del_err})
+              class_ok = class_ok, class_err = class_err, del_err = del_err,
+              up_err = up_err, conn_err = conn_err, ka_err = ka_err})
 end)
 router:create_group("/argcheck", {middleware = {"argcheck"}}):add_route("GET", "/x", {handler = function(req, res) res:write("x") end})
 router:add_route("GET", "/set-path-in-handler", {handler = function(req, res) req:set_path("/x") end})
@@ -347,6 +351,9 @@ is($r->{status}, 200, 'argument checks answered');
 ok(!$r->{json}{req_ok} && !$r->{json}{res_ok}, 'a NUL byte in a header name is refused by req:set_header and res:header');
 like($r->{json}{req_err} // '', qr/^req:set_header: bad header name/, 'req:set_header says why');
 like($r->{json}{del_err} // '', qr/^req:set_header: control characters in the value/, 'req:set_header refuses DEL in a value');
+like($r->{json}{up_err} // '', qr/^req:set_header: Upgrade is set by keystoned/, 'req:set_header refuses a hop-by-hop field');
+like($r->{json}{conn_err} // '', qr/^req:del_header: connection is set by keystoned/, 'so does req:del_header');
+like($r->{json}{ka_err} // '', qr/^res:header: Keep-Alive is set by keystoned/, 'and res:header');
 like($r->{json}{res_err} // '', qr/^res:header: bad header name/, 'res:header says why');
 ok(!$r->{json}{class_ok}, 'a res method called on req is refused');
 like($r->{json}{class_err} // '', qr/bad argument #1 to '[^']+' \(ks\.res expected, got ks\.req\)/,

@@ -17,6 +17,17 @@ my $port = $t->free_port;
 my $app = $t->backend(name => 'app');
 my $log = $t->dir . '/access.log';
 
+# a response hook that refuses some upgrades after the upstream said 101
+$t->write_file('scripts/deny.lua', <<'LUA');
+router:on_response(function(req, res)
+    local deny = req:header("X-Deny")
+    if deny then
+        res:status(tonumber(deny))
+        res:header("X-Denied", "yes")
+    end
+end)
+LUA
+
 $t->write_config(<<"EOF");
 server:
   public_addr: 127.0.0.1:$port
@@ -26,6 +37,11 @@ server:
   access_log: access.log
 tenants:
   - name: demo
+    upstreams:
+      - { name: app, url: "http://@{[ $app->addr ]}", idle_timeout: 2s }
+  - name: hooked
+    domains: [hooked.test]
+    lua_script: scripts/deny.lua
     upstreams:
       - { name: app, url: "http://@{[ $app->addr ]}", idle_timeout: 2s }
 EOF
@@ -57,10 +73,12 @@ sub read_frame {
 }
 
 sub handshake {
-    my ($c, $extra) = @_;
+    my ($c, $extra, %o) = @_;
     my $key = encode_base64(join('', map { chr(int rand 256) } 1 .. 16), '');
-    $c->send("GET /chat/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
-           . "Sec-WebSocket-Key: $key\r\nSec-WebSocket-Version: 13\r\n\r\n" . ($extra // ''));
+    my $host = $o{host} // 'localhost';
+    my $more = join('', map { "$_\r\n" } @{ $o{headers} // [] });
+    $c->send("GET /chat/ws HTTP/1.1\r\nHost: $host\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+           . "Sec-WebSocket-Key: $key\r\nSec-WebSocket-Version: 13\r\n$more\r\n" . ($extra // ''));
     my $head = $c->read_until(qr/\r\n\r\n/);
     return ($head, $key);
 }
@@ -125,9 +143,41 @@ is($r->{status}, 200, 'an Upgrade request with a body is not tunnelled');
 is($r->{json}{body}, 'abc', 'its body is forwarded');
 ok(!grep({ lc $_->[0] eq 'upgrade' } @{ $r->{json}{headers} }), 'without Upgrade');
 
+# ---- refused by a response hook after the upstream's 101 ------------------------------------------
+$c = $t->conn($port);
+($head) = handshake($c, undef, host => 'hooked.test');
+like($head, qr{^HTTP/1\.1 101 }, 'through a tenant with a response hook: 101');
+$c->send(frame(1, 'hooked'));
+is((read_frame($c))[1], 'hooked', 'and the tunnel works');
+$c->close;
+$c = $t->conn($port);
+($head) = handshake($c, frame(1, 'early'), host => 'hooked.test', headers => [ 'X-Deny: 403' ]);
+like($head, qr{^HTTP/1\.1 403 Forbidden\r\n}, 'the hook turns the 101 into a 403');
+like($head, qr{\r\nContent-Length: 0\r\n}, 'with an empty body, framed');
+like($head, qr{\r\nConnection: close\r\n}, 'and Connection: close');
+like($head, qr{\r\nX-Denied: yes\r\n}, "with the hook's header");
+unlike($head, qr{\r\n(Upgrade|Sec-WebSocket-Accept):}i, "and none of the 101's");
+ok($c->closed_by_peer(timeout => 1), 'the connection is closed at once: no tunnel');
+is($c->{buf}, '', 'and the early frame was never echoed');
+$c->close;
+$c = $t->conn($port);
+($head) = handshake($c, undef, host => 'hooked.test', headers => [ 'X-Deny: 204' ]);
+like($head, qr{^HTTP/1\.1 204 No Content\r\n}, 'a 204 from the hook');
+unlike($head, qr{\r\nContent-Length:}, 'has no Content-Length');
+$c->close;
+
+# ---- HTTP/1.0: Upgrade is ignored (RFC 9110 7.8) ------------------------------------------
+my ($r10) = Keystone::Test::parse_response(scalar $t->raw($port,
+    "GET /chat/ws HTTP/1.0\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+  . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
+is($r10->{status}, 200, 'an HTTP/1.0 Upgrade request is a plain request');
+ok(!grep({ lc $_->[0] eq 'upgrade' } @{ $r10->{json}{headers} }), 'and Upgrade is not forwarded');
+
 # ---- logged, and the worker goes on ------------------------------------------------------------------------
 ok($t->wait_for(sub { grep { /"path":"\/chat\/ws"/ && /"status":101/ } do { open my $fh, '<', $log; <$fh> } }),
    'the tunnel is logged with status 101');
+ok($t->wait_for(sub { grep { /"path":"\/chat\/ws"/ && /"status":403/ } do { open my $fh, '<', $log; <$fh> } }),
+   "the hook's refusal is logged with its status");
 is($t->request($port, GET => '/after')->{status}, 200, 'the worker serves on');
 is(scalar($t->processes_of($master)), 1, 'and it is the only one');
 

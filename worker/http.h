@@ -136,6 +136,28 @@ static inline bool ks_http_name_is(const char *name, size_t len, const char *low
     return true;
 }
 
+/* Hop-by-hop fields (RFC 9110 7.6.1) and those we frame ourselves.  By
+ * length first: every header of every message is asked. */
+static inline bool ks_http_hop_by_hop(const char *n, size_t len)
+{
+    switch (len) {
+    case 2: return ks_http_name_is(n, len, "te");
+    case 7: return ks_http_name_is(n, len, "trailer") || ks_http_name_is(n, len, "upgrade");
+    case 10: return ks_http_name_is(n, len, "connection") || ks_http_name_is(n, len, "keep-alive");
+    case 14: return ks_http_name_is(n, len, "content-length");
+    case 16: return ks_http_name_is(n, len, "proxy-connection");
+    case 17: return ks_http_name_is(n, len, "transfer-encoding");
+    default: return false;
+    }
+}
+
+/* Fields a script's or a route's edit may not set: the framing and the
+ * connection are keystoned's, and so is Expect (answered by keystoned). */
+static inline bool ks_http_edit_protected(const char *n, size_t len)
+{
+    return ks_http_hop_by_hop(n, len) || ks_http_name_is(n, len, "expect");
+}
+
 /* ---- the grammar checks (pure; exposed for the unit tests) ----------- */
 
 /* RFC 9110 token characters and field-value bytes. */

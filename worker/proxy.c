@@ -236,21 +236,6 @@ static void q_last_chunk(struct outq *q, const char *trailers, size_t tlen)
 
 /* ---- serialising heads ------------------------------------------------- */
 
-/* Hop-by-hop fields (RFC 9110 7.6.1) and those we frame ourselves.  By
- * length first: every header of every message is asked. */
-static bool hop_by_hop(const char *n, size_t len)
-{
-    switch (len) {
-    case 2: return ks_http_name_is(n, len, "te");
-    case 7: return ks_http_name_is(n, len, "trailer") || ks_http_name_is(n, len, "upgrade");
-    case 10: return ks_http_name_is(n, len, "connection") || ks_http_name_is(n, len, "keep-alive");
-    case 14: return ks_http_name_is(n, len, "content-length");
-    case 16: return ks_http_name_is(n, len, "proxy-connection");
-    case 17: return ks_http_name_is(n, len, "transfer-encoding");
-    default: return false;
-    }
-}
-
 static bool has_field(const struct ks_header *h, size_t nh, const char *name)
 {
     for (size_t i = 0; i < nh; i++)
@@ -289,19 +274,13 @@ static const struct ks_header_edit *last_edit(const struct ks_header_edit *e, si
     return NULL;
 }
 
-/* Fields an edit may not set: the framing and the connection are ours. */
-static bool protected_field(const char *n, size_t len)
-{
-    return hop_by_hop(n, len) || ks_http_name_is(n, len, "expect");
-}
-
 /* The edits that survive: the last per name, with a valid value. */
 static void put_edits(struct ks_out *o, const struct ks_header_edit *e, size_t n, const char *skip)
 {
     for (size_t i = 0; i < n; i++) {
         if (e[i].value == NULL || last_edit(e, n, e[i].name, e[i].name_len) != &e[i])
             continue;
-        if (protected_field(e[i].name, e[i].name_len) ||
+        if (ks_http_edit_protected(e[i].name, e[i].name_len) ||
             (skip != NULL && ks_http_name_is(e[i].name, e[i].name_len, skip)))
             continue;
         if (!ks_http_is_token(e[i].name, e[i].name_len) || !ks_http_is_value(e[i].value, e[i].value_len))
@@ -390,7 +369,7 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
     bool conn = ks_http_header(r, "connection") != NULL;
     for (size_t i = 0; i < r->nheaders; i++) {
         const struct ks_header *h = &r->headers[i];
-        if (hop_by_hop(h->name, h->name_len) || replaced_field(h->name, h->name_len, fwd) ||
+        if (ks_http_hop_by_hop(h->name, h->name_len) || replaced_field(h->name, h->name_len, fwd) ||
             memchr(h->name, '_', h->name_len) != NULL ||
             (conn && named_by_connection(r->headers, r->nheaders, h->name, h->name_len)) ||
             last_edit(e, ne, h->name, h->name_len) != NULL)
@@ -650,7 +629,7 @@ static bool skip_response_field(const struct resp *rp, const struct ks_header *h
 {
     if (ks_http_name_is(h->name, h->name_len, "upgrade"))
         return !upgrade;
-    return hop_by_hop(h->name, h->name_len) || ks_http_name_is(h->name, h->name_len, "x-request-id") ||
+    return ks_http_hop_by_hop(h->name, h->name_len) || ks_http_name_is(h->name, h->name_len, "x-request-id") ||
            (conn && named_by_connection(rp->f.h, rp->f.n, h->name, h->name_len)) ||
            last_edit(rh->edits, rh->nedits, h->name, h->name_len) != NULL;
 }
@@ -864,7 +843,7 @@ static int relay_interim(struct ks_exchange *x, struct ks_proxy *P, struct resp 
     ks_out_put(&o, "\r\n", 2);
     for (size_t i = 0; i < rp->f.n; i++) {
         const struct ks_header *h = &rp->f.h[i];
-        if (!hop_by_hop(h->name, h->name_len) && !named_by_connection(rp->f.h, rp->f.n, h->name, h->name_len))
+        if (!ks_http_hop_by_hop(h->name, h->name_len) && !named_by_connection(rp->f.h, rp->f.n, h->name, h->name_len))
             ks_out_field(&o, h->name, h->name_len, h->value, h->value_len);
     }
     ks_out_put(&o, "\r\n", 2);
@@ -922,6 +901,32 @@ static enum attempt_result tunnel(struct ks_exchange *x, struct attempt *a, stru
     atomic_fetch_add_explicit(&w->score->bytes_out, ba, memory_order_relaxed);
     close(a->fd);
     a->fd = -1;
+    return AT_DONE;
+}
+
+/* A response hook changed the upstream's 101 into another answer: the
+ * upstream already speaks the new protocol on its connection, so that is
+ * closed, and the client gets the hook's status and headers (none of the
+ * 101's, which describe a switch that does not happen) without a body. */
+static enum attempt_result refuse_upgrade(struct ks_exchange *x, struct attempt *a, struct resp *rp,
+                                          const struct ks_response_head *rh)
+{
+    close(a->fd);
+    a->fd = -1;
+    a->outcome = KS_UO_OK;
+    x->close = true;
+    rp->f.n = 0;
+    rp->p.content_length = 0;
+    struct ks_out o = { .buf = x->w->proxy->head_buf, .cap = x->w->proxy->head_cap };
+    bool empty = rh->status == 204 || rh->status == 304;
+    size_t hlen = build_response_head(x, rp, rh, empty ? CF_NONE : CF_LENGTH, false, &o);
+    if (hlen == 0)
+        return fail_attempt(a, KS_UO_OK, 500, "response head too large", AT_FAIL);
+    x->status = rh->status;
+    x->responded = true;
+    int64_t dl = ks_now_ms() + x->w->table->settings.send_timeout_ms;
+    if (ks_conn_write(x->c, o.buf, hlen, dl) != KS_IO_OK)
+        x->error = "client gone";
     return AT_DONE;
 }
 
@@ -1095,8 +1100,10 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
         rp->f.n = rh.nheaders;       /* on_response may only drop from the end */
     if (rh.status != st && (rh.status < 200 || rh.status > 599))
         return fail_attempt(a, a->outcome, 500, "on_response set an invalid status", AT_FAIL);
-    if (st == 101)
+    if (st == 101 && rh.status == 101)
         return tunnel(x, a, rp, &rh);
+    if (st == 101)
+        return refuse_upgrade(x, a, rp, &rh);
 
     enum ks_body_kind kind;
     if (response_kind(x, rp, &kind) < 0)
@@ -1224,8 +1231,9 @@ int ks_proxy_forward(struct ks_exchange *x)
     const struct ks_t_tenant *tn = &ks_t_tenants(t)[x->tenant];
     if (x->upstream_path != NULL && !valid_target(x->upstream_path, x->upstream_path_len))
         return ks_proxy_fail(x, 500, "invalid upstream path", NULL);
-    /* an Upgrade is tunnelled only for a request without a body */
-    bool tunnelling = x->r->upgrade && ks_http_header(x->r, "upgrade") != NULL &&
+    /* an Upgrade is tunnelled only for a request without a body, and never
+     * for HTTP/1.0, whose Upgrade a server must ignore (RFC 9110 7.8) */
+    bool tunnelling = x->r->upgrade && x->r->http_minor >= 1 && ks_http_header(x->r, "upgrade") != NULL &&
                       !(x->in != NULL && ks_body_pending(x->in)) &&
                       !(x->body_read && x->body_len > 0);
     struct ks_body_mark mark = { 0 };   /* read only when x->in is set, but gcc -flto cannot tell */

@@ -11,6 +11,7 @@ use warnings;
 use Test::More;
 use IO::Select;
 use IO::Socket::IP;
+use JSON::PP ();
 use Time::HiRes qw(time sleep);
 use Keystone::Test;
 
@@ -26,12 +27,16 @@ server:
   max_spare: 1
   read_header_timeout: 2500ms
   idle_timeout: 30s
-  access_log: "off"
+  access_log: access.log
 tenants:
   - name: demo
     domains: [localhost]
     upstreams:
       - { name: app, url: "http://@{[ $app->addr ]}", response_timeout: 2s }
+  - name: patient
+    domains: [patient.test]
+    upstreams:
+      - { name: app, url: "http://@{[ $app->addr ]}", response_timeout: 30s }
 EOF
 $t->start;
 
@@ -69,6 +74,28 @@ $r = $t->request($port, GET => '/slow?delay=5000', timeout => 10);
 $took = time - $t0;
 is($r->{status}, 504, 'an upstream slower than response_timeout: 504');
 ok($took >= 1.9 && $took < 4.5, sprintf('at response_timeout, long before the upstream answers at 5 s (%.2fs)', $took));
+
+# A client waiting longer than a slice for a slow upstream gets its answer ...
+$r = $t->request($port, GET => '/slowok?delay=1500', host => 'patient.test', timeout => 10);
+is($r->{status}, 200, 'an answer after 1.5 s reaches the client that waited for it');
+# ... but one that leaves does not hold the worker until the upstream answers
+my $gone = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $port, Timeout => 5)
+    or die "connect: $!";
+syswrite($gone, "GET /abandoned?delay=20000 HTTP/1.1\r\nHost: patient.test\r\n\r\n");
+ok($t->wait_for(sub { grep { m{^GET /abandoned} } $app->requests }), 'a request to an upstream that takes 20 s');
+close $gone;
+$t0 = time;
+$r = $t->request($port, GET => '/next', timeout => 25);
+$took = time - $t0;
+is($r->{status}, 200, 'the one worker serves the next client');
+ok($took < 8, sprintf('soon after the first client left, not when the upstream answers (%.2fs)', $took));
+my @lines = do { open my $fh, '<', $t->dir . '/access.log'; <$fh> };
+my ($line) = grep { m{"path":"/abandoned"} } @lines;
+like($line // '', qr/"status":499,/, 'logged as 499, as nginx does');
+like($line // '', qr/"error":"client closed the connection before the upstream answered"/, 'saying why');
+my ($code, $out) = $t->ctl('-s', $t->dir . '/keystoned.state', 'status', '-j');
+my ($tn) = grep { $_->{name} eq 'patient' } @{ JSON::PP::decode_json($out)->{tenants} };
+is($tn->{upstreams}[0]{failures}, 0, 'not counted against the upstream');
 
 # The same connection serves on after a wait longer than a slice.
 my $c = $t->conn($port);

@@ -562,12 +562,28 @@ static void resp_start(struct resp *rp, struct ks_proxy *P, bool head_request)
     rp->head_len = 0;
 }
 
-enum head_result { HR_OK, HR_EMPTY, HR_TIMEOUT, HR_BAD };
+enum head_result { HR_OK, HR_EMPTY, HR_TIMEOUT, HR_BAD, HR_CLIENT_GONE };
+
+/* How often a worker waiting for a response head looks at its client. */
+#define CLIENT_CHECK_MS 1000
+
+/* Has the client closed its connection (or its sending half: the two look
+ * the same, and nginx takes both for an abort) or reset it?  Bytes it
+ * pipelined are left where they are. */
+static bool client_gone(int fd)
+{
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
 
 /* Read and parse one response head into up_buf.  Bytes already in
- * up_buf[0..rp->len) are parsed first (what followed an interim head). */
+ * up_buf[0..rp->len) are parsed first (what followed an interim head).
+ * While the upstream is silent, the client is looked at every
+ * CLIENT_CHECK_MS: a worker is not held for a client that has left. */
 static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struct resp *rp, int fd,
-                                  int64_t first_deadline, int64_t idle_ms, const char **why)
+                                  int client_fd, int64_t first_deadline, int64_t idle_ms,
+                                  const char **why)
 {
     size_t limit = w->table->settings.max_response_header_bytes;
     size_t parsed = 0;
@@ -607,7 +623,16 @@ static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struc
             }
         }
         size_t got;
-        enum ks_io_result io = ks_read_some(w, fd, P->up_buf + rp->len, P->up_cap - rp->len, deadline, &got);
+        int64_t now = ks_now_ms();
+        int64_t until = deadline - now > CLIENT_CHECK_MS ? now + CLIENT_CHECK_MS : deadline;
+        enum ks_io_result io = ks_read_some(w, fd, P->up_buf + rp->len, P->up_cap - rp->len, until, &got);
+        if (io == KS_IO_TIMEOUT && until < deadline) {
+            if (client_gone(client_fd)) {
+                *why = "client closed the connection before the upstream answered";
+                return HR_CLIENT_GONE;
+            }
+            continue;
+        }
         if (io == KS_IO_TIMEOUT) {
             *why = "upstream did not answer in time";
             return HR_TIMEOUT;
@@ -1056,7 +1081,15 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
     struct ks_proxy *P = w->proxy;
     const char *why = NULL;
     for (int interims = 0;; interims++) {
-        enum head_result hr = read_head(w, P, rp, a->fd, first_deadline, a->up->idle_timeout_ms, &why);
+        enum head_result hr = read_head(w, P, rp, a->fd, x->c->fd, first_deadline, a->up->idle_timeout_ms,
+                                        &why);
+        if (hr == HR_CLIENT_GONE) {
+            /* nginx's 499: logged, never sent; the upstream is not to blame */
+            x->close = true;
+            x->status = 499;
+            x->error = why;
+            return fail_attempt(a, KS_UO_LOCAL, 0, NULL, AT_DONE);
+        }
         if (hr == HR_TIMEOUT)
             return fail_attempt(a, KS_UO_TIMEOUT, 504, why, AT_FAIL);
         if (hr == HR_EMPTY)

@@ -81,6 +81,25 @@ sub refused {
     is($how, 'eof', "$what: connection closed");
 }
 
+# max_header_bytes counts the field lines with their CRLFs, exactly
+sub fields_of {
+    my ($n) = @_;
+    my $f = "Host: localhost\r\nConnection: close\r\n";
+    return $f . 'X-Pad: ' . ('p' x ($n - length($f) - 9)) . "\r\n";
+}
+is(length fields_of(1024), 1024, 'field lines of 1024 bytes');
+my $r0 = (answer("GET / HTTP/1.1\r\n" . fields_of(1024) . "\r\n"))[0];
+is($r0->{status}, 200, 'exactly max_header_bytes of them: 200');
+refused("GET / HTTP/1.1\r\n" . fields_of(1025) . "\r\n", 431, 'one byte more', qr/header fields too large/);
+
+# A response head is held to max_response_header_bytes (64KB by default),
+# whatever the (much smaller) limits of request heads here
+$r0 = (answer("GET /big?bigheader=40000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"))[0];
+is($r0->{status}, 200, 'a 40KB response head passes');
+is(length($r0->{headers}{'x-big'} // ''), 40000, 'whole');
+$r0 = (answer("GET /big?bigheader=70000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"))[0];
+is($r0->{status}, 502, 'one over 64KB: 502');
+
 my $before = scalar $app->requests;
 
 # ---- sizes ----------------------------------------------------------------------

@@ -633,8 +633,13 @@ static void head_begin(struct head_ctx *h, const struct ks_t_settings *s, struct
         .max_request_line = s->max_request_line,
         .max_header_bytes = s->max_header_bytes,
     };
-    /* the parser's own limit (80KB) must not cut in before ours */
-    http_parser_set_max_header_size((uint32_t)(s->max_request_line + s->max_header_bytes + 4096));
+    /* The parser's own limit (80KB) must not cut in before ours.  It is
+     * one setting for the whole process, so it is also the one of the
+     * response heads (proxy.c, lua/http.c), which have their own limit. */
+    uint64_t parser_max = s->max_request_line + s->max_header_bytes;
+    if (s->max_response_header_bytes > parser_max)
+        parser_max = s->max_response_header_bytes;
+    http_parser_set_max_header_size((uint32_t)(parser_max + 4096));
     http_parser_init(&r->parser, HTTP_REQUEST);
     r->parser.data = h;
 }
@@ -686,7 +691,11 @@ static int head_step(struct head_ctx *h, const char *buf, size_t len)
         r->error = "request line too long";
         return 414;
     }
-    if (eol != NULL && parsed - (size_t)(eol + 1 - buf) > h->max_header_bytes + 2) {   /* + the final CRLF */
+    /* what follows the request line: the field lines, then at most the CR
+     * of the empty line (its LF is left to the parser, paused at the end
+     * of the head) */
+    size_t fields_max = h->max_header_bytes + 1;
+    if (eol != NULL && parsed - (size_t)(eol + 1 - buf) > fields_max) {
         r->error = "request header fields too large";
         return 431;
     }

@@ -43,7 +43,8 @@
  *   ?later=BYTES  after answering, wait ?later_ms=N (100) and send these
  *                 bytes unasked on the idle connection
  *   ?repeat=BYTES send these bytes every ?every=N ms (100) until the peer
- *                 goes away, and never a final answer
+ *                 goes away, and never a final answer (after the bytes of
+ *                 ?raw=, when given: a head that never ends)
  *   .../health    200 "ok" (or the status set by -H or POST /__health)
  *   /__health     GET: current health status; POST/PUT body "503": set it
  *   /__stats      {"connections":N,"requests":N,"open":N}
@@ -1129,6 +1130,8 @@ static int respond(struct conn *c, struct req *r, struct query *q,
     if (q->repeat.len) {
         struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
         char scratch[4096];
+        if (q->raw.len && send_all(c->fd, q->raw.p, q->raw.len) != 0)
+            return CLOSE;
         while (send_all(c->fd, q->repeat.p, q->repeat.len) == 0) {
             int pr = poll(&pfd, 1, (int)q->every);
             if (pr == 1 && recv(c->fd, scratch, sizeof(scratch), 0) <= 0)

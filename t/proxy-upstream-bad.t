@@ -68,6 +68,12 @@ $r = $t->request($port, GET => '/p?repeat=' . enc("HTTP/1.1 102 Processing\r\n\r
 my $took = Time::HiRes::time() - $t0;
 is($r->{status}, 504, 'a 102 every 100 ms and never an answer: 504 at response_timeout');
 cmp_ok($took, '<', 8, sprintf('the interim heads do not move the deadline (%.1f s)', $took));
+$t0 = Time::HiRes::time();
+$r = $t->request($port, GET => '/drip?raw=' . enc("HTTP/1.1 200 OK\r\n") . '&repeat=' . enc("X-Drip: x\r\n")
+                             . '&every=100', timeout => 15);
+$took = Time::HiRes::time() - $t0;
+is($r->{status}, 504, 'a head trickled a field every 100 ms: 504 at response_timeout');
+cmp_ok($took, '<', 8, sprintf('each field does not move the deadline (%.1f s)', $took));
 $r = $t->request($port, GET => '/many?raw=' . enc(("HTTP/1.1 103 Early Hints\r\n\r\n" x 40)
                                                   . "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
 is($r->{status}, 502, '40 interim heads before the answer: 502');

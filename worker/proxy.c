@@ -577,18 +577,17 @@ static bool client_gone(int fd)
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
-/* Read and parse one response head into up_buf.  Bytes already in
- * up_buf[0..rp->len) are parsed first (what followed an interim head).
- * While the upstream is silent, the client is looked at every
- * CLIENT_CHECK_MS: a worker is not held for a client that has left. */
+/* Read and parse one response head into up_buf, whole by deadline (an
+ * upstream trickling its head gets no more time per byte).  Bytes
+ * already in up_buf[0..rp->len) are parsed first (what followed an
+ * interim head).  While the upstream is silent, the client is looked at
+ * every CLIENT_CHECK_MS: a worker is not held for a client that has left. */
 static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struct resp *rp, int fd,
-                                  int client_fd, int64_t first_deadline, int64_t idle_ms,
-                                  const char **why)
+                                  int client_fd, int64_t deadline, const char **why)
 {
     size_t limit = w->table->settings.max_response_header_bytes;
     size_t parsed = 0;
     bool any = rp->len > 0;
-    int64_t deadline = first_deadline;
     for (;;) {
         if (parsed < rp->len) {
             parsed += http_parser_execute(&rp->p, &resp_settings, P->up_buf + parsed, rp->len - parsed);
@@ -643,7 +642,6 @@ static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struc
         }
         any = true;
         rp->len += got;
-        deadline = ks_now_ms() + idle_ms;
     }
 }
 
@@ -1081,8 +1079,7 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
     struct ks_proxy *P = w->proxy;
     const char *why = NULL;
     for (int interims = 0;; interims++) {
-        enum head_result hr = read_head(w, P, rp, a->fd, x->c->fd, first_deadline, a->up->idle_timeout_ms,
-                                        &why);
+        enum head_result hr = read_head(w, P, rp, a->fd, x->c->fd, first_deadline, &why);
         if (hr == HR_CLIENT_GONE) {
             /* nginx's 499: logged, never sent; the upstream is not to blame */
             x->close = true;

@@ -222,16 +222,19 @@ enum ks_lua_result ks_lua_call(struct ks_lua *lx, int nargs, int nresults, char 
         store_since(lx, lx->depth > 0 && !lx->paused ? lx->since_ms : 0);
     }
 
-    /* a call that failed after the cap refused it memory failed for want
-     * of memory, whatever the error says (lauxlib's buffers turn a
-     * refusal into an ordinary error: "not enough memory for buffer
-     * allocation") */
+    /* Out of memory for good (latched) is memory; then a deadline that
+     * passed is a timeout, even where the cap refused a block on the way
+     * that a collection then found room for.  Otherwise a call that failed
+     * after a refusal failed for want of memory, whatever the error says
+     * (lauxlib's buffers turn a refusal into an ordinary error: "not
+     * enough memory for buffer allocation"). */
     enum ks_lua_result r = KS_LUA_OK;
-    if (status == LUA_ERRMEM || lx->mem.breached ||
-        (status != LUA_OK && lx->mem.refusals != refusals))
+    if (status == LUA_ERRMEM || lx->mem.breached)
         r = KS_LUA_ERR_MEMORY;
     else if (lx->breached)
         r = KS_LUA_ERR_TIMEOUT;
+    else if (status != LUA_OK && lx->mem.refusals != refusals)
+        r = KS_LUA_ERR_MEMORY;
     else if (status != LUA_OK)
         r = KS_LUA_ERR_RUNTIME;
     if (status != LUA_OK) {

@@ -31,6 +31,16 @@ router:add_route("GET", "/caught", {handler = function(req, res)
     pcall(function() while true do end end)
     res:write("survived")
 end})
+router:add_route("GET", "/churn", {handler = function(req, res)
+    -- near the memory cap, garbage made in a loop: the cap refuses blocks
+    -- that a collection then finds room for, until the timeout
+    local keep = {}
+    for i = 1, 2 do keep[i] = string.rep("k", 1 << 20) end
+    while true do
+        local t = {}
+        for j = 1, 200 do t[j] = string.rep("x", 1000) .. j end
+    end
+end})
 router:add_route("GET", "/bomb", {handler = function(req, res)
     -- megabytes at a time: the cap is reached at any speed, long before
     -- the timeout
@@ -89,7 +99,7 @@ my @pids = worker_pids();
 is(scalar @pids, 1, 'one worker');
 
 # ---- timeouts -------------------------------------------------------------------------
-for my $path (qw(/loop /pcall-loop /caught)) {
+for my $path (qw(/loop /pcall-loop /caught /churn)) {
     my $mark = $t->log_mark;
     my $t0 = Time::HiRes::time();
     my $c = $t->conn($port);
@@ -109,7 +119,8 @@ for my $path (qw(/loop /pcall-loop /caught)) {
 }
 is_deeply([ worker_pids() ], \@pids, 'the worker lived through every timeout');
 is($t->request($port, GET => '/count', host => 'other.test')->{body}, '2', 'the other tenant kept its state');
-is(lua_stats('limited')->{timeouts}, 3, 'timeouts counted per tenant');
+is(lua_stats('limited')->{timeouts}, 4, 'timeouts counted per tenant');
+is(lua_stats('limited')->{memory}, 0, 'none of them as a memory error');
 is(lua_stats('other')->{timeouts}, 0, 'not for the other tenant');
 
 # a response hook that loops: the proxied request answers 500

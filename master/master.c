@@ -353,6 +353,10 @@ static void maintain_spares(struct ks_master *m)
     const struct ks_server_config *sv = &m->cfg->server;
     int alive, idle;
     count_workers(m, &alive, &idle);
+    /* the hint for the workers (worker.c: keep-alive connections give
+     * their worker up to a waiting connection): none idle, none coming */
+    bool all_busy = idle == 0 && (sv->min_spare == 0 || alive >= sv->max_workers);
+    atomic_store_explicit(&m->shm.hdr->all_busy, all_busy ? 1 : 0, memory_order_relaxed);
     int want = 0;
     if (alive < sv->workers && idle < sv->min_spare)
         want = sv->workers - alive;
@@ -368,7 +372,6 @@ static void maintain_spares(struct ks_master *m)
             ks_log_warn("max-workers", "max_workers (%d) reached: no spare worker can be started",
                         sv->max_workers);
             m->max_workers_logged = true;
-            atomic_store(&m->shm.hdr->at_max_workers, 1);
         }
         for (int i = 0; i < want; i++) {
             int slot = free_slot(m);
@@ -381,10 +384,8 @@ static void maintain_spares(struct ks_master *m)
         return;
     }
     m->spawn_rate = 1;
-    if (alive < sv->max_workers) {
+    if (alive < sv->max_workers)
         m->max_workers_logged = false;
-        atomic_store(&m->shm.hdr->at_max_workers, 0);
-    }
     if (idle > sv->max_spare) {
         for (uint32_t i = 0; i < m->nslots; i++) {
             struct ks_slot *s = &m->slots[i];

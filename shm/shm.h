@@ -94,7 +94,8 @@ struct ks_shm_header {
 
     /* master state (master writes) */
     _Atomic uint32_t stopping;          /* 1 once TERM/INT/QUIT arrived */
-    _Atomic uint32_t at_max_workers;    /* 1 while max_workers is reached */
+    _Atomic uint32_t all_busy;          /* 1 while no worker is idle and none
+                                         * will be started (each tick) */
 
     /* global counters (workers add) */
     _Atomic uint64_t connections;       /* accepted */

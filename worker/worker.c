@@ -426,6 +426,53 @@ static int route_request(struct ks_exchange *x)
 }
 
 /* Serve one client connection until it closes or must be closed. */
+/* How often a worker waiting on an idle keep-alive connection looks
+ * whether another connection needs it (below). */
+#define WAITING_CHECK_MS 1000
+
+/* Is a new connection waiting while every worker is busy?  The master's
+ * hint (one relaxed load) first; the listeners are polled only when no
+ * worker is idle and none will be started, and at most once a
+ * WAITING_CHECK_MS: a request on a kept-alive connection costs no
+ * syscall for it. */
+static bool connection_waiting(struct ks_worker *w, int64_t now)
+{
+    if (now < w->waiting_check_ms)
+        return false;
+    w->waiting_check_ms = now + WAITING_CHECK_MS;
+    if (!atomic_load_explicit(&w->shm->hdr->all_busy, memory_order_relaxed))
+        return false;
+    struct pollfd p[KS_MAX_LISTENERS];
+    int n = w->args->nlisten;
+    for (int i = 0; i < n; i++)
+        p[i] = (struct pollfd){ .fd = w->args->listen_fd[i], .events = POLLIN };
+    return poll(p, (nfds_t)n, 0) > 0;
+}
+
+/* The wait for the first byte of the next request on a kept-alive
+ * connection.  With every worker busy, an idle keep-alive connection
+ * would keep a waiting client out for up to idle_timeout (or for good,
+ * under steady keep-alive traffic), so it gives its worker up once a
+ * connection waits, as nginx closes idle keep-alive connections when it
+ * runs short of them (a client reopens a closed idle connection).  The
+ * wait wakes for each look.  Returns false when the connection is to be
+ * closed. */
+static bool keepalive_wait(struct ks_worker *w, struct ks_conn *c, int64_t now, int64_t deadline)
+{
+    for (;;) {
+        if (connection_waiting(w, now)) {
+            ks_log_debug("keepalive", "worker %u: every worker busy, an idle keep-alive connection "
+                         "gives way to a waiting one", w->args->slot);
+            return false;
+        }
+        int64_t until = w->waiting_check_ms < deadline ? w->waiting_check_ms : deadline;
+        enum ks_io_result io = ks_conn_fill(c, until, true);
+        if (io != KS_IO_TIMEOUT || until == deadline)
+            return io == KS_IO_OK;
+        now = ks_now_ms();
+    }
+}
+
 static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
                   const struct sockaddr_storage *peer)
 {
@@ -450,14 +497,16 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
         const struct ks_t_settings *s = &w->table->settings;
         if (c.requests > 0)
             ks_worker_set_state(w, KS_WS_KEEPALIVE);
-        int64_t idle_deadline = ks_now_ms() + (c.requests == 0 ? s->read_header_timeout_ms
-                                                               : s->idle_timeout_ms);
+        int64_t now = ks_now_ms();
+        int64_t idle_deadline = now + (c.requests == 0 ? s->read_header_timeout_ms : s->idle_timeout_ms);
         /* the wait for the next request's first byte (the keep-alive idle
          * time; a stop ends it), then the generation check, so that the
          * request is read and served under the table current when it
          * began, with buffers sized for it */
         ks_conn_compact(&c);
-        if (c.len == 0 && ks_conn_fill(&c, idle_deadline, true) != KS_IO_OK)
+        if (c.len == 0 && c.requests > 0 && !keepalive_wait(w, &c, now, idle_deadline))
+            break;
+        if (c.len == 0 && c.requests == 0 && ks_conn_fill(&c, idle_deadline, true) != KS_IO_OK)
             break;
         ks_worker_set_state(w, KS_WS_READING);
         ks_worker_refresh(w);

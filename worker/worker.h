@@ -88,6 +88,7 @@ struct ks_worker {
     int64_t fds_logged_ms;          /* last "descriptors" line (one a second) */
     int64_t state_retry_ms;         /* following a new state file failed: not before */
     int64_t table_logged_ms;        /* last "table" error line (one a second) */
+    int64_t waiting_check_ms;       /* next look for a waiting connection (worker.c) */
     /* per descriptor: the kernel timeouts conn.c set on blocking sockets */
     struct ks_sock_timeo *sock_timeo;
     size_t nsock_timeo;

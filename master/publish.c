@@ -229,6 +229,8 @@ size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynrout
         t->schedule = nsched_used;
         t->nschedule = (uint32_t)ks_wrr_schedule(weights, tc->nupstreams, schedule + nsched_used,
                                                  KS_SCHEDULE_MAX);
+        for (uint32_t p = 0; p < t->nschedule; p++)
+            ks_table_upstream(&b, t->upstreams + schedule[nsched_used + p])->share++;
         nsched_used += t->nschedule;
     }
     b.t->nschedule = nsched_used;

@@ -3,7 +3,9 @@
  *
  * Workers spread a tenant's requests with one smooth weighted round-robin
  * schedule (built by the master into the route table) and one cursor in
- * shared memory, so N workers together honour the weights.  An upstream
+ * shared memory, so N workers together honour the weights; a request whose
+ * turn falls on an upstream that cannot take it is shared out among the
+ * others in proportion to their weights (balance.c says how).  An upstream
  * takes traffic only when both the master's active checks and the passive
  * breaker (failures counted by the workers) allow it.
  */

@@ -66,7 +66,24 @@ static const char yaml[] =
     "      - { name: p, url: \"http://127.0.0.1:60\" }\n"
     "      - { name: q, url: \"http://127.0.0.1:61\" }\n"
     "      - { name: r, url: \"http://127.0.0.1:62\" }\n"
-    "  - name: empty\n    base_path: /empty\n";
+    "  - name: empty\n    base_path: /empty\n"
+    /* a heavy upstream beside light ones: when it is down, its share must
+     * go to the others in proportion, not to its neighbours */
+    "  - name: heavy\n    base_path: /heavy\n    upstreams:\n"
+    "      - { name: big, url: \"http://127.0.0.1:70\", weight: 10 }\n"
+    "      - { name: b, url: \"http://127.0.0.1:71\", weight: 1 }\n"
+    "      - { name: c, url: \"http://127.0.0.1:72\", weight: 1 }\n"
+    "      - { name: d, url: \"http://127.0.0.1:73\", weight: 1 }\n"
+    "  - name: heavier\n    base_path: /heavier\n    upstreams:\n"
+    "      - { name: big, url: \"http://127.0.0.1:80\", weight: 1000 }\n"
+    "      - { name: b, url: \"http://127.0.0.1:81\", weight: 1 }\n"
+    "      - { name: c, url: \"http://127.0.0.1:82\", weight: 1 }\n"
+    "      - { name: d, url: \"http://127.0.0.1:83\", weight: 1 }\n"
+    "  - name: mixed\n    base_path: /mixed\n    upstreams:\n"
+    "      - { name: big, url: \"http://127.0.0.1:90\", weight: 100 }\n"
+    "      - { name: e, url: \"http://127.0.0.1:91\", weight: 1 }\n"
+    "      - { name: f, url: \"http://127.0.0.1:92\", weight: 1 }\n"
+    "      - { name: g, url: \"http://127.0.0.1:93\", weight: 2 }\n";
 
 static void setup(void)
 {
@@ -81,7 +98,7 @@ static void setup(void)
     struct ks_diag diag = { 0 };
     cfg = ks_config_load(cfgpath, &diag);
     ck_assert_msg(cfg != NULL, "config: %s", diag.n ? diag.msgs[0] : "?");
-    struct ks_shm_limits lim = { .max_workers = 2, .max_upstreams = 32, .max_tenants = 16,
+    struct ks_shm_limits lim = { .max_workers = 2, .max_upstreams = 64, .max_tenants = 16,
                                  .route_table_size = sizeof(master_table) };
     char err[256];
     ck_assert_msg(ks_shm_create(&shm, path, &lim, cfgpath, "/nonexistent", err, sizeof(err)) == 0,
@@ -196,6 +213,95 @@ START_TEST(down_keeps_proportions)
     ck_assert_int_eq(n[2], 150);
     ck_assert(!ks_balance_usable(&shm, &ks_t_upstreams(w.table)[y], ks_now_ms()));
     ck_assert_uint_eq(ks_tenant_usable(&shm, w.table, &ks_t_tenants(w.table)[t], ks_now_ms()), 2);
+}
+END_TEST
+
+/* n requests to tenant tname; counts[i] gets those of upstream names[i]. */
+static void count_picks(const char *tname, const char *const *names, int *counts, size_t nnames,
+                        int n, const uint32_t *tried, size_t ntried)
+{
+    uint32_t t = tenant(tname);
+    bool all_down;
+    for (size_t i = 0; i < nnames; i++)
+        counts[i] = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t u = ks_balance_pick(&w, t, tried, ntried, &all_down);
+        ck_assert_msg(u != KS_NONE && !all_down, "request %d of %s found no upstream", i, tname);
+        size_t k = 0;
+        while (k < nnames && u != up(tname, names[k]))
+            k++;
+        ck_assert_msg(k < nnames, "request %d of %s went to %s", i, tname, name_of(u));
+        counts[k]++;
+        ks_balance_begin(&w, u);
+        ks_balance_end(&w, u, KS_UO_OK);
+    }
+}
+
+#define ck_assert_near(got, want, slack)                                                           \
+    ck_assert_msg(abs((got) - (want)) <= (slack), "%s: %d, expected %d (+-%d)", #got, (got),       \
+                  (want), (slack))
+
+/* Positions of tname's schedule drawn so far. */
+static uint64_t draws(const char *tname)
+{
+    return atomic_load(&ks_shm_rr_cursor(&shm, w.table_buf, tenant(tname))->next);
+}
+
+/* The share of a down upstream goes to the others in proportion to their
+ * weights, however heavy it was (the tester's 10:1:1:1, 1000:1:1:1 and
+ * 100:1:1 with the heavy one down), and every request draws the shared
+ * cursor exactly once, whatever the state of the upstreams. */
+START_TEST(heavy_down_shares_in_proportion)
+{
+    const char *bcd[] = { "b", "c", "d" };
+    int n[4];
+    set_down(up("heavy", "big"), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    count_picks("heavy", bcd, n, 3, 300, NULL, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_near(n[i], 100, 1);
+    ck_assert_uint_eq(draws("heavy"), 300);
+    count_picks("heavy", bcd, n, 3, 3000, NULL, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_near(n[i], 1000, 1);
+
+    set_down(up("heavier", "big"), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    count_picks("heavier", bcd, n, 3, 300, NULL, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_near(n[i], 100, 1);
+    ck_assert_uint_eq(draws("heavier"), 300);
+
+    /* 100:1:1:2 with 100 down: 1:1:2; then with e down as well: 1:2 */
+    const char *efg[] = { "e", "f", "g" };
+    set_down(up("mixed", "big"), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    count_picks("mixed", efg, n, 3, 400, NULL, 0);
+    ck_assert_near(n[0], 100, 1);
+    ck_assert_near(n[1], 100, 1);
+    ck_assert_near(n[2], 200, 1);
+    set_down(up("mixed", "e"), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    count_picks("mixed", efg, n, 3, 300, NULL, 0);
+    ck_assert_int_eq(n[0], 0);
+    ck_assert_near(n[1], 100, 1);
+    ck_assert_near(n[2], 200, 1);
+}
+END_TEST
+
+/* The same for an open breaker and for a retry's tried upstreams: what
+ * the first draw cannot use is shared in proportion too. */
+START_TEST(tried_and_open_share_in_proportion)
+{
+    const char *all[] = { "big", "e", "f", "g" };
+    int n[4];
+    uint32_t tried[1] = { up("mixed", "big") };
+    count_picks("mixed", all, n, 4, 400, tried, 1);
+    ck_assert_int_eq(n[0], 0);
+    ck_assert_near(n[1], 100, 1);
+    ck_assert_near(n[2], 100, 1);
+    ck_assert_near(n[3], 200, 1);
+    atomic_store(&rec(up("heavy", "big"))->open_until_ms, ks_now_ms() + 60000);
+    const char *bcd[] = { "b", "c", "d" };
+    count_picks("heavy", bcd, n, 3, 600, NULL, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_near(n[i], 200, 1);
 }
 END_TEST
 
@@ -470,6 +576,37 @@ START_TEST(shared_cursor_across_processes)
 }
 END_TEST
 
+static void heavy_picks(int out)
+{
+    uint32_t t = tenant("heavy");
+    uint32_t counts[4] = { 0, 0, 0, 0 };
+    const char *names[] = { "big", "b", "c", "d" };
+    bool all_down;
+    for (int i = 0; i < 300; i++) {
+        uint32_t u = request(t, KS_UO_OK, &all_down);
+        for (int k = 0; k < 4; k++)
+            counts[k] += u == up("heavy", names[k]);
+    }
+    ck_assert_int_eq(write(out, counts, sizeof(counts)), (ssize_t)sizeof(counts));
+}
+
+/* Several processes together: the same proportions over the requests of
+ * all of them. */
+START_TEST(heavy_down_across_processes)
+{
+    set_down(up("heavy", "big"), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    uint32_t counts[8][4];
+    in_children(8, heavy_picks, (char *)counts, sizeof(counts[0]));
+    int sum[4] = { 0, 0, 0, 0 };
+    for (int i = 0; i < 8; i++)
+        for (int k = 0; k < 4; k++)
+            sum[k] += (int)counts[i][k];
+    ck_assert_int_eq(sum[0], 0);
+    for (int k = 1; k < 4; k++)
+        ck_assert_near(sum[k], 800, 2);
+}
+END_TEST
+
 static void one_pick(int out)
 {
     bool all_down;
@@ -597,6 +734,9 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, weights_three_to_one);
     tcase_add_test(tc, down_keeps_proportions);
+    tcase_add_test(tc, heavy_down_shares_in_proportion);
+    tcase_add_test(tc, tried_and_open_share_in_proportion);
+    tcase_add_test(tc, heavy_down_across_processes);
     tcase_add_test(tc, drained_and_empty);
     tcase_add_test(tc, tried_are_skipped);
     tcase_add_test(tc, all_down_fails);

@@ -7,8 +7,9 @@
  * upstreams without upsetting the proportions of the others, the passive
  * breaker (window, open, exactly one half-open probe under a race of
  * processes, close or reopen), all_down with and without try_anyway, and
- * the Retry-After estimate.  The health records are written here the way
- * the master writes them.
+ * the Retry-After estimate; and, in a table of its own, a tenant with more
+ * upstreams than the schedule has positions.  The health records are
+ * written here the way the master writes them.
  */
 #include <config.h>
 
@@ -31,8 +32,8 @@
 static char dir[64], path[128], cfgpath[128];
 static struct ks_shm shm;
 static struct ks_config *cfg;
-static char master_table[1 << 16];
-static char worker_table[1 << 16];
+static char master_table[1 << 19];
+static char worker_table[1 << 19];
 static struct ks_worker w;
 
 static const char yaml[] =
@@ -85,7 +86,7 @@ static const char yaml[] =
     "      - { name: f, url: \"http://127.0.0.1:92\", weight: 1 }\n"
     "      - { name: g, url: \"http://127.0.0.1:93\", weight: 2 }\n";
 
-static void setup(void)
+static void setup_with(const char *text, int max_upstreams)
 {
     strcpy(dir, "/tmp/ks-test-balance-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -93,13 +94,13 @@ static void setup(void)
     snprintf(cfgpath, sizeof(cfgpath), "%s/keystone.yaml", dir);
     FILE *f = fopen(cfgpath, "w");
     ck_assert_ptr_nonnull(f);
-    fputs(yaml, f);
+    fputs(text, f);
     fclose(f);
     struct ks_diag diag = { 0 };
     cfg = ks_config_load(cfgpath, &diag);
     ck_assert_msg(cfg != NULL, "config: %s", diag.n ? diag.msgs[0] : "?");
-    struct ks_shm_limits lim = { .max_workers = 2, .max_upstreams = 64, .max_tenants = 16,
-                                 .route_table_size = sizeof(master_table) };
+    struct ks_shm_limits lim = { .max_workers = 2, .max_upstreams = max_upstreams,
+                                 .max_tenants = 16, .route_table_size = sizeof(master_table) };
     char err[256];
     ck_assert_msg(ks_shm_create(&shm, path, &lim, cfgpath, "/nonexistent", err, sizeof(err)) == 0,
                   "%s", err);
@@ -114,6 +115,29 @@ static void setup(void)
     ck_assert_int_gt(ks_shm_routes_copy(&shm, worker_table, sizeof(worker_table), &gen, &w.table_buf), 0);
     w.generation = gen;
     ks_log_set_level(KS_LOG_ERROR);
+}
+
+static void setup(void)
+{
+    setup_with(yaml, 64);
+}
+
+/* One tenant with more upstreams than KS_SCHEDULE_MAX positions. */
+#define MANY 1030
+static char many_yaml[MANY * 80 + 256];
+
+static void setup_many(void)
+{
+    size_t n = (size_t)snprintf(many_yaml, sizeof(many_yaml),
+                                "server:\n  public_addr: 127.0.0.1:1\n"
+                                "limits:\n  max_upstreams: 2000\n"
+                                "tenants:\n  - name: many\n    upstreams:\n");
+    for (int i = 0; i < MANY; i++)
+        n += (size_t)snprintf(many_yaml + n, sizeof(many_yaml) - n,
+                              "      - { name: u%d, url: \"http://127.0.0.1:%d\", weight: 1 }\n", i,
+                              10000 + i);
+    ck_assert_uint_lt(n, sizeof(many_yaml));
+    setup_with(many_yaml, 2000);
 }
 
 static void teardown(void)
@@ -726,6 +750,27 @@ START_TEST(stale_probe_is_reclaimed)
 }
 END_TEST
 
+/* 1030 upstreams of weight 1 in one tenant: each one in the schedule,
+ * each one its two requests of 2060 (the overshoot of the scaling used to
+ * take the only position of the first six). */
+START_TEST(many_upstreams_all_served)
+{
+    uint32_t t = tenant("many");
+    const struct ks_t_tenant *tn = &ks_t_tenants(w.table)[t];
+    ck_assert_uint_eq(tn->nupstreams, MANY);
+    ck_assert_uint_eq(tn->nschedule, MANY);
+    static int n[MANY];
+    bool all_down;
+    for (int i = 0; i < 2 * MANY; i++) {
+        uint32_t u = request(t, KS_UO_OK, &all_down);
+        ck_assert(u != KS_NONE);
+        n[u - tn->upstreams]++;
+    }
+    for (int i = 0; i < MANY; i++)
+        ck_assert_msg(n[i] == 2, "u%d served %d requests", i, n[i]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("balance");
@@ -751,6 +796,11 @@ int main(void)
     tcase_add_test(tc, dead_worker_gives_back_active);
     tcase_add_test(tc, local_trouble_is_neutral);
     suite_add_tcase(s, tc);
+    TCase *many = tcase_create("many");
+    tcase_add_checked_fixture(many, setup_many, teardown);
+    tcase_set_timeout(many, 60);
+    tcase_add_test(many, many_upstreams_all_served);
+    suite_add_tcase(s, many);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -79,12 +79,14 @@ static const char *label(const struct ks_worker *w, uint32_t upstream, char *buf
 
 /* Take upstream u for a new request if it can have one: a closed breaker
  * lets it through, a half-open one only to the request that wins the
- * claim (CAS to "probing since now"). */
+ * claim (CAS to "probing since now").  The weight is not looked at: the
+ * round-robin only comes here with upstreams that have one, and a route
+ * may name an upstream of weight 0. */
 static bool take_at(struct ks_worker *w, uint32_t upstream, int64_t now)
 {
     const struct ks_t_upstream *u = &ks_t_upstreams(w->table)[upstream];
     struct ks_health *h = record_of(w, upstream);
-    if (!ks_health_usable(h, u->weight, ks_probe_stale_ms(u), now))
+    if (!ks_health_usable(h, ks_probe_stale_ms(u), now))
         return false;
     int64_t ou = atomic_load_explicit(&h->open_until_ms, memory_order_relaxed);
     if (ou == 0)
@@ -252,7 +254,11 @@ uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *t
 
 bool ks_balance_take(struct ks_worker *w, uint32_t upstream)
 {
-    return take_at(w, upstream, ks_now_ms());
+    if (take_at(w, upstream, ks_now_ms()))
+        return true;
+    /* the route's only upstream is down: the tenant's all_down decides */
+    uint32_t tenant = ks_t_upstreams(w->table)[upstream].tenant;
+    return (ks_t_tenants(w->table)[tenant].flags & KS_TF_ALL_DOWN_TRY) != 0;
 }
 
 void ks_balance_begin(struct ks_worker *w, uint32_t upstream)
@@ -375,15 +381,17 @@ static int64_t comeback_ms(const struct ks_worker *w, uint32_t upstream, int64_t
     return wait;
 }
 
-uint32_t ks_balance_retry_after(struct ks_worker *w, uint32_t tenant)
+uint32_t ks_balance_retry_after(struct ks_worker *w, uint32_t tenant, uint32_t upstream)
 {
     const struct ks_t_tenant *tn = &ks_t_tenants(w->table)[tenant];
     int64_t now = ks_now_ms();
     int64_t best = -1;
-    for (uint32_t k = 0; k < tn->nupstreams; k++) {
+    if (upstream != KS_NONE)    /* a route's own, whatever its weight */
+        best = comeback_ms(w, upstream, now);
+    for (uint32_t k = 0; upstream == KS_NONE && k < tn->nupstreams; k++) {
         uint32_t u = tn->upstreams + k;
         if (ks_t_upstreams(w->table)[u].weight <= 0)
-            continue;
+            continue;       /* never in the round-robin */
         int64_t c = comeback_ms(w, u, now);
         if (best < 0 || c < best)
             best = c;

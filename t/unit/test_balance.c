@@ -6,10 +6,11 @@
  * cursor shared by several processes, skipping down, drained and tried
  * upstreams without upsetting the proportions of the others, the passive
  * breaker (window, open, exactly one half-open probe under a race of
- * processes, close or reopen), all_down with and without try_anyway, and
- * the Retry-After estimate; and, in a table of its own, a tenant with more
- * upstreams than the schedule has positions.  The health records are
- * written here the way the master writes them.
+ * processes, close or reopen), all_down with and without try_anyway, the
+ * Retry-After estimate, and a route naming a weight-0 upstream; in a
+ * table of its own, a tenant with more upstreams than the schedule has
+ * positions.  The health records are written here the way the master
+ * writes them.
  */
 #include <config.h>
 
@@ -339,7 +340,7 @@ START_TEST(drained_and_empty)
     /* every upstream drained: all down, 503 */
     ck_assert_uint_eq(ks_balance_pick(&w, tenant("drain"), NULL, 0, &all_down), KS_NONE);
     ck_assert(all_down);
-    ck_assert_uint_eq(ks_balance_retry_after(&w, tenant("drain")), 30);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, tenant("drain"), KS_NONE), 30);
     /* no upstreams at all: nothing to pick, but not "all down" */
     ck_assert_uint_eq(ks_balance_pick(&w, tenant("empty"), NULL, 0, &all_down), KS_NONE);
     ck_assert(!all_down);
@@ -376,10 +377,10 @@ START_TEST(all_down_fails)
     ck_assert_uint_eq(ks_balance_pick(&w, t, NULL, 0, &all_down), KS_NONE);
     ck_assert(all_down);
     /* rise (2) probes at health_interval (10s) */
-    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 20);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t, KS_NONE), 20);
     /* one good probe seen already: one more to go */
     atomic_store(&rec(up("three", "y"))->word, KS_HW_MAKE(KS_HEALTH_DOWN, 1, 1));
-    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 10);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t, KS_NONE), 10);
     ck_assert_uint_eq(ks_tenant_usable(&shm, w.table, &ks_t_tenants(w.table)[t], ks_now_ms()), 0);
 }
 END_TEST
@@ -524,10 +525,10 @@ START_TEST(retry_after_of_open_breaker)
     ck_assert_int_eq(breaker(only), KS_BREAKER_OPEN);
     ck_assert_uint_eq(ks_balance_pick(&w, t, NULL, 0, &all_down), KS_NONE);
     ck_assert(all_down);
-    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 5);    /* fail_timeout left */
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t, KS_NONE), 5);    /* fail_timeout left */
     /* down by the checks as well: the longer of the two */
     set_down(only, KS_HR_READ_TIMEOUT, ks_wall_ms());
-    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 20);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t, KS_NONE), 20);
 }
 END_TEST
 
@@ -681,6 +682,41 @@ START_TEST(take_claims_the_probe)
 }
 END_TEST
 
+/* A route may name an upstream of weight 0 (the canary): it takes the
+ * route's requests while healthy, the round-robin still never picks it,
+ * and when it is down the Retry-After is its own, not the tenant's. */
+START_TEST(take_ignores_weight)
+{
+    uint32_t half = tenant("half"), h = up("half", "h"), d = up("half", "d");
+    ck_assert(ks_balance_take(&w, d));
+    ck_assert(ks_balance_take(&w, d));
+    ck_assert(ks_balance_take(&w, up("drain", "d1")));
+    bool all_down;
+    for (int i = 0; i < 20; i++)
+        ck_assert_uint_eq(ks_balance_pick(&w, half, NULL, 0, &all_down), h);
+    ck_assert_uint_eq(ks_balance_pick(&w, tenant("drain"), NULL, 0, &all_down), KS_NONE);
+    ck_assert(all_down);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, tenant("drain"), KS_NONE), 30);
+    /* health says whether it can take a request, usable whether it has
+     * a share of the round-robin */
+    ck_assert(ks_health_usable(rec(d), ks_probe_stale_ms(&ks_t_upstreams(w.table)[d]), ks_now_ms()));
+    ck_assert(!ks_balance_usable(&shm, &ks_t_upstreams(w.table)[d], ks_now_ms()));
+
+    set_down(d, KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    ck_assert(!ks_balance_take(&w, d));                 /* all_down: fail */
+    ck_assert_uint_eq(ks_balance_retry_after(&w, half, d), 20);    /* rise 2 x 10s */
+    ck_assert_uint_eq(ks_balance_retry_after(&w, half, KS_NONE), 1);  /* h is up */
+    atomic_store(&rec(h)->open_until_ms, ks_now_ms() + 60000);
+    ck_assert(!ks_balance_take(&w, h));
+    ck_assert_uint_eq(ks_balance_retry_after(&w, half, h), 60);
+
+    /* all_down: try_anyway sends a route's request to its upstream anyway */
+    uint32_t p = up("anyway", "p");
+    set_down(p, KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    ck_assert(ks_balance_take(&w, p));
+}
+END_TEST
+
 /* Our own trouble (no descriptor for a socket) is neither a failure of
  * the upstream nor the success that closes a half-open breaker. */
 START_TEST(local_trouble_is_neutral)
@@ -793,6 +829,7 @@ int main(void)
     tcase_add_test(tc, half_open_claimed_once);
     tcase_add_test(tc, stale_probe_is_reclaimed);
     tcase_add_test(tc, take_claims_the_probe);
+    tcase_add_test(tc, take_ignores_weight);
     tcase_add_test(tc, dead_worker_gives_back_active);
     tcase_add_test(tc, local_trouble_is_neutral);
     suite_add_tcase(s, tc);

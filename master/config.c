@@ -53,6 +53,9 @@
 #define MS_M (60 * MS_S)
 #define MS_H (60 * MS_M)
 #define MS_D (24 * MS_H)
+/* a probe's deadline when none is written: this, or half the interval
+ * when that is shorter (health_resolve) */
+#define HEALTH_TIMEOUT_DEFAULT_MS (2 * MS_S)
 #define KB (1LL << 10)
 #define MB (1LL << 20)
 #define GB (1LL << 30)
@@ -1821,15 +1824,14 @@ static int config_init(struct ks_load *ld, struct ks_config *c)
 
 /* ---- validation across keys -------------------------------------------- */
 
-/* Fill what h leaves unset from parent; parent is complete. */
+/* Fill what h leaves unset from parent (but the timeout, see
+ * health_resolve()); parent is complete. */
 static void health_inherit(struct ks_health_config *h, const struct ks_health_config *parent)
 {
     if (h->path == NULL)
         h->path = parent->path;
     if (h->interval_ms < 0)
         h->interval_ms = parent->interval_ms;
-    if (h->timeout_ms < 0)
-        h->timeout_ms = parent->timeout_ms;
     if (h->rise < 0)
         h->rise = parent->rise;
     if (h->fall < 0)
@@ -1848,9 +1850,16 @@ static void health_inherit(struct ks_health_config *h, const struct ks_health_co
         h->fail_timeout_ms = parent->fail_timeout_ms;
 }
 
-/* Resolve one level and check timeout < interval, but only where this
- * level set one of them: an inherited mistake is reported once, where it
- * was written. */
+/* Resolve one level and check timeout < interval.
+ *
+ * A timeout nobody wrote is the default, capped below the interval:
+ * min(2s, interval / 2), worked out again at every level from that
+ * level's interval (a short global interval does not shorten the timeout
+ * of a tenant that sets a long one).  Setting only `interval: 1s` is
+ * then fine.  A timeout someone wrote, here or at a level this one
+ * inherits from, is kept as written and checked against the interval,
+ * but only where this level set one of the two: an inherited mistake is
+ * reported once, where it was written. */
 static void health_resolve(struct ks_load *ld, struct ks_health_config *h,
                            const struct ks_health_config *parent, int line, int col,
                            const char *path)
@@ -1861,7 +1870,17 @@ static void health_resolve(struct ks_load *ld, struct ks_health_config *h,
     char a[32], b[32];
 
     health_inherit(h, parent);
-    if (own && h->timeout_ms >= h->interval_ms)
+    if (h->timeout_ms >= 0) {
+        h->timeout_set = true;
+    } else if (parent->timeout_set) {
+        h->timeout_ms = parent->timeout_ms;
+        h->timeout_set = true;
+    } else {
+        h->timeout_ms = h->interval_ms / 2 < HEALTH_TIMEOUT_DEFAULT_MS ? h->interval_ms / 2
+                                                                        : HEALTH_TIMEOUT_DEFAULT_MS;
+        h->timeout_set = false;
+    }
+    if (own && h->timeout_set && h->timeout_ms >= h->interval_ms)
         err_w(ld, where_of(ld, ti, iv, line, col, path),
               "health timeout (%s) must be below the health interval (%s)",
               fmt_duration(a, sizeof(a), h->timeout_ms), fmt_duration(b, sizeof(b), h->interval_ms));
@@ -1977,7 +1996,8 @@ static void check_tenant_overlap(struct ks_load *ld)
 static void validate(struct ks_load *ld, size_t file_size)
 {
     static const struct ks_health_config builtin = {
-        .path = "", .interval_ms = 10 * MS_S, .timeout_ms = 2 * MS_S, .rise = 2, .fall = 3,
+        .path = "", .interval_ms = 10 * MS_S, .timeout_ms = HEALTH_TIMEOUT_DEFAULT_MS,
+        .rise = 2, .fall = 3,
         .expect_lo = 200, .expect_hi = 399, .host = NULL, .max_fails = 5,
         .fail_window_ms = 10 * MS_S, .fail_timeout_ms = 10 * MS_S,
     };

@@ -35,6 +35,9 @@ struct ks_health_config {
     char *path;                 /* "" = TCP connect check */
     int64_t interval_ms;
     int64_t timeout_ms;         /* below interval_ms */
+    bool timeout_set;           /* timeout_ms was written (at this level or
+                                 * one it inherits from); false: the
+                                 * default, min(2s, interval_ms / 2) */
     int rise, fall;
     int expect_lo, expect_hi;   /* accepted status range */
     char *host;                 /* Host header of probes; NULL = the upstream's */

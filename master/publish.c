@@ -22,6 +22,70 @@ static int gcd(int a, int b)
     return a;
 }
 
+/* A weight and where it came from, for sorting. */
+struct wslot {
+    long weight;
+    long rem;       /* remainder of its quota (apportion) */
+    size_t i;
+};
+
+static int by_weight(const void *a, const void *b)
+{
+    const struct wslot *x = a, *y = b;
+    if (x->weight != y->weight)
+        return x->weight < y->weight ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+static int by_remainder_desc(const void *a, const void *b)
+{
+    const struct wslot *x = a, *y = b;
+    if (x->rem != y->rem)
+        return x->rem > y->rem ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/*
+ * Scale the weights (summing to sum) to exactly cap positions, every
+ * non-zero weight keeping at least one: cap is at least the number of
+ * them.  Largest remainders (Hamilton's method), after the weights too
+ * light for a whole position at this scale are given their one: taking
+ * them out first (lightest first) keeps their minimum from being paid by
+ * anyone but the heavier ones, which get the rest by weight.  The old
+ * way (each quota rounded down, at least 1, then one taken from the
+ * heaviest while over) took positions from weights already at 1 when the
+ * upstreams outnumbered the positions, leaving some out of the schedule.
+ */
+static int apportion(int *weight, size_t n, long sum, long cap)
+{
+    struct wslot *v = calloc(n ? n : 1, sizeof(*v));
+    if (v == NULL)
+        return -1;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (weight[i] > 0)
+            v[m++] = (struct wslot){ .weight = weight[i], .i = i };
+    qsort(v, m, sizeof(*v), by_weight);
+    size_t k = 0;
+    for (; k < m && v[k].weight * cap < sum; k++) {     /* quota below 1 */
+        weight[v[k].i] = 1;
+        cap--;
+        sum -= v[k].weight;
+    }
+    long given = 0;
+    for (size_t r = k; r < m; r++) {
+        long q = v[r].weight * cap / sum;
+        v[r].rem = v[r].weight * cap % sum;
+        weight[v[r].i] = (int)q;
+        given += q;
+    }
+    qsort(v + k, m - k, sizeof(*v), by_remainder_desc);
+    for (size_t r = k; r < m && given < cap; r++, given++)
+        weight[v[r].i]++;
+    free(v);
+    return 0;
+}
+
 size_t ks_wrr_schedule(const int *w, size_t n, uint16_t *out, size_t max)
 {
     int *weight = calloc(n ? n : 1, sizeof(int));
@@ -33,58 +97,57 @@ size_t ks_wrr_schedule(const int *w, size_t n, uint16_t *out, size_t max)
     }
     int g = 0;
     long sum = 0;
+    size_t nonzero = 0;
     for (size_t i = 0; i < n; i++) {
         weight[i] = w[i] > 0 ? w[i] : 0;
-        if (weight[i] > 0)
+        if (weight[i] > 0) {
             g = gcd(g, weight[i]);
+            nonzero++;
+        }
     }
     for (size_t i = 0; i < n && g > 0; i++) {
         weight[i] /= g;
         sum += weight[i];
     }
-    if (sum > (long)max) {
-        /* scale down, keeping every non-zero weight at least 1 */
-        long scaled = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (weight[i] > 0) {
-                long s = (long)weight[i] * (long)max / sum;
-                weight[i] = s > 0 ? (int)s : 1;
-                scaled += weight[i];
-            }
+    /* every upstream with a weight has a position, even when they
+     * outnumber max (then each has one, the only proportion that fits) */
+    long cap = (long)(nonzero > max ? nonzero : max);
+    if (sum > cap) {
+        if (apportion(weight, n, sum, cap) < 0) {
+            free(weight);
+            free(current);
+            return 0;
         }
-        sum = scaled;
-        while (sum > (long)max) {       /* the minimum of 1 may overshoot */
-            size_t big = 0;
-            for (size_t i = 1; i < n; i++)
-                if (weight[i] > weight[big])
-                    big = i;
-            weight[big]--;
-            sum--;
-        }
+        sum = cap;
     }
     size_t len = 0;
-    for (long step = 0; step < sum && len < max; step++) {
-        if (out == NULL) {      /* only the length was asked for */
-            len = (size_t)sum;
-            break;
-        }
-        size_t best = 0;
-        long best_cur = 0;
-        int found = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (weight[i] == 0)
-                continue;
-            current[i] += weight[i];
-            if (!found || current[i] > best_cur) {
-                best = i;
-                best_cur = current[i];
-                found = 1;
+    if (out == NULL) {          /* only the length was asked for */
+        len = (size_t)sum;
+    } else if (sum == (long)nonzero) {
+        /* every weight is 1: the smooth order is the table order (each
+         * step's running totals tie and the first wins), found without
+         * the n steps of n that follow, which many upstreams make slow */
+        for (size_t i = 0; i < n; i++)
+            if (weight[i] > 0)
+                out[len++] = (uint16_t)i;
+    } else {
+        for (long step = 0; step < sum; step++) {
+            size_t best = 0;
+            long best_cur = 0;
+            int found = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (weight[i] == 0)
+                    continue;
+                current[i] += weight[i];
+                if (!found || current[i] > best_cur) {
+                    best = i;
+                    best_cur = current[i];
+                    found = 1;
+                }
             }
+            current[best] -= sum;
+            out[len++] = (uint16_t)best;
         }
-        current[best] -= sum;
-        if (out != NULL)
-            out[len] = (uint16_t)best;
-        len++;
     }
     free(weight);
     free(current);
@@ -229,6 +292,8 @@ size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynrout
         t->schedule = nsched_used;
         t->nschedule = (uint32_t)ks_wrr_schedule(weights, tc->nupstreams, schedule + nsched_used,
                                                  KS_SCHEDULE_MAX);
+        for (uint32_t p = 0; p < t->nschedule; p++)
+            ks_table_upstream(&b, t->upstreams + schedule[nsched_used + p])->share++;
         nsched_used += t->nschedule;
     }
     b.t->nschedule = nsched_used;

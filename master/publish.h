@@ -11,7 +11,9 @@
 #include "shm/shm.h"
 
 /* Longest smooth weighted round-robin schedule per tenant; larger weight
- * sums are scaled down to it (proportions kept to within 1/KS_SCHEDULE_MAX). */
+ * sums are scaled down to it (proportions kept to within 1/KS_SCHEDULE_MAX
+ * of the sum, each upstream with a weight keeping at least one position).
+ * A tenant with more upstreams with a weight has one position each. */
 #define KS_SCHEDULE_MAX 1024
 
 struct ks_dynroutes;
@@ -30,9 +32,10 @@ void ks_publish_sweep(const struct ks_config *cfg, struct ks_shm *shm);
 
 /* The smooth weighted round-robin order of weights w[0..n) (nginx's
  * algorithm: each step adds every weight to its running total, picks the
- * largest and subtracts the sum from it).  Weight 0 never appears.  Writes
- * at most max entries into out (or only counts them when out is NULL);
- * returns the number of entries. */
+ * largest and subtracts the sum from it).  Weight 0 never appears, every
+ * other weight at least once.  Writes at most max entries into out, or
+ * one per non-zero weight when there are more (or only counts them when
+ * out is NULL); returns the number of entries. */
 size_t ks_wrr_schedule(const int *w, size_t n, uint16_t *out, size_t max);
 
 #endif

@@ -279,8 +279,11 @@ uint64_t ks_shm_routes_publish(struct ks_shm *shm, const void *table, size_t len
 
     memcpy(ks_shm_region(shm, idx ? KS_REGION_ROUTES1 : KS_REGION_ROUTES0), table, len);
     uint64_t per_buf = ks_shm_count(shm, KS_REGION_RR_CURSORS) / 2;
-    for (uint64_t t = 0; t < per_buf; t++)
-        atomic_store_explicit(ks_shm_rr_cursor(shm, idx, (uint32_t)t), 0, memory_order_relaxed);
+    for (uint64_t t = 0; t < per_buf; t++) {
+        struct ks_rr_cursor *c = ks_shm_rr_cursor(shm, idx, (uint32_t)t);
+        atomic_store_explicit(&c->next, 0, memory_order_relaxed);
+        atomic_store_explicit(&c->spill, 0, memory_order_relaxed);
+    }
     atomic_store_explicit(&h->route_active, idx, memory_order_relaxed);
     /* from the master's own count, not the header's (statefile.h) */
     uint64_t gen = shm->generation + 1;

@@ -297,15 +297,19 @@ static inline struct ks_tenant_stats *ks_shm_tenant_stats(const struct ks_shm *s
 {
     return (struct ks_tenant_stats *)ks_shm_region(shm, KS_REGION_TENANT_STATS) + slot;
 }
-/* Round-robin cursor of tenant t in route buffer b.  Each cursor has its
- * own cache line: every proxied request of every worker bumps one. */
+/* Round-robin cursors of tenant t in route buffer b (worker/balance.c):
+ * next numbers the positions of its schedule, spill the requests whose
+ * position named an upstream that could not take them.  Each pair has
+ * its own cache line: every proxied request of every worker bumps next. */
 struct ks_rr_cursor {
     _Atomic uint64_t next;
+    _Atomic uint64_t spill;
 } __attribute__((aligned(64)));
-static inline _Atomic uint64_t *ks_shm_rr_cursor(const struct ks_shm *shm, unsigned b, uint32_t t)
+static inline struct ks_rr_cursor *ks_shm_rr_cursor(const struct ks_shm *shm, unsigned b,
+                                                    uint32_t t)
 {
     uint64_t per_buf = ks_shm_count(shm, KS_REGION_RR_CURSORS) / 2;
-    return &((struct ks_rr_cursor *)ks_shm_region(shm, KS_REGION_RR_CURSORS))[b * per_buf + t].next;
+    return &((struct ks_rr_cursor *)ks_shm_region(shm, KS_REGION_RR_CURSORS))[b * per_buf + t];
 }
 
 /* ---- route table publish / read (see shm/table.h for the format) ------ */

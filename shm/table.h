@@ -98,6 +98,8 @@ struct ks_t_upstream {
     int64_t fail_timeout_ms;
     int64_t health_interval_ms;     /* active checks, for Retry-After */
     int32_t rise;
+    uint32_t share;                 /* its positions in the tenant's schedule:
+                                     * the weight as reduced and scaled there */
     struct ks_addr addr;
 };
 

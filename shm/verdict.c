@@ -43,11 +43,8 @@ void ks_health_reason_text(const struct ks_health *h, char *buf, size_t len)
         snprintf(buf, len, "%s", ks_health_reason_name((enum ks_health_reason)reason));
 }
 
-bool ks_health_usable(const struct ks_health *h, int weight, int64_t probe_stale_ms,
-                      int64_t now_ms)
+bool ks_health_usable(const struct ks_health *h, int64_t probe_stale_ms, int64_t now_ms)
 {
-    if (weight <= 0)
-        return false;       /* draining */
     uint64_t word = atomic_load_explicit(&h->word, memory_order_relaxed);
     if (KS_HW_STATE(word) == KS_HEALTH_DOWN)
         return false;
@@ -63,8 +60,9 @@ int64_t ks_probe_stale_ms(const struct ks_t_upstream *u)
 
 bool ks_upstream_usable(const struct ks_shm *shm, const struct ks_t_upstream *u, int64_t now_ms)
 {
-    return ks_health_usable(ks_shm_health(shm, u->health_slot), u->weight, ks_probe_stale_ms(u),
-                            now_ms);
+    if (u->weight <= 0)
+        return false;       /* drained from the round-robin */
+    return ks_health_usable(ks_shm_health(shm, u->health_slot), ks_probe_stale_ms(u), now_ms);
 }
 
 uint32_t ks_tenant_usable(const struct ks_shm *shm, const struct ks_table *t,

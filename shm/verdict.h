@@ -1,9 +1,11 @@
 /*
  * verdict.h: reading a health record (shm.h) the same way everywhere.
  *
- * An upstream takes traffic only when three things allow it: its weight
- * (0 drains it), the master's active checks (not DOWN) and the workers'
- * passive breaker (not open).  The balancer, the admin API and keystonectl
+ * An upstream can take a request when the master's active checks (not
+ * DOWN) and the workers' passive breaker (not open) allow it; it takes a
+ * share of its tenant's round-robin when its weight is above 0 as well
+ * (weight 0 drains it from the round-robin, while a route that names it
+ * still reaches it: the canary pattern).  The balancer, the admin API and keystonectl
  * all call these functions (and render the same JSON with them), so they
  * can never disagree about what "healthy" means.
  *
@@ -47,14 +49,16 @@ enum ks_breaker ks_breaker_of(int64_t open_until, int64_t probe_stale_ms, int64_
  * "bad status 503", "connect refused", ... */
 void ks_health_reason_text(const struct ks_health *h, char *buf, size_t len);
 
-/* Would the upstream take a new request now (weight, active state and
- * breaker together)?  A free half-open probe counts as usable. */
-bool ks_health_usable(const struct ks_health *h, int weight, int64_t probe_stale_ms,
-                      int64_t now_ms);
+/* Could the upstream take a new request now (active state and breaker
+ * together, whatever its weight)?  A free half-open probe counts. */
+bool ks_health_usable(const struct ks_health *h, int64_t probe_stale_ms, int64_t now_ms);
 
-/* The same for an upstream of a route table: its weight, and a probe
- * claim goes stale after connect_timeout + response_timeout. */
+/* A probe claim of an upstream of a route table goes stale after
+ * connect_timeout + response_timeout. */
 int64_t ks_probe_stale_ms(const struct ks_t_upstream *u);
+/* Does the upstream take a share of its tenant's round-robin now: a
+ * weight above 0 and ks_health_usable()?  This is "usable" in the admin
+ * API, /metrics and keystonectl. */
 bool ks_upstream_usable(const struct ks_shm *shm, const struct ks_t_upstream *u, int64_t now_ms);
 /* How many of tenant tn's upstreams are usable now. */
 uint32_t ks_tenant_usable(const struct ks_shm *shm, const struct ks_table *t,

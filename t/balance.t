@@ -3,8 +3,9 @@
 # workers, no request to a DOWN upstream, no failed request once one is
 # down, draining by weight 0, the passive breaker opening on a 5xx burst
 # and half-opening later, a dead upstream taken out by its connect
-# failures, all-down 503 with Retry-After, all_down: try_anyway, and
-# retries (connect failures only; a POST whose body went out never again).
+# failures, all-down 503 with Retry-After, all_down: try_anyway, a route
+# naming a weight-0 upstream (the canary), and retries (connect failures
+# only; a POST whose body went out never again).
 use strict;
 use warnings;
 use Test::More;
@@ -15,7 +16,7 @@ use Keystone::Test;
 my $t = Keystone::Test->new;
 my $port = $t->free_port;
 my $state = "$t->{dir}/keystoned.state";
-my %b = map { $_ => $t->backend(name => $_) } qw(a b p1 p2 solo alive z1 ok1 ok2 ok0 s1 s2 s3);
+my %b = map { $_ => $t->backend(name => $_) } qw(a b p1 p2 solo alive z1 ok1 ok2 ok0 s1 s2 s3 v1 v2);
 my ($dead1, $dead2, @dead) = map { $t->free_port } 1 .. 8;
 sub url { "http://" . $b{ $_[0] }->addr }
 
@@ -97,6 +98,22 @@ tenants:
     upstreams:
       - { name: s1, url: "@{[ url('s1') ]}" }
       - { name: s2, url: "@{[ url('s2') ]}" }
+  # a route names v2, which has no share of the round-robin (the canary)
+  - name: canary
+    base_path: /canary
+    lua_script: $t->{dir}/canary.lua
+    health_defaults: { path: /health, interval: 300ms, timeout: 250ms, fall: 1, max_fails: 0 }
+    upstreams:
+      - { name: v1, url: "@{[ url('v1') ]}", weight: 1 }
+      - { name: v2, url: "@{[ url('v2') ]}", weight: 0, health_interval: 2s, health_timeout: 1s }
+  - name: canaryany
+    base_path: /canaryany
+    all_down: try_anyway
+    lua_script: $t->{dir}/canary.lua
+    health_defaults: { path: /health, interval: 300ms, timeout: 250ms, fall: 1, max_fails: 0 }
+    upstreams:
+      - { name: v1, url: "@{[ url('v1') ]}", weight: 1 }
+      - { name: v2, url: "@{[ url('v2') ]}", weight: 0 }
   - name: postdead
     base_path: /postdead
     retries: 1
@@ -152,6 +169,10 @@ sub parallel {
     return @out;
 }
 
+$t->write_file('canary.lua', <<'LUA');
+router:add_route("GET", "/canary/v2/*", {upstream = "v2"})
+router:add_route("GET", "/canaryany/v2/*", {upstream = "v2"})
+LUA
 $t->write_config(config());
 my $master = $t->start;
 for my $u ([qw(wrr a)], [qw(wrr b)], [qw(pair p1)], [qw(pair p2)], [qw(brk solo)]) {
@@ -309,6 +330,28 @@ ok(wait_state('anyway', 'z1', 'down'), 'z1 is DOWN');
 $r = $t->request($port, GET => '/anyway/x');
 is($r->{status}, 200, 'try_anyway: the request is still tried');
 is($r->{json}{name}, 'z1', 'on the least recently failed upstream');
+
+# ---- a route naming a weight-0 upstream (the canary) ----------------------------------------
+ok(wait_state('canary', 'v2', 'up'), 'canary/v2 (weight 0) is up');
+my @c = map { $t->request($port, GET => "/canary/v2/$_") } 1 .. 10;
+is(scalar(grep { ($_->{status} // 0) == 200 && $_->{json}{name} eq 'v2' } @c), 10,
+   'the route naming v2 reaches it, weight 0 or not')
+    or diag(explain [ map { "$_->{status} " . ($_->{headers}{'retry-after'} // '') } @c ]);
+@got = parallel(2, 10, '/canary/x');
+is(scalar(grep { $_ eq 'v1' } @got), 20, 'the round-robin never picks it');
+is(upstream('canary', 'v2')->{usable}, JSON::PP::false, 'usable says: no share of the round-robin');
+ok($b{v2}->set_health(503), 'v2 fails its checks');
+ok(wait_state('canary', 'v2', 'down'), 'canary/v2 is DOWN');
+ok(wait_state('canaryany', 'v2', 'down'), 'canaryany/v2 is DOWN');
+$r = $t->request($port, GET => '/canary/v2/x');
+is($r->{status}, 503, 'the route naming a down upstream: 503');
+is($r->{json}{error}{message}, 'no healthy upstream', 'no healthy upstream');
+is($r->{headers}{'retry-after'}, '4', "Retry-After: v2's rise (2) probes at its interval (2s), not v1's 1");
+is($t->request($port, GET => '/canary/x')->{json}{name}, 'v1', 'the round-robin still serves');
+$r = $t->request($port, GET => '/canaryany/v2/x');
+is($r->{status}, 200, 'all_down: try_anyway: the named upstream is tried anyway');
+is($r->{json}{name}, 'v2', 'on v2');
+ok($b{v2}->set_health(200), 'v2 healthy again');
 
 # ---- retries ------------------------------------------------------------------------------
 # Each tenant's cursor starts at its first upstream: the first request

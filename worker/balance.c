@@ -2,13 +2,36 @@
  * balance.c: upstream choice and passive health (see balance.h).
  *
  * The master builds each tenant's smooth weighted round-robin schedule
- * (publish.c) and zeroes its cursor when it publishes a table; every
+ * (publish.c) and zeroes its cursors when it publishes a table; every
  * worker draws the next position with one atomic fetch-add.  Positions
  * are handed out exactly once across all workers, so the requests of N
- * workers together follow the schedule.  A position whose upstream cannot
- * take the request (down, open breaker, already tried) is not skipped to
- * its neighbour, which would give the neighbour a double share: the
- * worker draws again, so the usable upstreams keep their proportions.
+ * workers together follow the schedule.  With every upstream up that one
+ * draw is the whole choice: no lock, no scan.
+ *
+ * A position whose upstream cannot take the request (down, open breaker,
+ * its half-open probe taken, already tried by this request) must not go
+ * to the next usable position of the schedule: that neighbour would get
+ * the down one's share on top of its own (10:1:1:1 with the 10 down gave
+ * the light ones 2:1:1).  Drawing again until a usable position comes up
+ * would keep the proportions but costs draws in proportion to the down
+ * weight (a thousand for 1000:1:1:1).  So such a request spills: a second
+ * shared counter of the tenant (ks_rr_cursor.spill) numbers the spilled
+ * requests, and the k-th goes to the usable upstreams in proportion to
+ * their shares of the schedule:
+ *
+ *     W = the shares of the usable, untried upstreams (one pass over the
+ *         tenant's upstreams, not over its schedule)
+ *     x = (k mod W) * P mod W, P coprime with W and near W / phi
+ *     the upstream whose slice of [0, W), in table order, holds x
+ *
+ * k * P mod W visits every slice exactly once in any W spilled requests,
+ * and the golden stride spreads the visits (1:1 alternates rather than
+ * giving a run to each).  Every usable upstream then gets its own
+ * positions of the schedule plus the same fraction of the others', so the
+ * usable ones keep their proportions whatever the state of the rest, and
+ * a degraded request costs two atomic operations and a pass over the
+ * tenant's upstreams.  Weight 0 has no share: the round-robin never picks
+ * it (a route can still name it, ks_balance_take()).
  *
  * The passive breaker state is one atomic word per upstream (see
  * shm/verdict.h); every transition is a CAS, so of several workers seeing
@@ -56,12 +79,14 @@ static const char *label(const struct ks_worker *w, uint32_t upstream, char *buf
 
 /* Take upstream u for a new request if it can have one: a closed breaker
  * lets it through, a half-open one only to the request that wins the
- * claim (CAS to "probing since now"). */
+ * claim (CAS to "probing since now").  The weight is not looked at: the
+ * round-robin only comes here with upstreams that have one, and a route
+ * may name an upstream of weight 0. */
 static bool take_at(struct ks_worker *w, uint32_t upstream, int64_t now)
 {
     const struct ks_t_upstream *u = &ks_t_upstreams(w->table)[upstream];
     struct ks_health *h = record_of(w, upstream);
-    if (!ks_health_usable(h, u->weight, ks_probe_stale_ms(u), now))
+    if (!ks_health_usable(h, ks_probe_stale_ms(u), now))
         return false;
     int64_t ou = atomic_load_explicit(&h->open_until_ms, memory_order_relaxed);
     if (ou == 0)
@@ -115,6 +140,88 @@ static uint32_t least_recently_failed(struct ks_worker *w, const struct ks_t_ten
     return best;
 }
 
+/* A stride coprime with w near w / phi (the golden ratio), for the spill. */
+static uint32_t golden_stride(uint32_t w)
+{
+    uint32_t p = (uint32_t)(((uint64_t)w * 618034 + 500000) / 1000000);
+    for (;;) {
+        uint32_t a = p, b = w;
+        while (b != 0) {
+            uint32_t r = a % b;
+            a = b;
+            b = r;
+        }
+        if (a == 1)
+            return p;
+        p++;
+    }
+}
+
+/* Of tenant tn's upstreams with a share, the usable ones that are in
+ * neither tried[] nor lost[] (claimed by another request just now): their
+ * total share into *total; true when any is usable at all. */
+static bool spill_total(const struct ks_worker *w, const struct ks_t_tenant *tn,
+                        const uint32_t *tried, size_t ntried, const uint32_t *lost, size_t nlost,
+                        int64_t now, uint32_t *total)
+{
+    bool any = false;
+    *total = 0;
+    for (uint32_t k = 0; k < tn->nupstreams; k++) {
+        uint32_t u = tn->upstreams + k;
+        const struct ks_t_upstream *up = &ks_t_upstreams(w->table)[u];
+        if (up->share == 0 || !ks_balance_usable(w->shm, up, now))
+            continue;
+        any = true;
+        if (!was_tried(u, tried, ntried) && !was_tried(u, lost, nlost))
+            *total += up->share;
+    }
+    return any;
+}
+
+#define SPILL_TRIES 4   /* takes lost to other requests before giving up */
+
+/* The request spilled (see the top of the file).  Returns the upstream
+ * taken, or KS_NONE with *any_usable saying whether one was usable. */
+static uint32_t spill(struct ks_worker *w, const struct ks_t_tenant *tn, struct ks_rr_cursor *c,
+                      const uint32_t *tried, size_t ntried, int64_t now, bool *any_usable)
+{
+    uint32_t lost[SPILL_TRIES];
+    size_t nlost = 0;
+    uint64_t k = 0;
+    bool drawn = false;
+    *any_usable = false;
+    for (int i = 0; i < SPILL_TRIES; i++) {
+        uint32_t total;
+        if (spill_total(w, tn, tried, ntried, lost, nlost, now, &total))
+            *any_usable = true;
+        if (total == 0)
+            return KS_NONE;
+        if (!drawn) {
+            k = atomic_fetch_add_explicit(&c->spill, 1, memory_order_relaxed);
+            drawn = true;
+        }
+        uint32_t x = (uint32_t)((k % total) * golden_stride(total) % total);
+        /* the health records may have changed since the pass above: a
+         * slice past the end is simply another try */
+        for (uint32_t j = 0; j < tn->nupstreams; j++) {
+            uint32_t u = tn->upstreams + j;
+            const struct ks_t_upstream *up = &ks_t_upstreams(w->table)[u];
+            if (up->share == 0 || was_tried(u, tried, ntried) || was_tried(u, lost, nlost) ||
+                !ks_balance_usable(w->shm, up, now))
+                continue;
+            if (x >= up->share) {
+                x -= up->share;
+                continue;
+            }
+            if (take_at(w, u, now))
+                return u;
+            lost[nlost++] = u;      /* another request claimed its probe */
+            break;
+        }
+    }
+    return KS_NONE;
+}
+
 uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *tried,
                          size_t ntried, bool *all_down)
 {
@@ -128,31 +235,17 @@ uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *t
         return KS_NONE;
     }
     const uint16_t *sched = ks_t_schedule(t) + tn->schedule;
-    _Atomic uint64_t *cursor = ks_shm_rr_cursor(w->shm, w->table_buf, tenant);
+    struct ks_rr_cursor *c = ks_shm_rr_cursor(w->shm, w->table_buf, tenant);
     int64_t now = ks_now_ms();
-    uint64_t pos = 0;
-    /* A few draws; with every upstream usable the first one is taken (one
-     * atomic operation per request). */
-    uint32_t draws = tn->nupstreams + 1 < tn->nschedule ? tn->nupstreams + 1 : tn->nschedule;
-    for (uint32_t i = 0; i < draws; i++) {
-        pos = atomic_fetch_add_explicit(cursor, 1, memory_order_relaxed);
-        uint32_t u = tn->upstreams + sched[pos % tn->nschedule];
-        if (!was_tried(u, tried, ntried) && take_at(w, u, now))
-            return u;
-    }
-    /* Unlucky draws (others took the positions of the usable ones) or
-     * nothing usable: look at every upstream once, from the last draw. */
-    bool any_usable = false;
-    for (uint32_t i = 0; i < tn->nschedule; i++) {
-        uint32_t u = tn->upstreams + sched[(pos + i) % tn->nschedule];
-        if (!ks_balance_usable(w->shm, &ks_t_upstreams(t)[u], now))
-            continue;
-        any_usable = true;
-        if (!was_tried(u, tried, ntried) && take_at(w, u, now))
-            return u;
-    }
-    if (any_usable)
-        return KS_NONE;     /* the usable ones were all tried */
+    /* the common case: one draw, and its upstream takes the request */
+    uint64_t pos = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+    uint32_t u = tn->upstreams + sched[pos % tn->nschedule];
+    if (!was_tried(u, tried, ntried) && take_at(w, u, now))
+        return u;
+    bool any_usable;
+    u = spill(w, tn, c, tried, ntried, now, &any_usable);
+    if (u != KS_NONE || any_usable)
+        return u;           /* KS_NONE: the usable ones were all tried */
     if (tn->flags & KS_TF_ALL_DOWN_TRY)
         return least_recently_failed(w, tn, pos, tried, ntried);
     *all_down = true;
@@ -161,7 +254,11 @@ uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *t
 
 bool ks_balance_take(struct ks_worker *w, uint32_t upstream)
 {
-    return take_at(w, upstream, ks_now_ms());
+    if (take_at(w, upstream, ks_now_ms()))
+        return true;
+    /* the route's only upstream is down: the tenant's all_down decides */
+    uint32_t tenant = ks_t_upstreams(w->table)[upstream].tenant;
+    return (ks_t_tenants(w->table)[tenant].flags & KS_TF_ALL_DOWN_TRY) != 0;
 }
 
 void ks_balance_begin(struct ks_worker *w, uint32_t upstream)
@@ -284,15 +381,17 @@ static int64_t comeback_ms(const struct ks_worker *w, uint32_t upstream, int64_t
     return wait;
 }
 
-uint32_t ks_balance_retry_after(struct ks_worker *w, uint32_t tenant)
+uint32_t ks_balance_retry_after(struct ks_worker *w, uint32_t tenant, uint32_t upstream)
 {
     const struct ks_t_tenant *tn = &ks_t_tenants(w->table)[tenant];
     int64_t now = ks_now_ms();
     int64_t best = -1;
-    for (uint32_t k = 0; k < tn->nupstreams; k++) {
+    if (upstream != KS_NONE)    /* a route's own, whatever its weight */
+        best = comeback_ms(w, upstream, now);
+    for (uint32_t k = 0; upstream == KS_NONE && k < tn->nupstreams; k++) {
         uint32_t u = tn->upstreams + k;
         if (ks_t_upstreams(w->table)[u].weight <= 0)
-            continue;
+            continue;       /* never in the round-robin */
         int64_t c = comeback_ms(w, u, now);
         if (best < 0 || c < best)
             best = c;

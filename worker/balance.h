@@ -3,7 +3,9 @@
  *
  * Workers spread a tenant's requests with one smooth weighted round-robin
  * schedule (built by the master into the route table) and one cursor in
- * shared memory, so N workers together honour the weights.  An upstream
+ * shared memory, so N workers together honour the weights; a request whose
+ * turn falls on an upstream that cannot take it is shared out among the
+ * others in proportion to their weights (balance.c says how).  An upstream
  * takes traffic only when both the master's active checks and the passive
  * breaker (failures counted by the workers) allow it.
  */
@@ -39,8 +41,11 @@ enum ks_upstream_outcome {
 uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *tried,
                          size_t ntried, bool *all_down);
 /* An upstream chosen without ks_balance_pick() (a route's `upstream`):
- * may it take this request?  Like pick, it claims a half-open breaker's
- * single probe, so the same begin/end must follow a true answer. */
+ * may it take this request?  Its weight does not matter (weight 0 keeps an
+ * upstream out of the round-robin only).  Like pick, it claims a half-open
+ * breaker's single probe, so the same begin/end must follow a true
+ * answer; when it cannot take requests, the answer is the tenant's
+ * all_down: true for try_anyway, false (503) for fail. */
 bool ks_balance_take(struct ks_worker *w, uint32_t upstream);
 /* A request starts on / finishes with an upstream (index into upstreams). */
 void ks_balance_begin(struct ks_worker *w, uint32_t upstream);
@@ -48,12 +53,13 @@ void ks_balance_begin(struct ks_worker *w, uint32_t upstream);
  * max_fails within fail_window open it for fail_timeout. */
 void ks_balance_end(struct ks_worker *w, uint32_t upstream, enum ks_upstream_outcome outcome);
 /* Seconds a client should wait before retrying when ks_balance_pick()
- * said all_down (the Retry-After of the 503): the soonest any upstream of
- * the tenant may take traffic again (an open breaker's time left, or rise
- * good probes at health_interval for an upstream the checks took down),
- * 1 to 3600. */
-uint32_t ks_balance_retry_after(struct ks_worker *w, uint32_t tenant);
-/* Would this upstream take traffic now? */
+ * said all_down, or ks_balance_take() refused (the Retry-After of the
+ * 503): the soonest any upstream with a weight of the tenant (upstream
+ * KS_NONE), or that upstream of a route, may take traffic again (an open
+ * breaker's time left, or rise good probes at health_interval for an
+ * upstream the checks took down), 1 to 3600. */
+uint32_t ks_balance_retry_after(struct ks_worker *w, uint32_t tenant, uint32_t upstream);
+/* Does this upstream take a share of the round-robin now? */
 bool ks_balance_usable(const struct ks_shm *shm, const struct ks_t_upstream *u, int64_t now_ms);
 
 #endif

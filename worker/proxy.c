@@ -1290,7 +1290,7 @@ int ks_proxy_forward(struct ks_exchange *x)
             if (all_down && ntried == 0) {
                 char extra[48];
                 snprintf(extra, sizeof(extra), "Retry-After: %u\r\n",
-                         ks_balance_retry_after(w, x->tenant));
+                         ks_balance_retry_after(w, x->tenant, x->upstream));
                 return ks_proxy_fail(x, 503, "no healthy upstream", extra);
             }
             break;

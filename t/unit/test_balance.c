@@ -6,9 +6,11 @@
  * cursor shared by several processes, skipping down, drained and tried
  * upstreams without upsetting the proportions of the others, the passive
  * breaker (window, open, exactly one half-open probe under a race of
- * processes, close or reopen), all_down with and without try_anyway, and
- * the Retry-After estimate.  The health records are written here the way
- * the master writes them.
+ * processes, close or reopen), all_down with and without try_anyway, the
+ * Retry-After estimate, and a route naming a weight-0 upstream; in a
+ * table of its own, a tenant with more upstreams than the schedule has
+ * positions.  The health records are written here the way the master
+ * writes them.
  */
 #include <config.h>
 
@@ -31,8 +33,8 @@
 static char dir[64], path[128], cfgpath[128];
 static struct ks_shm shm;
 static struct ks_config *cfg;
-static char master_table[1 << 16];
-static char worker_table[1 << 16];
+static char master_table[1 << 19];
+static char worker_table[1 << 19];
 static struct ks_worker w;
 
 static const char yaml[] =
@@ -66,9 +68,26 @@ static const char yaml[] =
     "      - { name: p, url: \"http://127.0.0.1:60\" }\n"
     "      - { name: q, url: \"http://127.0.0.1:61\" }\n"
     "      - { name: r, url: \"http://127.0.0.1:62\" }\n"
-    "  - name: empty\n    base_path: /empty\n";
+    "  - name: empty\n    base_path: /empty\n"
+    /* a heavy upstream beside light ones: when it is down, its share must
+     * go to the others in proportion, not to its neighbours */
+    "  - name: heavy\n    base_path: /heavy\n    upstreams:\n"
+    "      - { name: big, url: \"http://127.0.0.1:70\", weight: 10 }\n"
+    "      - { name: b, url: \"http://127.0.0.1:71\", weight: 1 }\n"
+    "      - { name: c, url: \"http://127.0.0.1:72\", weight: 1 }\n"
+    "      - { name: d, url: \"http://127.0.0.1:73\", weight: 1 }\n"
+    "  - name: heavier\n    base_path: /heavier\n    upstreams:\n"
+    "      - { name: big, url: \"http://127.0.0.1:80\", weight: 1000 }\n"
+    "      - { name: b, url: \"http://127.0.0.1:81\", weight: 1 }\n"
+    "      - { name: c, url: \"http://127.0.0.1:82\", weight: 1 }\n"
+    "      - { name: d, url: \"http://127.0.0.1:83\", weight: 1 }\n"
+    "  - name: mixed\n    base_path: /mixed\n    upstreams:\n"
+    "      - { name: big, url: \"http://127.0.0.1:90\", weight: 100 }\n"
+    "      - { name: e, url: \"http://127.0.0.1:91\", weight: 1 }\n"
+    "      - { name: f, url: \"http://127.0.0.1:92\", weight: 1 }\n"
+    "      - { name: g, url: \"http://127.0.0.1:93\", weight: 2 }\n";
 
-static void setup(void)
+static void setup_with(const char *text, int max_upstreams)
 {
     strcpy(dir, "/tmp/ks-test-balance-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -76,13 +95,13 @@ static void setup(void)
     snprintf(cfgpath, sizeof(cfgpath), "%s/keystone.yaml", dir);
     FILE *f = fopen(cfgpath, "w");
     ck_assert_ptr_nonnull(f);
-    fputs(yaml, f);
+    fputs(text, f);
     fclose(f);
     struct ks_diag diag = { 0 };
     cfg = ks_config_load(cfgpath, &diag);
     ck_assert_msg(cfg != NULL, "config: %s", diag.n ? diag.msgs[0] : "?");
-    struct ks_shm_limits lim = { .max_workers = 2, .max_upstreams = 32, .max_tenants = 16,
-                                 .route_table_size = sizeof(master_table) };
+    struct ks_shm_limits lim = { .max_workers = 2, .max_upstreams = max_upstreams,
+                                 .max_tenants = 16, .route_table_size = sizeof(master_table) };
     char err[256];
     ck_assert_msg(ks_shm_create(&shm, path, &lim, cfgpath, "/nonexistent", err, sizeof(err)) == 0,
                   "%s", err);
@@ -97,6 +116,29 @@ static void setup(void)
     ck_assert_int_gt(ks_shm_routes_copy(&shm, worker_table, sizeof(worker_table), &gen, &w.table_buf), 0);
     w.generation = gen;
     ks_log_set_level(KS_LOG_ERROR);
+}
+
+static void setup(void)
+{
+    setup_with(yaml, 64);
+}
+
+/* One tenant with more upstreams than KS_SCHEDULE_MAX positions. */
+#define MANY 1030
+static char many_yaml[MANY * 80 + 256];
+
+static void setup_many(void)
+{
+    size_t n = (size_t)snprintf(many_yaml, sizeof(many_yaml),
+                                "server:\n  public_addr: 127.0.0.1:1\n"
+                                "limits:\n  max_upstreams: 2000\n"
+                                "tenants:\n  - name: many\n    upstreams:\n");
+    for (int i = 0; i < MANY; i++)
+        n += (size_t)snprintf(many_yaml + n, sizeof(many_yaml) - n,
+                              "      - { name: u%d, url: \"http://127.0.0.1:%d\", weight: 1 }\n", i,
+                              10000 + i);
+    ck_assert_uint_lt(n, sizeof(many_yaml));
+    setup_with(many_yaml, 2000);
 }
 
 static void teardown(void)
@@ -199,6 +241,95 @@ START_TEST(down_keeps_proportions)
 }
 END_TEST
 
+/* n requests to tenant tname; counts[i] gets those of upstream names[i]. */
+static void count_picks(const char *tname, const char *const *names, int *counts, size_t nnames,
+                        int n, const uint32_t *tried, size_t ntried)
+{
+    uint32_t t = tenant(tname);
+    bool all_down;
+    for (size_t i = 0; i < nnames; i++)
+        counts[i] = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t u = ks_balance_pick(&w, t, tried, ntried, &all_down);
+        ck_assert_msg(u != KS_NONE && !all_down, "request %d of %s found no upstream", i, tname);
+        size_t k = 0;
+        while (k < nnames && u != up(tname, names[k]))
+            k++;
+        ck_assert_msg(k < nnames, "request %d of %s went to %s", i, tname, name_of(u));
+        counts[k]++;
+        ks_balance_begin(&w, u);
+        ks_balance_end(&w, u, KS_UO_OK);
+    }
+}
+
+#define ck_assert_near(got, want, slack)                                                           \
+    ck_assert_msg(abs((got) - (want)) <= (slack), "%s: %d, expected %d (+-%d)", #got, (got),       \
+                  (want), (slack))
+
+/* Positions of tname's schedule drawn so far. */
+static uint64_t draws(const char *tname)
+{
+    return atomic_load(&ks_shm_rr_cursor(&shm, w.table_buf, tenant(tname))->next);
+}
+
+/* The share of a down upstream goes to the others in proportion to their
+ * weights, however heavy it was (the tester's 10:1:1:1, 1000:1:1:1 and
+ * 100:1:1 with the heavy one down), and every request draws the shared
+ * cursor exactly once, whatever the state of the upstreams. */
+START_TEST(heavy_down_shares_in_proportion)
+{
+    const char *bcd[] = { "b", "c", "d" };
+    int n[4];
+    set_down(up("heavy", "big"), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    count_picks("heavy", bcd, n, 3, 300, NULL, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_near(n[i], 100, 1);
+    ck_assert_uint_eq(draws("heavy"), 300);
+    count_picks("heavy", bcd, n, 3, 3000, NULL, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_near(n[i], 1000, 1);
+
+    set_down(up("heavier", "big"), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    count_picks("heavier", bcd, n, 3, 300, NULL, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_near(n[i], 100, 1);
+    ck_assert_uint_eq(draws("heavier"), 300);
+
+    /* 100:1:1:2 with 100 down: 1:1:2; then with e down as well: 1:2 */
+    const char *efg[] = { "e", "f", "g" };
+    set_down(up("mixed", "big"), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    count_picks("mixed", efg, n, 3, 400, NULL, 0);
+    ck_assert_near(n[0], 100, 1);
+    ck_assert_near(n[1], 100, 1);
+    ck_assert_near(n[2], 200, 1);
+    set_down(up("mixed", "e"), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    count_picks("mixed", efg, n, 3, 300, NULL, 0);
+    ck_assert_int_eq(n[0], 0);
+    ck_assert_near(n[1], 100, 1);
+    ck_assert_near(n[2], 200, 1);
+}
+END_TEST
+
+/* The same for an open breaker and for a retry's tried upstreams: what
+ * the first draw cannot use is shared in proportion too. */
+START_TEST(tried_and_open_share_in_proportion)
+{
+    const char *all[] = { "big", "e", "f", "g" };
+    int n[4];
+    uint32_t tried[1] = { up("mixed", "big") };
+    count_picks("mixed", all, n, 4, 400, tried, 1);
+    ck_assert_int_eq(n[0], 0);
+    ck_assert_near(n[1], 100, 1);
+    ck_assert_near(n[2], 100, 1);
+    ck_assert_near(n[3], 200, 1);
+    atomic_store(&rec(up("heavy", "big"))->open_until_ms, ks_now_ms() + 60000);
+    const char *bcd[] = { "b", "c", "d" };
+    count_picks("heavy", bcd, n, 3, 600, NULL, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_near(n[i], 200, 1);
+}
+END_TEST
+
 START_TEST(drained_and_empty)
 {
     bool all_down;
@@ -209,7 +340,7 @@ START_TEST(drained_and_empty)
     /* every upstream drained: all down, 503 */
     ck_assert_uint_eq(ks_balance_pick(&w, tenant("drain"), NULL, 0, &all_down), KS_NONE);
     ck_assert(all_down);
-    ck_assert_uint_eq(ks_balance_retry_after(&w, tenant("drain")), 30);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, tenant("drain"), KS_NONE), 30);
     /* no upstreams at all: nothing to pick, but not "all down" */
     ck_assert_uint_eq(ks_balance_pick(&w, tenant("empty"), NULL, 0, &all_down), KS_NONE);
     ck_assert(!all_down);
@@ -246,10 +377,10 @@ START_TEST(all_down_fails)
     ck_assert_uint_eq(ks_balance_pick(&w, t, NULL, 0, &all_down), KS_NONE);
     ck_assert(all_down);
     /* rise (2) probes at health_interval (10s) */
-    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 20);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t, KS_NONE), 20);
     /* one good probe seen already: one more to go */
     atomic_store(&rec(up("three", "y"))->word, KS_HW_MAKE(KS_HEALTH_DOWN, 1, 1));
-    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 10);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t, KS_NONE), 10);
     ck_assert_uint_eq(ks_tenant_usable(&shm, w.table, &ks_t_tenants(w.table)[t], ks_now_ms()), 0);
 }
 END_TEST
@@ -394,10 +525,10 @@ START_TEST(retry_after_of_open_breaker)
     ck_assert_int_eq(breaker(only), KS_BREAKER_OPEN);
     ck_assert_uint_eq(ks_balance_pick(&w, t, NULL, 0, &all_down), KS_NONE);
     ck_assert(all_down);
-    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 5);    /* fail_timeout left */
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t, KS_NONE), 5);    /* fail_timeout left */
     /* down by the checks as well: the longer of the two */
     set_down(only, KS_HR_READ_TIMEOUT, ks_wall_ms());
-    ck_assert_uint_eq(ks_balance_retry_after(&w, t), 20);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, t, KS_NONE), 20);
 }
 END_TEST
 
@@ -470,6 +601,37 @@ START_TEST(shared_cursor_across_processes)
 }
 END_TEST
 
+static void heavy_picks(int out)
+{
+    uint32_t t = tenant("heavy");
+    uint32_t counts[4] = { 0, 0, 0, 0 };
+    const char *names[] = { "big", "b", "c", "d" };
+    bool all_down;
+    for (int i = 0; i < 300; i++) {
+        uint32_t u = request(t, KS_UO_OK, &all_down);
+        for (int k = 0; k < 4; k++)
+            counts[k] += u == up("heavy", names[k]);
+    }
+    ck_assert_int_eq(write(out, counts, sizeof(counts)), (ssize_t)sizeof(counts));
+}
+
+/* Several processes together: the same proportions over the requests of
+ * all of them. */
+START_TEST(heavy_down_across_processes)
+{
+    set_down(up("heavy", "big"), KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    uint32_t counts[8][4];
+    in_children(8, heavy_picks, (char *)counts, sizeof(counts[0]));
+    int sum[4] = { 0, 0, 0, 0 };
+    for (int i = 0; i < 8; i++)
+        for (int k = 0; k < 4; k++)
+            sum[k] += (int)counts[i][k];
+    ck_assert_int_eq(sum[0], 0);
+    for (int k = 1; k < 4; k++)
+        ck_assert_near(sum[k], 800, 2);
+}
+END_TEST
+
 static void one_pick(int out)
 {
     bool all_down;
@@ -517,6 +679,41 @@ START_TEST(take_claims_the_probe)
     ck_assert_int_eq(breaker(only), KS_BREAKER_CLOSED);
     set_down(only, KS_HR_RESET, ks_wall_ms());
     ck_assert(!ks_balance_take(&w, only));       /* the checks say down */
+}
+END_TEST
+
+/* A route may name an upstream of weight 0 (the canary): it takes the
+ * route's requests while healthy, the round-robin still never picks it,
+ * and when it is down the Retry-After is its own, not the tenant's. */
+START_TEST(take_ignores_weight)
+{
+    uint32_t half = tenant("half"), h = up("half", "h"), d = up("half", "d");
+    ck_assert(ks_balance_take(&w, d));
+    ck_assert(ks_balance_take(&w, d));
+    ck_assert(ks_balance_take(&w, up("drain", "d1")));
+    bool all_down;
+    for (int i = 0; i < 20; i++)
+        ck_assert_uint_eq(ks_balance_pick(&w, half, NULL, 0, &all_down), h);
+    ck_assert_uint_eq(ks_balance_pick(&w, tenant("drain"), NULL, 0, &all_down), KS_NONE);
+    ck_assert(all_down);
+    ck_assert_uint_eq(ks_balance_retry_after(&w, tenant("drain"), KS_NONE), 30);
+    /* health says whether it can take a request, usable whether it has
+     * a share of the round-robin */
+    ck_assert(ks_health_usable(rec(d), ks_probe_stale_ms(&ks_t_upstreams(w.table)[d]), ks_now_ms()));
+    ck_assert(!ks_balance_usable(&shm, &ks_t_upstreams(w.table)[d], ks_now_ms()));
+
+    set_down(d, KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    ck_assert(!ks_balance_take(&w, d));                 /* all_down: fail */
+    ck_assert_uint_eq(ks_balance_retry_after(&w, half, d), 20);    /* rise 2 x 10s */
+    ck_assert_uint_eq(ks_balance_retry_after(&w, half, KS_NONE), 1);  /* h is up */
+    atomic_store(&rec(h)->open_until_ms, ks_now_ms() + 60000);
+    ck_assert(!ks_balance_take(&w, h));
+    ck_assert_uint_eq(ks_balance_retry_after(&w, half, h), 60);
+
+    /* all_down: try_anyway sends a route's request to its upstream anyway */
+    uint32_t p = up("anyway", "p");
+    set_down(p, KS_HR_CONNECT_REFUSED, ks_wall_ms());
+    ck_assert(ks_balance_take(&w, p));
 }
 END_TEST
 
@@ -589,6 +786,27 @@ START_TEST(stale_probe_is_reclaimed)
 }
 END_TEST
 
+/* 1030 upstreams of weight 1 in one tenant: each one in the schedule,
+ * each one its two requests of 2060 (the overshoot of the scaling used to
+ * take the only position of the first six). */
+START_TEST(many_upstreams_all_served)
+{
+    uint32_t t = tenant("many");
+    const struct ks_t_tenant *tn = &ks_t_tenants(w.table)[t];
+    ck_assert_uint_eq(tn->nupstreams, MANY);
+    ck_assert_uint_eq(tn->nschedule, MANY);
+    static int n[MANY];
+    bool all_down;
+    for (int i = 0; i < 2 * MANY; i++) {
+        uint32_t u = request(t, KS_UO_OK, &all_down);
+        ck_assert(u != KS_NONE);
+        n[u - tn->upstreams]++;
+    }
+    for (int i = 0; i < MANY; i++)
+        ck_assert_msg(n[i] == 2, "u%d served %d requests", i, n[i]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("balance");
@@ -597,6 +815,9 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, weights_three_to_one);
     tcase_add_test(tc, down_keeps_proportions);
+    tcase_add_test(tc, heavy_down_shares_in_proportion);
+    tcase_add_test(tc, tried_and_open_share_in_proportion);
+    tcase_add_test(tc, heavy_down_across_processes);
     tcase_add_test(tc, drained_and_empty);
     tcase_add_test(tc, tried_are_skipped);
     tcase_add_test(tc, all_down_fails);
@@ -608,9 +829,15 @@ int main(void)
     tcase_add_test(tc, half_open_claimed_once);
     tcase_add_test(tc, stale_probe_is_reclaimed);
     tcase_add_test(tc, take_claims_the_probe);
+    tcase_add_test(tc, take_ignores_weight);
     tcase_add_test(tc, dead_worker_gives_back_active);
     tcase_add_test(tc, local_trouble_is_neutral);
     suite_add_tcase(s, tc);
+    TCase *many = tcase_create("many");
+    tcase_add_checked_fixture(many, setup_many, teardown);
+    tcase_set_timeout(many, 60);
+    tcase_add_test(many, many_upstreams_all_served);
+    suite_add_tcase(s, many);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

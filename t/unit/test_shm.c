@@ -416,6 +416,62 @@ START_TEST(wrr_schedule)
 }
 END_TEST
 
+/* More weighted upstreams than KS_SCHEDULE_MAX: every one of them is in
+ * the schedule, and the minimum of one position is never taken from an
+ * upstream that has only that one. */
+START_TEST(wrr_schedule_many)
+{
+    enum { N = 1030 };
+    static int w[N];
+    static uint16_t out[N + KS_SCHEDULE_MAX];
+    int c[N];
+    for (int i = 0; i < N; i++)
+        w[i] = 1;
+    size_t n = ks_wrr_schedule(w, N, out, KS_SCHEDULE_MAX);
+    ck_assert_uint_eq(n, N);
+    ck_assert_uint_eq(ks_wrr_schedule(w, N, NULL, KS_SCHEDULE_MAX), N);
+    memset(c, 0, sizeof(c));
+    for (size_t i = 0; i < n; i++)
+        c[out[i]]++;
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(c[i] == 1, "upstream %d appears %d times", i, c[i]);
+
+    /* a few heavy ones among many light ones, the sum far over the bound:
+     * every light one keeps its position, the heavy ones share the rest
+     * by weight */
+    for (int i = 0; i < N; i++)
+        w[i] = i < 1000 ? 1 : i % 2 ? 1000 : 500;
+    w[17] = 0;
+    n = ks_wrr_schedule(w, N, out, KS_SCHEDULE_MAX);
+    ck_assert_uint_eq(ks_wrr_schedule(w, N, NULL, KS_SCHEDULE_MAX), n);
+    ck_assert_uint_eq(n, N - 1);
+    memset(c, 0, sizeof(c));
+    for (size_t i = 0; i < n; i++)
+        c[out[i]]++;
+    ck_assert_int_eq(c[17], 0);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(i == 17 || c[i] >= 1, "upstream %d (weight %d) is missing", i, w[i]);
+
+    /* under the bound in count but not in weight: 1000 light ones and
+     * two heavy ones get every light one once, the heavy ones 2:1 of
+     * what is left */
+    int v[1002];
+    for (int i = 0; i < 1000; i++)
+        v[i] = 1;
+    v[1000] = 1000;
+    v[1001] = 500;
+    n = ks_wrr_schedule(v, 1002, out, KS_SCHEDULE_MAX);
+    ck_assert_uint_eq(n, KS_SCHEDULE_MAX);
+    memset(c, 0, sizeof(c));
+    for (size_t i = 0; i < n; i++)
+        c[out[i]]++;
+    for (int i = 0; i < 1000; i++)
+        ck_assert_int_eq(c[i], 1);
+    ck_assert_int_eq(c[1000], 16);
+    ck_assert_int_eq(c[1001], 8);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shm");
@@ -430,6 +486,7 @@ int main(void)
     tcase_add_test(tc, reload_record);
     tcase_add_test(tc, table_check_catches_corruption);
     tcase_add_test(tc, wrr_schedule);
+    tcase_add_test(tc, wrr_schedule_many);
     tcase_add_test(tc, state_file_repair_and_recreate);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

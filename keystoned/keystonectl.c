@@ -69,17 +69,18 @@ static void attach(struct ctl *c)
         exit(EXIT_NOT_RUNNING);
     }
     pid_t pid = c->shm.hdr->master_pid;
-    if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH)) {
+    switch (ks_shm_master_liveness(c->shm.hdr)) {
+    case KS_MASTER_GONE:
         fprintf(stderr, "keystonectl: keystoned is not running (stale state file %s: master pid %d is gone)\n",
                 path, (int)pid);
         exit(EXIT_NOT_RUNNING);
-    }
-    /* A master killed long ago may have left its pid to another process. */
-    uint64_t ticks = c->shm.hdr->master_start_ticks, now_ticks = ks_proc_start_ticks(pid);
-    if (ticks != 0 && now_ticks != 0 && ticks != now_ticks) {
+    case KS_MASTER_REUSED:
+        /* a master killed long ago may have left its pid to another process */
         fprintf(stderr, "keystonectl: keystoned is not running (stale state file %s: "
                         "master pid %d now belongs to another process)\n", path, (int)pid);
         exit(EXIT_NOT_RUNNING);
+    case KS_MASTER_ALIVE:
+        break;
     }
 }
 

@@ -683,6 +683,21 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
         for (int i = 0; i < nfresh; i++)
             close(fresh[i].fd);
         ks_config_free(cfg);
+/* Once a second, like the state file: a control socket removed (or
+ * replaced) is made again, or keystonectl could never reach this master. */
+static void watch_control_socket(struct ks_master *m)
+{
+    char err[512];
+    int rc = m->control != NULL ? ks_control_watch(m->control, err, sizeof(err)) : 0;
+    if (rc > 0)
+        ks_log_warn("control", "the control socket %s was removed or replaced: made again",
+                    m->cfg->server.control_socket);
+    else if (rc < 0)
+        ks_log_error("control", "the control socket %s was removed or replaced and cannot be made "
+                     "again: %s; keystonectl cannot reach this daemon until it can",
+                     m->cfg->server.control_socket, err);
+}
+
         return KS_RELOAD_RESTART;
     }
     ks_health_configure(m->health, cfg);    /* keeps unchanged upstreams' state */
@@ -920,7 +935,12 @@ struct ks_master *ks_master_new(struct ks_config *cfg, bool foreground, char *er
         free(m);
         return NULL;
     }
-    if (bind_all(cfg, NULL, 0, m->listeners, &m->nlisteners, err, errlen) < 0) {
+    /* before anything is bound or made: what is at the paths of the
+     * state file and control socket must be free for this master (an
+     * operator's file is never replaced, another master's never taken) */
+    if (ks_shm_check_path(cfg->server.state_file, "server.state_file", err, errlen) < 0 ||
+        ks_control_check_path(cfg->server.control_socket, err, errlen) < 0 ||
+        bind_all(cfg, NULL, 0, m->listeners, &m->nlisteners, err, errlen) < 0) {
         m->cfg = NULL;
         ks_dynroutes_free(m->dyn);
         free(m);
@@ -1087,6 +1107,7 @@ int ks_master_run(struct ks_master *m, int ready_fd, int pidfile_fd)
         size_t n = 0;
         pfd[n++] = (struct pollfd){ .fd = m->sigfd, .events = POLLIN };
         pfd[n++] = (struct pollfd){ .fd = ks_health_fd(m->health), .events = POLLIN };
+            watch_control_socket(m);
         size_t watch_at = n;
         pfd[n++] = (struct pollfd){ .fd = ks_watch_fd(m->watch), .events = POLLIN };
         size_t control_first = n;
@@ -1134,7 +1155,7 @@ void ks_master_free(struct ks_master *m)
     ks_watch_free(m->watch);
     if (m->shm.base != NULL) {
         if (!ks_statefile_lost(&m->shm))    /* never someone else's file */
-            unlink(m->cfg->server.state_file);
+            ks_log_unlink("state file", m->cfg->server.state_file);
         ks_shm_close(&m->shm);
     }
     if (m->sigfd >= 0)

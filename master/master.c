@@ -828,6 +828,12 @@ static void handle_signals(struct ks_master *m)
         case SIGCHLD:
             reap(m);
             break;
+        default:    /* KS_IGNORED_SIGNALS: blocked, so they come here */
+            ks_log_warn("signal", "SIG%s ignored: keystoned does not support it (from pid %d; "
+                        "HUP reloads, TERM stops, USR1 reopens the logs)",
+                        sigabbrev_np((int)si.ssi_signo) ? sigabbrev_np((int)si.ssi_signo) : "?",
+                        (int)si.ssi_pid);
+            break;
         }
     }
 }
@@ -959,7 +965,7 @@ static int start(struct ks_master *m, char *err, size_t errlen)
 
     sigset_t set;
     sigemptyset(&set);
-    int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGCHLD };
+    int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGCHLD, KS_IGNORED_SIGNALS };
     for (size_t i = 0; i < KS_ARRAY_LEN(sigs); i++)
         sigaddset(&set, sigs[i]);
     sigprocmask(SIG_BLOCK, &set, NULL);

@@ -96,6 +96,11 @@ static void install_signals(struct ks_worker *w)
     sigaction(SIGHUP, &sa, NULL);   /* reloads reach workers through shm */
     sigaction(SIGINT, &sa, NULL);   /* the master orchestrates a Ctrl-C stop */
     sigaction(SIGPIPE, &sa, NULL);
+    /* what the master logs and ignores (master.c): a `pkill -USR2
+     * keystoned` must not kill the workers either */
+    static const int ignored[] = { KS_IGNORED_SIGNALS };
+    for (size_t i = 0; i < KS_ARRAY_LEN(ignored); i++)
+        sigaction(ignored[i], &sa, NULL);
     sa.sa_handler = SIG_DFL;
     sigaction(SIGCHLD, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);

@@ -25,6 +25,7 @@
 
 #define DEFAULT_CONFIG KS_SYSCONFDIR "/keystone/keystone.yaml"
 #define EXIT_NOT_RUNNING 1
+#define EXIT_CONFIG_INVALID 4
 #define CONTROL_TIMEOUT_MS 60000
 
 static _Noreturn void usage(void)
@@ -38,6 +39,7 @@ struct ctl {
     const char *config_path;
     const char *state_path;
     bool json;
+    int bad_config_exit;    /* when -c names a file that cannot be read or parsed */
     struct ks_shm shm;
     struct ks_table *table;
 };
@@ -48,10 +50,10 @@ static const char *state_file_of(struct ctl *c, char *buf, size_t len)
 {
     if (c->state_path != NULL)
         return c->state_path;
-    char err[512];
+    char err[1024];
     if (ks_config_state_file(c->config_path, buf, len, err, sizeof(err)) < 0) {
         fprintf(stderr, "keystonectl: %s\n", err);
-        exit(EXIT_NOT_RUNNING);
+        exit(c->bad_config_exit);
     }
     return buf;
 }
@@ -496,7 +498,7 @@ static int cmd_configtest(struct ctl *c)
         fprintf(stderr, "keystonectl: configuration %s has %zu error%s\n", path, diag.n,
                 diag.n == 1 ? "" : "s");
         ks_diag_free(&diag);
-        return 4;
+        return EXIT_CONFIG_INVALID;
     }
     ks_config_free(cfg);
     printf("configuration OK\n");
@@ -519,7 +521,8 @@ static void on_sigbus(int sig)
 int main(int argc, char **argv)
 {
     signal(SIGBUS, on_sigbus);
-    struct ctl c = { .config_path = DEFAULT_CONFIG, .shm = { .fd = -1 } };
+    struct ctl c = { .config_path = DEFAULT_CONFIG, .bad_config_exit = EXIT_NOT_RUNNING,
+                     .shm = { .fd = -1 } };
     int ch;
     while ((ch = getopt(argc, argv, "+c:s:j")) != -1) {
         switch (ch) {
@@ -546,6 +549,10 @@ int main(int argc, char **argv)
             usage();
         optind++;
     }
+    /* reload: the configuration is refused, as the daemon would refuse it;
+     * the others: the daemon cannot be found */
+    if (strcmp(cmd, "reload") == 0)
+        c.bad_config_exit = EXIT_CONFIG_INVALID;
     int rc;
     if (strcmp(cmd, "status") == 0)
         rc = cmd_status(&c);

@@ -36,6 +36,24 @@ like($err, qr/keystoned is not running \(no state file \Q$state\E\)/, 'and says 
 is($code, 1, 'reload without a daemon exits 1');
 like($err, qr/not running/, 'and says so');
 
+# a -c config that cannot be read or parsed names no state file: said,
+# with where, instead of looking for the default one
+my $bad = $t->write_file('bad.yaml', "server:\n  public_addr: [1\n");
+my $missing = $t->dir . '/missing.yaml';
+for my $cmd (qw(status health routes stop reload)) {
+    my $want = $cmd eq 'reload' ? 4 : 1;
+    ($code, $out, $err) = $t->ctl('-c', $bad, $cmd);
+    is($code, $want, "$cmd -c with a YAML syntax error: exit $want");
+    like($err, qr/^keystonectl: configuration \Q$bad\E:3:1: invalid YAML/, "$cmd: says where the config is broken");
+    unlike($err, qr/state file/, "$cmd: and no word of a default state file");
+    ($code, $out, $err) = $t->ctl('-c', $missing, $cmd);
+    is($code, $want, "$cmd -c with a missing config: exit $want");
+    like($err, qr/^keystonectl: configuration \Q$missing\E: cannot open .*No such file/, "$cmd: says it cannot be read");
+}
+($code, $out, $err) = $t->ctl('-c', '/nonexistent-dir/k.yaml', 'status');
+is($code, 1, 'a config in a missing directory: exit 1');
+like($err, qr{configuration /nonexistent-dir/k\.yaml: cannot read it: No such file}, 'and says so');
+
 # garbage in the state file is reported, never crashes the reader
 $t->write_file('keystoned.state', "x" x 100000);
 ($code, $out, $err) = $t->ctl('-s', $state, 'status');

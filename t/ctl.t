@@ -108,6 +108,14 @@ ok($t->wait_for(sub {
 }), 'status -j: state_for_ms of the reading worker passes 1000') or diag(explain($reading));
 (undef, $out) = $t->ctl('-s', $state, 'status');
 like($out, qr/^\s+\d+\s+\d+\s+1\s+reading\s+[1-9]\d*s\s/m, 'status: and so does FOR');
+# an idle worker's too: its accept loop going round (once a second) does
+# not start the state again
+my $idle;
+ok($t->wait_for(sub {
+    (undef, my $j) = $t->ctl('-s', $state, 'status', '-j');
+    ($idle) = grep { $_->{state} eq 'idle' } @{ decode_json($j)->{workers}{list} };
+    $idle && $idle->{state_for_ms} >= 2500;
+}, timeout => 8), 'status -j: state_for_ms of the idle worker passes 2500') or diag(explain($idle));
 like($out, qr/^  shop\s+base \/shop\s+2\/2 upstreams healthy/m, 'status: tenant line');
 $c->send("\r\n");
 is($c->response->{status}, 200, 'request completes');

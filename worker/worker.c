@@ -108,6 +108,12 @@ static void install_signals(struct ks_worker *w)
 
 void ks_worker_set_state(struct ks_worker *w, enum ks_worker_state s)
 {
+    /* the stamp is when the state began: the accept loop says "idle"
+     * again every time round (once a second when nothing comes), which
+     * must not make an idle worker look idle for under a second */
+    if (atomic_load_explicit(&w->score->state, memory_order_relaxed) == (uint32_t)s &&
+        atomic_load_explicit(&w->score->state_since_ms, memory_order_relaxed) > 0)
+        return;
     atomic_store_explicit(&w->score->state, s, memory_order_relaxed);
     /* several changes per request: the cheap clock (keystonectl shows seconds) */
     atomic_store_explicit(&w->score->state_since_ms, ks_coarse_ms(), memory_order_relaxed);

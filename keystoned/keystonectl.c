@@ -376,11 +376,20 @@ static int cmd_status(struct ctl *c)
         printf("keystoned %s, master pid %d, up %s%s\n", h->version, h->master_pid, up,
                atomic_load(&h->stopping) ? " (stopping)" : "");
         printf("config %s\n", h->config_path);
-        printf("generation %llu, last reload: %s%s%s%s\n", (unsigned long long)gen, reload_name(rr),
+        /* a failed reload says why on the same line, as -j does in
+         * reload.message, without the record's "FAILED: " and, for a
+         * restart, the "restart required: " reload_name() already says */
+        const char *why = "";
+        if (rr == KS_RELOAD_INVALID || rr == KS_RELOAD_RESTART) {
+            why = rmsg;
+            if (strncmp(why, "FAILED: ", 8) == 0)
+                why += 8;
+            if (rr == KS_RELOAD_RESTART && strncmp(why, "restart required: ", 18) == 0)
+                why += 18;
+        }
+        printf("generation %llu, last reload: %s%s%s%s%s\n", (unsigned long long)gen, reload_name(rr),
                rr != KS_RELOAD_NONE ? " at " : "", rr != KS_RELOAD_NONE ? when : "",
-               rr == KS_RELOAD_INVALID || rr == KS_RELOAD_RESTART ? "" : "");
-        if (rr == KS_RELOAD_INVALID || rr == KS_RELOAD_RESTART)
-            printf("  last reload %s\n", rmsg);
+               why[0] ? ": " : "", why);
         printf("requests %llu, connections %llu\n", (unsigned long long)atomic_load(&h->requests),
                (unsigned long long)atomic_load(&h->connections));
         if (atomic_load(&h->access_log_lost) > 0)

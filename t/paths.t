@@ -110,6 +110,9 @@ ok(!-e "$dir/keystoned.state" && !-e "$dir/keystoned.sock" && !-e "$dir/keystone
 # ---- privileges dropped: what cannot be removed at the stop is logged -----------
 SKIP: {
     skip 'needs root and a user nobody to drop to', 5 unless $> == 0 && defined getpwnam('nobody');
+    # valgrind's log of a worker forked as nobody cannot be made in the
+    # build tree: that worker would die at its fork
+    skip 'not under KS_WRAPPER', 5 if $ENV{KS_WRAPPER};
     # the directory stays root's (0755): nobody can make no file in it,
     # and remove none
     chmod 0755, $dir;

@@ -25,6 +25,7 @@
 
 #define DEFAULT_CONFIG KS_SYSCONFDIR "/keystone/keystone.yaml"
 #define EXIT_NOT_RUNNING 1
+#define EXIT_CONFIG_INVALID 4
 #define CONTROL_TIMEOUT_MS 60000
 
 static _Noreturn void usage(void)
@@ -38,6 +39,7 @@ struct ctl {
     const char *config_path;
     const char *state_path;
     bool json;
+    int bad_config_exit;    /* when -c names a file that cannot be read or parsed */
     struct ks_shm shm;
     struct ks_table *table;
 };
@@ -48,10 +50,10 @@ static const char *state_file_of(struct ctl *c, char *buf, size_t len)
 {
     if (c->state_path != NULL)
         return c->state_path;
-    char err[512];
+    char err[1024];
     if (ks_config_state_file(c->config_path, buf, len, err, sizeof(err)) < 0) {
         fprintf(stderr, "keystonectl: %s\n", err);
-        exit(EXIT_NOT_RUNNING);
+        exit(c->bad_config_exit);
     }
     return buf;
 }
@@ -69,17 +71,18 @@ static void attach(struct ctl *c)
         exit(EXIT_NOT_RUNNING);
     }
     pid_t pid = c->shm.hdr->master_pid;
-    if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH)) {
+    switch (ks_shm_master_liveness(c->shm.hdr)) {
+    case KS_MASTER_GONE:
         fprintf(stderr, "keystonectl: keystoned is not running (stale state file %s: master pid %d is gone)\n",
                 path, (int)pid);
         exit(EXIT_NOT_RUNNING);
-    }
-    /* A master killed long ago may have left its pid to another process. */
-    uint64_t ticks = c->shm.hdr->master_start_ticks, now_ticks = ks_proc_start_ticks(pid);
-    if (ticks != 0 && now_ticks != 0 && ticks != now_ticks) {
+    case KS_MASTER_REUSED:
+        /* a master killed long ago may have left its pid to another process */
         fprintf(stderr, "keystonectl: keystoned is not running (stale state file %s: "
                         "master pid %d now belongs to another process)\n", path, (int)pid);
         exit(EXIT_NOT_RUNNING);
+    case KS_MASTER_ALIVE:
+        break;
     }
 }
 
@@ -373,11 +376,20 @@ static int cmd_status(struct ctl *c)
         printf("keystoned %s, master pid %d, up %s%s\n", h->version, h->master_pid, up,
                atomic_load(&h->stopping) ? " (stopping)" : "");
         printf("config %s\n", h->config_path);
-        printf("generation %llu, last reload: %s%s%s%s\n", (unsigned long long)gen, reload_name(rr),
+        /* a failed reload says why on the same line, as -j does in
+         * reload.message, without the record's "FAILED: " and, for a
+         * restart, the "restart required: " reload_name() already says */
+        const char *why = "";
+        if (rr == KS_RELOAD_INVALID || rr == KS_RELOAD_RESTART) {
+            why = rmsg;
+            if (strncmp(why, "FAILED: ", 8) == 0)
+                why += 8;
+            if (rr == KS_RELOAD_RESTART && strncmp(why, "restart required: ", 18) == 0)
+                why += 18;
+        }
+        printf("generation %llu, last reload: %s%s%s%s%s\n", (unsigned long long)gen, reload_name(rr),
                rr != KS_RELOAD_NONE ? " at " : "", rr != KS_RELOAD_NONE ? when : "",
-               rr == KS_RELOAD_INVALID || rr == KS_RELOAD_RESTART ? "" : "");
-        if (rr == KS_RELOAD_INVALID || rr == KS_RELOAD_RESTART)
-            printf("  last reload %s\n", rmsg);
+               why[0] ? ": " : "", why);
         printf("requests %llu, connections %llu\n", (unsigned long long)atomic_load(&h->requests),
                (unsigned long long)atomic_load(&h->connections));
         if (atomic_load(&h->access_log_lost) > 0)
@@ -495,7 +507,7 @@ static int cmd_configtest(struct ctl *c)
         fprintf(stderr, "keystonectl: configuration %s has %zu error%s\n", path, diag.n,
                 diag.n == 1 ? "" : "s");
         ks_diag_free(&diag);
-        return 4;
+        return EXIT_CONFIG_INVALID;
     }
     ks_config_free(cfg);
     printf("configuration OK\n");
@@ -518,7 +530,8 @@ static void on_sigbus(int sig)
 int main(int argc, char **argv)
 {
     signal(SIGBUS, on_sigbus);
-    struct ctl c = { .config_path = DEFAULT_CONFIG, .shm = { .fd = -1 } };
+    struct ctl c = { .config_path = DEFAULT_CONFIG, .bad_config_exit = EXIT_NOT_RUNNING,
+                     .shm = { .fd = -1 } };
     int ch;
     while ((ch = getopt(argc, argv, "+c:s:j")) != -1) {
         switch (ch) {
@@ -545,6 +558,10 @@ int main(int argc, char **argv)
             usage();
         optind++;
     }
+    /* reload: the configuration is refused, as the daemon would refuse it;
+     * the others: the daemon cannot be found */
+    if (strcmp(cmd, "reload") == 0)
+        c.bad_config_exit = EXIT_CONFIG_INVALID;
     int rc;
     if (strcmp(cmd, "status") == 0)
         rc = cmd_status(&c);

@@ -198,14 +198,14 @@ int main(int argc, char **argv)
     if (m == NULL) {
         fprintf(stderr, "keystoned: %s\n", err);
         ks_config_free(cfg);
-        unlink(pid_file);
+        ks_log_unlink("pid file", pid_file);
         return 1;
     }
     int ready_fd = foreground ? -1 : daemonize();
     pidfile_write(pidfd);
     int rc = ks_master_run(m, ready_fd, pidfd);
     ks_master_free(m);
-    unlink(pid_file);
+    ks_log_unlink("pid file", pid_file);
     close(pidfd);
     return rc;
 }

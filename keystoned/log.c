@@ -111,3 +111,15 @@ void ks_log(enum ks_log_level level, const char *msgid, const char *fmt, ...)
     (void)w;
     errno = saved_errno;
 }
+
+void ks_log_unlink(const char *what, const char *path)
+{
+    if (unlink(path) == 0 || errno == ENOENT)
+        return;
+    int e = errno;
+    /* the usual cause: privileges dropped to server.user, which cannot
+     * write the (root's) directory the file is in */
+    ks_log_warn("cleanup", "cannot remove the %s %s: %s%s", what, path, strerror(e),
+                e == EACCES || e == EPERM ? " (its directory must be writable by the user "
+                                            "keystoned runs as)" : "");
+}

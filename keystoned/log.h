@@ -28,6 +28,11 @@ int ks_log_fd(void);
 void ks_log(enum ks_log_level level, const char *msgid, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Remove a file keystoned made (the `what` of the message: "pid file",
+ * "state file", "control socket"); a failure other than "not there" is
+ * logged as a warning naming the file and why. */
+void ks_log_unlink(const char *what, const char *path);
+
 #define ks_log_error(id, ...) ks_log(KS_LOG_ERROR, id, __VA_ARGS__)
 #define ks_log_warn(id, ...) ks_log(KS_LOG_WARN, id, __VA_ARGS__)
 #define ks_log_info(id, ...) ks_log(KS_LOG_INFO, id, __VA_ARGS__)

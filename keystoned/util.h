@@ -93,6 +93,13 @@ char *ks_path_join(const char *dir, const char *path);
 
 /* ---- processes ------------------------------------------------------ */
 
+/* Signals keystoned does not use but operators and tools send out of
+ * habit (nginx's USR2 binary upgrade and WINCH, Apache's and unicorn's
+ * TTIN/TTOU, a stray ALRM): their default action would kill (or stop)
+ * the master silently, leaving its files behind.  The master logs and
+ * ignores them, the workers ignore them.  Use as { KS_IGNORED_SIGNALS }. */
+#define KS_IGNORED_SIGNALS SIGUSR2, SIGALRM, SIGWINCH, SIGTTIN, SIGTTOU, SIGVTALRM
+
 /* When process pid started, in clock ticks since boot (field 22 of
  * /proc/PID/stat); 0 when that cannot be read.  A pid and its start time
  * name one process: a pid alone may have been reused since. */

@@ -2187,11 +2187,21 @@ int ks_config_state_file(const char *path, char *out, size_t len, char *err, siz
     char *copy = strdup(path), *dir = copy ? realpath(dirname(copy), NULL) : NULL;
     free(copy);
     if (dir == NULL) {
-        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "configuration %s: cannot read it: %s", path, strerror(errno));
         return -1;
     }
     const char *value = "keystoned.state";
     struct ks_ynode *root = ks_yaml_load_file(path, KS_CONFIG_SIZE_CEILING, &size, &yerr);
+    /* a file that cannot be read or parsed names no state file: the
+     * default would send the caller looking in the wrong place */
+    if (root == NULL && yerr.msg[0] != '\0') {
+        if (yerr.line > 0)
+            snprintf(err, errlen, "configuration %s:%d:%d: %s", path, yerr.line, yerr.col, yerr.msg);
+        else
+            snprintf(err, errlen, "configuration %s: %s", path, yerr.msg);
+        free(dir);
+        return -1;
+    }
     for (size_t i = 0; root != NULL && root->type == KS_YMAP && i < root->n; i++) {
         const struct ks_ypair *sv = &root->pairs[i];
         if (strcmp(sv->key->str, "server") != 0 || sv->value->type != KS_YMAP)

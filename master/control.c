@@ -4,6 +4,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,57 +34,151 @@ struct control_client {
 struct ks_control {
     int listen_fd;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    gid_t gid;
+    dev_t dev;                  /* of the socket file made at path */
+    ino_t ino;
+    bool failing;               /* lost and not made again (said once) */
     ks_control_fn fn;
     void *arg;
     struct control_client clients[CONTROL_MAX_CLIENTS];
 };
 
-struct ks_control *ks_control_open(const char *path, gid_t gid, ks_control_fn fn, void *arg,
-                                   char *err, size_t errlen)
+/*
+ * Whatever is at the path is someone's until it proves to be a socket
+ * left by a master that died: a regular file there is a user's data, a
+ * socket that answers connect() is a running keystoned's (a second
+ * instance started with another pid file must not take its socket over).
+ * A socket nobody listens on refuses the connect with ECONNREFUSED: stale.
+ */
+int ks_control_check_path(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
     if (strlen(path) >= sizeof(sun.sun_path)) {
-        snprintf(err, errlen, "control socket path too long: %s", path);
-        return NULL;
+        snprintf(err, errlen, "server.control_socket path too long: %s", path);
+        return -1;
     }
     ks_strlcpy(sun.sun_path, path, sizeof(sun.sun_path));
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "server.control_socket %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "server.control_socket %s exists and is not a socket: refusing to "
+                 "replace it (remove it or choose another path)", path);
+        return -1;
+    }
+    /* non-blocking: a live master with a full backlog says EAGAIN */
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "control socket: %s", strerror(errno));
-        return NULL;
+        return -1;
     }
-    /* a socket file left by a crashed master is stale: the pid file lock
-     * already proved no other master runs with this configuration */
-    unlink(path);
+    int rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    int e = errno;
+    close(fd);
+    if (rc == 0 || e != ECONNREFUSED) {
+        snprintf(err, errlen, "server.control_socket %s is in use (%s): is another keystoned "
+                 "running with it?", path, rc == 0 ? "a process answers on it" : strerror(e));
+        return -1;
+    }
+    if (unlink(path) < 0 && errno != ENOENT) {
+        snprintf(err, errlen, "cannot remove the stale control socket %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* A listening socket bound at c->path, 0660 and group c->gid; its inode
+ * is noted so that the master can tell the file is still its own. */
+static int listen_at(struct ks_control *c, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    ks_strlcpy(sun.sun_path, c->path, sizeof(sun.sun_path));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "control socket: %s", strerror(errno));
+        return -1;
+    }
     mode_t old = umask(0117);
     int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
     umask(old);
     if (rc < 0 || listen(fd, 16) < 0) {
-        snprintf(err, errlen, "cannot listen on control socket %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot listen on control socket %s: %s", c->path, strerror(errno));
         close(fd);
-        return NULL;
+        return -1;
     }
-    if (gid != (gid_t)-1 && chown(path, 0, gid) < 0) {
-        snprintf(err, errlen, "cannot chown control socket %s: %s", path, strerror(errno));
+    /* the owner stays who made it (root, or server.user once privileges
+     * are dropped): only the group is set */
+    struct stat st;
+    if ((c->gid != (gid_t)-1 && chown(c->path, (uid_t)-1, c->gid) < 0) || stat(c->path, &st) < 0) {
+        snprintf(err, errlen, "cannot chown control socket %s: %s", c->path, strerror(errno));
         close(fd);
-        unlink(path);
-        return NULL;
+        unlink(c->path);
+        return -1;
     }
-    chmod(path, 0660);
+    chmod(c->path, 0660);
+    c->dev = st.st_dev;
+    c->ino = st.st_ino;
+    return fd;
+}
+
+struct ks_control *ks_control_open(const char *path, gid_t gid, ks_control_fn fn, void *arg,
+                                   char *err, size_t errlen)
+{
+    if (ks_control_check_path(path, err, errlen) < 0)
+        return NULL;
     struct ks_control *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         snprintf(err, errlen, "out of memory");
-        close(fd);
-        unlink(path);
         return NULL;
     }
-    c->listen_fd = fd;
     ks_strlcpy(c->path, path, sizeof(c->path));
+    c->gid = gid;
     c->fn = fn;
     c->arg = arg;
     for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
         c->clients[i].fd = -1;
+    if ((c->listen_fd = listen_at(c, err, errlen)) < 0) {
+        free(c);
+        return NULL;
+    }
     return c;
+}
+
+/* The path no longer names the socket this master listens on. */
+static bool lost(const struct ks_control *c)
+{
+    struct stat st;
+    if (lstat(c->path, &st) < 0)
+        return errno == ENOENT || errno == ENOTDIR;
+    return st.st_dev != c->dev || st.st_ino != c->ino;
+}
+
+int ks_control_watch(struct ks_control *c, char *err, size_t errlen)
+{
+    if (!lost(c)) {
+        c->failing = false;
+        return 0;
+    }
+    /* nobody can connect to the old socket any more: a new one in its
+     * place (clients connected to the old one finish there); never over
+     * what someone put at the path meanwhile */
+    int fd = -1;
+    if (ks_control_check_path(c->path, err, errlen) == 0)
+        fd = listen_at(c, err, errlen);
+    if (fd < 0) {
+        if (c->failing)
+            return 0;
+        c->failing = true;
+        return -1;
+    }
+    close(c->listen_fd);
+    c->listen_fd = fd;
+    c->failing = false;
+    return 1;
 }
 
 static void drop_client(struct control_client *cl)
@@ -222,7 +317,7 @@ void ks_control_close(struct ks_control *c, int unlink_path)
         if (c->clients[i].fd >= 0)
             drop_client(&c->clients[i]);
     close(c->listen_fd);
-    if (unlink_path)
-        unlink(c->path);
+    if (unlink_path && !lost(c))    /* never what someone else put there */
+        ks_log_unlink("control socket", c->path);
     free(c);
 }

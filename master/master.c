@@ -61,14 +61,7 @@ struct ks_listener {
     int fd;
     enum ks_listener_kind kind;
     struct ks_addr addr;
-    uint64_t process_gen;       /* parked: the listener generation that used it */
 };
-
-/* Listeners a reload dropped while workers of their generation still
- * hold them (and so still own the address): kept by the master until
- * those workers are gone, so that a reload moving a listener back there
- * meanwhile reuses the socket instead of failing with EADDRINUSE. */
-#define PARKED_MAX (2 * KS_MAX_LISTENERS)
 
 struct ks_master {
     struct ks_config *cfg;
@@ -77,8 +70,6 @@ struct ks_master {
     struct ks_listener listeners[KS_MAX_LISTENERS];
     int nlisteners;
     uint64_t process_gen;       /* generation at which the listeners were bound */
-    struct ks_listener parked[PARKED_MAX];
-    int nparked;
     int lifeline[2];            /* workers hold [0]; EOF tells them the master is gone */
     int sigfd;
     struct ks_control *control;
@@ -140,7 +131,7 @@ static int open_listener(const struct ks_addr *a, int backlog, const struct ks_l
 }
 
 /* Open the listeners cfg asks for into out[], reusing those of have[]
- * (the current and the parked ones) whose address stays; all or nothing. */
+ * whose address stays; all or nothing. */
 static int bind_all(const struct ks_config *cfg, const struct ks_listener *have, int nhave,
                     struct ks_listener *out, int *n, char *err, size_t errlen)
 {
@@ -171,13 +162,6 @@ static void set_backlog(const struct ks_master *m)
         if (listen(m->listeners[i].fd, m->cfg->server.backlog) < 0)
             ks_log_warn("reload", "cannot set the backlog of %s to %d: %s",
                         m->listeners[i].addr.text, m->cfg->server.backlog, strerror(errno));
-}
-
-static void close_parked(struct ks_master *m)
-{
-    for (int k = 0; k < m->nparked; k++)
-        close(m->parked[k].fd);
-    m->nparked = 0;
 }
 
 static bool same_listeners(const struct ks_config *a, const struct ks_config *b)
@@ -242,7 +226,6 @@ static void close_master_fds(struct ks_master *m)
         close(m->ready_fd);
     close(m->sigfd);
     close(m->lifeline[1]);
-    close_parked(m);        /* only the current listeners are the worker's */
     ks_watch_free(m->watch);
     m->watch = NULL;
     ks_control_close(m->control, 0);
@@ -550,45 +533,28 @@ static const char *needs_restart(const struct ks_master *m, const struct ks_conf
     return why;
 }
 
-/* Start workers for a new listener set, then retire the old ones: new
- * connections go to the new workers while the old finish theirs. */
-static void park(struct ks_master *m, struct ks_listener *l)
-{
-    if (m->nparked == PARKED_MAX) {
-        close(m->parked[0].fd);     /* the oldest */
-        memmove(m->parked, m->parked + 1, sizeof(*m->parked) * (PARKED_MAX - 1));
-        m->nparked--;
-    }
-    l->process_gen = m->process_gen;
-    m->parked[m->nparked++] = *l;
-}
-
-/* Close the parked listeners no worker holds any more. */
-static void unpark_drained(struct ks_master *m)
-{
-    for (int k = 0; k < m->nparked;) {
-        bool held = false;
-        for (uint32_t i = 0; i < m->nslots && !held; i++)
-            held = m->slots[i].pid != 0 && m->slots[i].process_gen == m->parked[k].process_gen;
-        if (held) {
-            k++;
-            continue;
-        }
-        close(m->parked[k].fd);
-        m->parked[k] = m->parked[--m->nparked];
-    }
-}
-
+/*
+ * Start workers for a new listener set, then retire the old ones: new
+ * connections go to the new workers while the old finish theirs.
+ *
+ * A listener the reload drops is shut down, not only closed: the old
+ * workers share the socket, and until each of them has closed its copy
+ * (at its SIGTERM, worker.c) the address would stay bound and listening,
+ * taking connections nobody will accept, and a reload moving a listener
+ * back there at once would fail with EADDRINUSE.  shutdown() acts on the
+ * socket itself, in every process: the address stops listening now
+ * (connect is refused, what was queued is reset) and can be bound again
+ * (SO_REUSEADDR: a socket that no longer listens does not hold it).
+ */
 static void replace_listeners(struct ks_master *m, struct ks_listener *fresh, int n)
 {
     for (int i = 0; i < m->nlisteners; i++) {
         bool kept = false;
         for (int k = 0; k < n && !kept; k++)
             kept = strcmp(fresh[k].addr.text, m->listeners[i].addr.text) == 0;
-        if (kept)
-            close(m->listeners[i].fd);      /* fresh[] has its duplicate */
-        else
-            park(m, &m->listeners[i]);
+        if (!kept)
+            shutdown(m->listeners[i].fd, SHUT_RDWR);
+        close(m->listeners[i].fd);      /* kept: fresh[] has its duplicate */
     }
     memcpy(m->listeners, fresh, sizeof(*fresh) * (size_t)n);
     m->nlisteners = n;
@@ -658,10 +624,7 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
     struct ks_listener fresh[KS_MAX_LISTENERS];
     int nfresh = 0;
     bool new_listeners = !same_listeners(m->cfg, cfg);
-    struct ks_listener have[KS_MAX_LISTENERS + PARKED_MAX];
-    memcpy(have, m->listeners, sizeof(*have) * (size_t)m->nlisteners);
-    memcpy(have + m->nlisteners, m->parked, sizeof(*have) * (size_t)m->nparked);
-    if (new_listeners && bind_all(cfg, have, m->nlisteners + m->nparked, fresh, &nfresh, err,
+    if (new_listeners && bind_all(cfg, m->listeners, m->nlisteners, fresh, &nfresh, err,
                                   sizeof(err)) < 0) {
         snprintf(msg, sizeof(msg), "FAILED: %s", err);
         ks_shm_set_reload(&m->shm, KS_RELOAD_INVALID, msg);
@@ -721,6 +684,21 @@ static void script_changed(struct ks_master *m, int64_t now)
 
 /* ---- the state file -------------------------------------------------------------- */
 
+/* Once a second, like the state file: a control socket removed (or
+ * replaced) is made again, or keystonectl could never reach this master. */
+static void watch_control_socket(struct ks_master *m)
+{
+    char err[512];
+    int rc = m->control != NULL ? ks_control_watch(m->control, err, sizeof(err)) : 0;
+    if (rc > 0)
+        ks_log_warn("control", "the control socket %s was removed or replaced: made again",
+                    m->cfg->server.control_socket);
+    else if (rc < 0)
+        ks_log_error("control", "the control socket %s was removed or replaced and cannot be made "
+                     "again: %s; keystonectl cannot reach this daemon until it can",
+                     m->cfg->server.control_socket, err);
+}
+
 /* Once a second: the state file overwritten in place is repaired, one
  * removed or replaced is made again (shm/statefile.h). */
 static void watch_state_file(struct ks_master *m)
@@ -762,10 +740,16 @@ static void begin_stop(struct ks_master *m, bool immediate)
         for (int i = 0; i < m->nlisteners; i++)
             close(m->listeners[i].fd);
         m->nlisteners = 0;
-        close_parked(m);
-        ks_log_info("stop", "%s stop: %d worker%s to finish (shutdown_timeout %lld ms)",
-                    immediate ? "immediate" : "graceful", total_processes(m),
-                    total_processes(m) == 1 ? "" : "s", (long long)m->cfg->server.shutdown_timeout_ms);
+        int n = total_processes(m);
+        if (immediate)
+            ks_log_info("stop", "immediate stop: %d worker%s killed (SIGKILL), requests in flight "
+                        "are cut", n, n == 1 ? "" : "s");
+        else
+            ks_log_info("stop", "graceful stop: %d worker%s to finish (shutdown_timeout %lld ms)",
+                        n, n == 1 ? "" : "s", (long long)m->cfg->server.shutdown_timeout_ms);
+    } else if (immediate) {
+        ks_log_info("stop", "immediate stop during a graceful one: the %d worker%s left killed "
+                    "(SIGKILL)", total_processes(m), total_processes(m) == 1 ? "" : "s");
     }
     for (uint32_t i = 0; i < m->nslots; i++) {
         m->slots[i].respawn_at_ms = 0;
@@ -845,6 +829,12 @@ static void handle_signals(struct ks_master *m)
         case SIGCHLD:
             reap(m);
             break;
+        default:    /* KS_IGNORED_SIGNALS: blocked, so they come here */
+            ks_log_warn("signal", "SIG%s ignored: keystoned does not support it (from pid %d; "
+                        "HUP reloads, TERM stops, USR1 reopens the logs)",
+                        sigabbrev_np((int)si.ssi_signo) ? sigabbrev_np((int)si.ssi_signo) : "?",
+                        (int)si.ssi_pid);
+            break;
         }
     }
 }
@@ -921,7 +911,12 @@ struct ks_master *ks_master_new(struct ks_config *cfg, bool foreground, char *er
         free(m);
         return NULL;
     }
-    if (bind_all(cfg, NULL, 0, m->listeners, &m->nlisteners, err, errlen) < 0) {
+    /* before anything is bound or made: what is at the paths of the
+     * state file and control socket must be free for this master (an
+     * operator's file is never replaced, another master's never taken) */
+    if (ks_shm_check_path(cfg->server.state_file, "server.state_file", err, errlen) < 0 ||
+        ks_control_check_path(cfg->server.control_socket, err, errlen) < 0 ||
+        bind_all(cfg, NULL, 0, m->listeners, &m->nlisteners, err, errlen) < 0) {
         m->cfg = NULL;
         ks_dynroutes_free(m->dyn);
         free(m);
@@ -971,7 +966,7 @@ static int start(struct ks_master *m, char *err, size_t errlen)
 
     sigset_t set;
     sigemptyset(&set);
-    int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGCHLD };
+    int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGCHLD, KS_IGNORED_SIGNALS };
     for (size_t i = 0; i < KS_ARRAY_LEN(sigs); i++)
         sigaddset(&set, sigs[i]);
     sigprocmask(SIG_BLOCK, &set, NULL);
@@ -1110,11 +1105,10 @@ int ks_master_run(struct ks_master *m, int ready_fd, int pidfile_fd)
         respawn_due(m, now);
         stop_deadline(m, now);
         retire_deadlines(m, now);
-        if (m->nparked > 0)
-            unpark_drained(m);
         if (now >= m->next_tick_ms) {
             m->next_tick_ms = now + TICK_MS;
             watch_state_file(m);    /* first: the rest of the tick reads it */
+            watch_control_socket(m);
             lua_watchdog(m, now);
             maintain_spares(m);
         }
@@ -1129,13 +1123,12 @@ void ks_master_free(struct ks_master *m)
         return;
     for (int i = 0; i < m->nlisteners; i++)
         close(m->listeners[i].fd);
-    close_parked(m);
     ks_control_close(m->control, 1);
     ks_health_free(m->health, false);
     ks_watch_free(m->watch);
     if (m->shm.base != NULL) {
         if (!ks_statefile_lost(&m->shm))    /* never someone else's file */
-            unlink(m->cfg->server.state_file);
+            ks_log_unlink("state file", m->cfg->server.state_file);
         ks_shm_close(&m->shm);
     }
     if (m->sigfd >= 0)

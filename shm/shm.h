@@ -272,6 +272,21 @@ int ks_shm_create(struct ks_shm *shm, const char *path, const struct ks_shm_limi
 int ks_shm_open_readonly(struct ks_shm *shm, const char *path, char *err, size_t errlen);
 void ks_shm_close(struct ks_shm *shm);
 
+/* Whether the master a state file header names still runs: its pid, and
+ * the start time recorded beside it (a pid alone may have been reused). */
+enum ks_master_liveness {
+    KS_MASTER_ALIVE,
+    KS_MASTER_GONE,         /* no process has that pid */
+    KS_MASTER_REUSED,       /* the pid now belongs to another process */
+};
+enum ks_master_liveness ks_shm_master_liveness(const struct ks_shm_header *h);
+/* Master, before it creates anything: may a new state file be put at
+ * path (the value of the configuration key `key`)?  0 when nothing is
+ * there or a state file whose master is gone is; -1 with err for anything
+ * else, which ks_shm_create would replace: a file that is not a keystoned
+ * state file, or the state file of a live master. */
+int ks_shm_check_path(const char *path, const char *key, char *err, size_t errlen);
+
 static inline void *ks_shm_region(const struct ks_shm *shm, enum ks_region r)
 {
     return (char *)shm->base + shm->regions[r].offset;

@@ -36,6 +36,24 @@ like($err, qr/keystoned is not running \(no state file \Q$state\E\)/, 'and says 
 is($code, 1, 'reload without a daemon exits 1');
 like($err, qr/not running/, 'and says so');
 
+# a -c config that cannot be read or parsed names no state file: said,
+# with where, instead of looking for the default one
+my $bad = $t->write_file('bad.yaml', "server:\n  public_addr: [1\n");
+my $missing = $t->dir . '/missing.yaml';
+for my $cmd (qw(status health routes stop reload)) {
+    my $want = $cmd eq 'reload' ? 4 : 1;
+    ($code, $out, $err) = $t->ctl('-c', $bad, $cmd);
+    is($code, $want, "$cmd -c with a YAML syntax error: exit $want");
+    like($err, qr/^keystonectl: configuration \Q$bad\E:3:1: invalid YAML/, "$cmd: says where the config is broken");
+    unlike($err, qr/state file/, "$cmd: and no word of a default state file");
+    ($code, $out, $err) = $t->ctl('-c', $missing, $cmd);
+    is($code, $want, "$cmd -c with a missing config: exit $want");
+    like($err, qr/^keystonectl: configuration \Q$missing\E: cannot open .*No such file/, "$cmd: says it cannot be read");
+}
+($code, $out, $err) = $t->ctl('-c', '/nonexistent-dir/k.yaml', 'status');
+is($code, 1, 'a config in a missing directory: exit 1');
+like($err, qr{configuration /nonexistent-dir/k\.yaml: cannot read it: No such file}, 'and says so');
+
 # garbage in the state file is reported, never crashes the reader
 $t->write_file('keystoned.state', "x" x 100000);
 ($code, $out, $err) = $t->ctl('-s', $state, 'status');
@@ -90,6 +108,14 @@ ok($t->wait_for(sub {
 }), 'status -j: state_for_ms of the reading worker passes 1000') or diag(explain($reading));
 (undef, $out) = $t->ctl('-s', $state, 'status');
 like($out, qr/^\s+\d+\s+\d+\s+1\s+reading\s+[1-9]\d*s\s/m, 'status: and so does FOR');
+# an idle worker's too: its accept loop going round (once a second) does
+# not start the state again
+my $idle;
+ok($t->wait_for(sub {
+    (undef, my $j) = $t->ctl('-s', $state, 'status', '-j');
+    ($idle) = grep { $_->{state} eq 'idle' } @{ decode_json($j)->{workers}{list} };
+    $idle && $idle->{state_for_ms} >= 2500;
+}, timeout => 8), 'status -j: state_for_ms of the idle worker passes 2500') or diag(explain($idle));
 like($out, qr/^  shop\s+base \/shop\s+2\/2 upstreams healthy/m, 'status: tenant line');
 $c->send("\r\n");
 is($c->response->{status}, 200, 'request completes');

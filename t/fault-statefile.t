@@ -190,11 +190,13 @@ is($code, 0, 'a new master replaces it at start-up');
 like($out, qr/"master_pid":$new,/, 'keystonectl sees the new one');
 is($t->stop, 0, 'clean stop');
 
-# and a garbage file where the state file goes: replaced too
+# and a file that is not a state file where the state file goes: it may
+# be anyone's data, so keystoned refuses to start rather than replace it
 write_raw($state, 'not a state file');
-$new = $t->start;
-($code, $out) = ctl_status();
-is($code, 0, 'a garbage file in its place is replaced at start-up too');
-is($t->stop, 0, 'clean stop');
+my $err2;
+($code, $out, $err2) = $t->run([$t->bin('keystoned'), '-f', '-c', $t->dir . '/keystone.yaml']);
+is($code, 1, 'a file that is not a state file in its place: keystoned refuses to start');
+like($err2, qr/server\.state_file \Q$state\E exists and is not a keystoned state file/, 'and says why');
+is(do { open my $fh, '<', $state; local $/; <$fh> }, 'not a state file', 'the file is left alone');
 
 done_testing;

@@ -137,6 +137,7 @@ like($r->{json}{error}, qr/only runtime routes can be deleted/, 'the script\'s r
 $r = $t->request($admin, GET => '/routes');
 is($r->{status}, 401, 'GET /routes without the token: 401');
 is($r->{headers}{'www-authenticate'}, 'Bearer', 'asking for a bearer token');
+is($r->{headers}{'cache-control'}, 'no-store', 'the 401 envelope is not cached');
 $r = admin_req(GET => '/routes', token => 'wrong');
 is($r->{status}, 401, 'a wrong token: 401');
 $r = admin_req(GET => '/routes');
@@ -180,6 +181,7 @@ is($r->{status}, 403, 'a tenant without dynamic_routing_enabled: 403');
 $r = admin_req(PUT => '/tenants/plain/routes', body => '{}');
 is($r->{status}, 405, 'another method: 405');
 is($r->{headers}{allow}, 'POST', 'with Allow');
+is($r->{headers}{'cache-control'}, 'no-store', 'and no-store');
 
 $r = admin_req(DELETE => '/tenants/plain/routes/d2');
 is($r->{status}, 200, 'DELETE /tenants/plain/routes/d2');

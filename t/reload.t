@@ -86,8 +86,8 @@ is($s->{generation}, 2, 'generation unchanged');
 is($s->{reload}{result}, 'failed', 'status -j: last reload failed');
 like($s->{reload}{message}, qr/keystone\.yaml:\d+:1: bogus_key: unknown key/, 'status -j: with the error');
 my ($code, $out) = $t->ctl('-c', $conf, 'status');
-like($out, qr/last reload: failed/, 'status (text) shows the failure');
-like($out, qr/bogus_key: unknown key/, 'status (text) shows the error');
+like($out, qr/^generation 2, last reload: failed at \S+: 1 error: \S*keystone\.yaml:\d+:1: bogus_key: unknown key$/m,
+     'status (text) shows the failure and why, on one line');
 is($t->request($port, GET => '/ops/health')->{status}, 200, 'the old config keeps serving');
 
 # ---- keystonectl reload: exit codes and messages --------------------------------------
@@ -102,6 +102,9 @@ $t->write_config(config(base => '/ops', extra => '  state_file: other.state'));
 is($code, 3, 'a change needing a restart exits 3');
 like($err, qr/restart required: server\.state_file changed/, 'and names the key');
 is(generation(), 2, 'still generation 2');
+(undef, $out) = $t->ctl('-s', $state, 'status');
+like($out, qr/^generation 2, last reload: restart required at \S+: server\.state_file changed$/m,
+     'status (text): restart required, and why');
 
 $t->write_config(config(base => '/admin'));
 ($code, $out, $err) = $t->ctl('-c', $conf, 'reload');

@@ -50,9 +50,30 @@ static bool read_only(const struct ks_request *r)
     return strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
 }
 
+/* KS_ADMIN_NO_STORE, then extra (short: an Allow or WWW-Authenticate line) */
+static const char *no_store(char *buf, size_t len, const char *extra)
+{
+    snprintf(buf, len, "%s%s", KS_ADMIN_NO_STORE, extra != NULL ? extra : "");
+    return buf;
+}
+
+int ks_admin_respond(struct ks_conn *c, struct ks_request *r, int status, const char *extra,
+                     const char *body, size_t len, bool keep_alive)
+{
+    char h[256];
+    return ks_respond(c, r, status, JSON, no_store(h, sizeof(h), extra), body, len, keep_alive);
+}
+
+int ks_admin_error(struct ks_conn *c, struct ks_request *r, int status, const char *message,
+                   const char *extra, bool keep_alive)
+{
+    char h[256];
+    return ks_respond_error(c, r, status, message, no_store(h, sizeof(h), extra), keep_alive);
+}
+
 static int method_not_allowed(struct ks_conn *c, struct ks_request *r, bool keep_alive)
 {
-    return ks_respond_error(c, r, 405, "method not allowed", "Allow: GET, HEAD\r\n", keep_alive);
+    return ks_admin_error(c, r, 405, "method not allowed", "Allow: GET, HEAD\r\n", keep_alive);
 }
 
 /* ---- health endpoints: /health, /tenants, /tenants/{name}/health -------- */
@@ -69,7 +90,7 @@ static int respond_rendered(struct ks_conn *c, struct ks_request *r, bool keep_a
         char *np = realloc(b.p, b.cap);
         if (np == NULL) {
             free(b.p);
-            return ks_respond_error(c, r, 500, "out of memory", NULL, keep_alive);
+            return ks_admin_error(c, r, 500, "out of memory", NULL, keep_alive);
         }
         b.p = np;
         b.pos = 0;
@@ -81,7 +102,7 @@ static int respond_rendered(struct ks_conn *c, struct ks_request *r, bool keep_a
             break;
         b.cap *= 2;
     }
-    int rc = ks_respond(c, r, status, content_type, "Cache-Control: no-store\r\n", b.p, b.pos,
+    int rc = ks_respond(c, r, status, content_type, KS_ADMIN_NO_STORE, b.p, b.pos,
                         keep_alive);
     free(b.p);
     return rc;
@@ -175,7 +196,7 @@ static int serve_health_endpoints(struct ks_conn *c, struct ks_request *r, const
     if (!tenant_path)
         return respond_rendered(c, r, keep_alive, 200, JSON, render_tenants, 0, now);
     if (tenant == KS_NONE)
-        return ks_respond_error(c, r, 404, "no such tenant", NULL, keep_alive);
+        return ks_admin_error(c, r, 404, "no such tenant", NULL, keep_alive);
     const struct ks_t_tenant *tn = &ks_t_tenants(c->w->table)[tenant];
     bool down = tn->nupstreams > 0 && ks_tenant_usable(c->w->shm, c->w->table, tn, now) == 0;
     return respond_rendered(c, r, keep_alive, down ? 503 : 200, JSON, render_tenant, tenant, now);
@@ -195,5 +216,5 @@ int ks_admin_serve(struct ks_conn *c, struct ks_request *r, bool keep_alive)
         return respond_rendered(c, r, keep_alive, 200, "text/plain; version=0.0.4; charset=utf-8",
                                 ks_metrics_render, 0, ks_now_ms());
     }
-    return ks_respond_error(c, r, 404, "no such admin endpoint", NULL, keep_alive);
+    return ks_admin_error(c, r, 404, "no such admin endpoint", NULL, keep_alive);
 }

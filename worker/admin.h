@@ -21,4 +21,14 @@ bool ks_admin_wants(const struct ks_conn *c, const struct ks_request *r);
  * when the connection must be closed. */
 int ks_admin_serve(struct ks_conn *c, struct ks_request *r, bool keep_alive);
 
+/* Every answer of the admin API, the error envelopes too, describes the
+ * daemon at that moment: none may be stored by a cache. */
+#define KS_ADMIN_NO_STORE "Cache-Control: no-store\r\n"
+/* ks_respond() / ks_respond_error() with KS_ADMIN_NO_STORE before the
+ * extra headers (NULL for none). */
+int ks_admin_respond(struct ks_conn *c, struct ks_request *r, int status, const char *extra,
+                     const char *body, size_t len, bool keep_alive);
+int ks_admin_error(struct ks_conn *c, struct ks_request *r, int status, const char *message,
+                   const char *extra, bool keep_alive);
+
 #endif

@@ -97,7 +97,7 @@ static int answer(struct ks_exchange *x, int status, const char *body, size_t le
 {
     x->status = status;
     x->responded = true;
-    int rc = ks_respond(x->c, x->r, status, "application/json", extra, body, len, !x->close);
+    int rc = ks_admin_respond(x->c, x->r, status, extra, body, len, !x->close);
     return rc < 0 ? -1 : 0;
 }
 
@@ -106,7 +106,7 @@ static int answer_error(struct ks_exchange *x, int status, const char *why, cons
     x->error = why;
     x->status = status;
     x->responded = true;
-    return ks_respond_error(x->c, x->r, status, why, extra, !x->close) < 0 ? -1 : 0;
+    return ks_admin_error(x->c, x->r, status, why, extra, !x->close) < 0 ? -1 : 0;
 }
 
 /* An error whose reason sits in a local buffer: the envelope carries it,
@@ -117,7 +117,7 @@ static int answer_local_error(struct ks_exchange *x, int status, const char *why
                : status >= 500 ? "route change failed" : "route change refused";
     x->status = status;
     x->responded = true;
-    return ks_respond_error(x->c, x->r, status, why, NULL, !x->close) < 0 ? -1 : 0;
+    return ks_admin_error(x->c, x->r, status, why, NULL, !x->close) < 0 ? -1 : 0;
 }
 
 static int list(struct ks_exchange *x)
@@ -126,7 +126,7 @@ static int list(struct ks_exchange *x)
     size_t cap = ks_routelist_size(t);
     char *buf = malloc(cap);
     size_t n = buf != NULL ? ks_routelist_json(t, x->w->generation, buf, cap) : 0;
-    int rc = n > 0 ? answer(x, 200, buf, n, "Cache-Control: no-store\r\n")
+    int rc = n > 0 ? answer(x, 200, buf, n, NULL)
                    : answer_error(x, 500, "out of memory", NULL);
     free(buf);
     return rc;

@@ -46,10 +46,33 @@
 /* The signal handlers' only way to the worker: set once at start-up. */
 static struct ks_worker *signal_target;
 
+/*
+ * TERM means "finish": a graceful stop, a retirement (a spare too many,
+ * a generation a reload replaced) or the master's death (PR_SET_PDEATHSIG).
+ * The listeners are closed here and now, not when the request in flight
+ * ends: a worker busy for a minute would otherwise keep the address
+ * listening, with connections queued that nobody accepts, and a new
+ * master could not bind it.  close() is async-signal-safe; the catch is
+ * the descriptor numbers, which the request path may be given again by
+ * its next socket() or open().  So stop is set first, and the main loop
+ * reads w->listen_fd only while stop is clear: once this handler has run,
+ * it never touches those numbers again (an accept4() it was about to
+ * make fails with EBADF: nothing can take a number between its check and
+ * the call).  SIGTERM is blocked until the listeners are set up, so this
+ * never runs before they are registered with the epoll set.
+ */
 static void on_term(int sig)
 {
     (void)sig;
-    signal_target->stop = 1;
+    struct ks_worker *w = signal_target;
+    int saved = errno;
+    w->stop = 1;
+    if (!w->listeners_closed) {
+        w->listeners_closed = 1;
+        for (int i = 0; i < w->nlisten; i++)
+            close(w->listen_fd[i]);
+    }
+    errno = saved;
 }
 
 static void on_usr1(int sig)
@@ -73,6 +96,11 @@ static void install_signals(struct ks_worker *w)
     sigaction(SIGHUP, &sa, NULL);   /* reloads reach workers through shm */
     sigaction(SIGINT, &sa, NULL);   /* the master orchestrates a Ctrl-C stop */
     sigaction(SIGPIPE, &sa, NULL);
+    /* what the master logs and ignores (master.c): a `pkill -USR2
+     * keystoned` must not kill the workers either */
+    static const int ignored[] = { KS_IGNORED_SIGNALS };
+    for (size_t i = 0; i < KS_ARRAY_LEN(ignored); i++)
+        sigaction(ignored[i], &sa, NULL);
     sa.sa_handler = SIG_DFL;
     sigaction(SIGCHLD, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
@@ -80,6 +108,12 @@ static void install_signals(struct ks_worker *w)
 
 void ks_worker_set_state(struct ks_worker *w, enum ks_worker_state s)
 {
+    /* the stamp is when the state began: the accept loop says "idle"
+     * again every time round (once a second when nothing comes), which
+     * must not make an idle worker look idle for under a second */
+    if (atomic_load_explicit(&w->score->state, memory_order_relaxed) == (uint32_t)s &&
+        atomic_load_explicit(&w->score->state_since_ms, memory_order_relaxed) > 0)
+        return;
     atomic_store_explicit(&w->score->state, s, memory_order_relaxed);
     /* several changes per request: the cheap clock (keystonectl shows seconds) */
     atomic_store_explicit(&w->score->state_since_ms, ks_coarse_ms(), memory_order_relaxed);
@@ -623,6 +657,13 @@ static int worker_init(struct ks_worker *w, const struct ks_worker_args *a)
 int ks_worker_main(const struct ks_worker_args *a)
 {
     struct ks_worker w = { 0 };
+    /* TERM waits until the listeners are set up (see on_term) */
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_BLOCK, &term, NULL);
+    memcpy(w.listen_fd, a->listen_fd, sizeof(w.listen_fd));
+    w.nlisten = a->nlisten;
     if (worker_init(&w, a) < 0) {
         ks_log_error("worker-init", "worker %u cannot start", a->slot);
         return KS_WORKER_EXIT_FATAL_INIT;
@@ -640,6 +681,7 @@ int ks_worker_main(const struct ks_worker_args *a)
     }
     struct epoll_event lev = { .events = EPOLLIN, .data.u32 = UINT32_MAX };
     epoll_ctl(ep, EPOLL_CTL_ADD, a->lifeline_fd, &lev);
+    sigprocmask(SIG_UNBLOCK, &term, NULL);
 
     int code = KS_WORKER_EXIT_OK;
     while (!w.stop && !recycle_due(&w)) {
@@ -666,7 +708,7 @@ int ks_worker_main(const struct ks_worker_args *a)
             struct sockaddr_storage peer;
             socklen_t plen = sizeof(peer);
             /* blocking: conn.c bounds each call by the socket's timeouts */
-            int fd = accept4(a->listen_fd[li], (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
+            int fd = accept4(w.listen_fd[li], (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
             if (fd < 0) {
                 int e = errno;
                 if ((e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) &&

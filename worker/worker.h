@@ -74,6 +74,11 @@ struct ks_worker {
     size_t max_headers;
     /* life */
     volatile sig_atomic_t stop;     /* TERM: finish the current request, exit */
+    /* the inherited listeners; closed by the TERM handler (worker.c), after
+     * which their numbers are never used again */
+    int listen_fd[KS_MAX_LISTENERS];
+    int nlisten;
+    volatile sig_atomic_t listeners_closed;
     volatile sig_atomic_t reopen;   /* USR1: reopen logs */
     uint64_t requests;              /* served by this process */
     uint64_t request_seq;           /* for request ids */

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "keystoned/util.h"
 #include "master/publish.h"
 #include "shm/shm.h"
 #include "shm/statefile.h"
@@ -135,6 +136,51 @@ START_TEST(garbage_is_refused)
     close(fd);
     ck_assert_int_eq(ks_shm_open_readonly(&r, path, err, sizeof(err)), -1);
     ck_assert_ptr_nonnull(strstr(err, "too small"));
+}
+END_TEST
+
+/* What ks_shm_create may replace: nothing, or a state file whose master
+ * is gone; never someone's file, nor a live master's state file. */
+START_TEST(check_path)
+{
+    char err[512];
+    ck_assert_int_eq(ks_shm_check_path(path, "server.state_file", err, sizeof(err)), 0);
+
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_eq(write(fd, "user data\n", 10), 10);
+    close(fd);
+    ck_assert_int_eq(ks_shm_check_path(path, "server.state_file", err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "server.state_file"));
+    ck_assert_ptr_nonnull(strstr(err, "is not a keystoned state file"));
+    unlink(path);
+
+    /* our own: the recorded master is this process, about to make it again */
+    struct ks_shm w;
+    create(&w);
+    ck_assert_int_eq(ks_shm_check_path(path, "k", err, sizeof(err)), 0);
+    /* a live master's (here the parent, with its own start time) */
+    w.hdr->master_pid = (int32_t)getppid();
+    w.hdr->master_start_ticks = ks_proc_start_ticks(getppid());
+    msync(w.base, 4096, MS_SYNC);
+    ck_assert_int_eq(ks_shm_check_path(path, "server.state_file", err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "is already in use by keystoned pid"));
+    /* a pid since given to another process: stale */
+    w.hdr->master_start_ticks += 1;
+    ck_assert_int_eq(ks_shm_check_path(path, "k", err, sizeof(err)), 0);
+    /* a master that is gone: stale */
+    pid_t child = fork();
+    if (child == 0)
+        _exit(0);
+    waitpid(child, NULL, 0);
+    w.hdr->master_pid = (int32_t)child;
+    ck_assert_int_eq(ks_shm_check_path(path, "k", err, sizeof(err)), 0);
+    ks_shm_close(&w);
+    unlink(path);
+
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    ck_assert_int_eq(ks_shm_check_path(path, "server.state_file", err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "is not a keystoned state file"));
+    rmdir(path);
 }
 END_TEST
 
@@ -480,6 +526,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, create_and_attach);
     tcase_add_test(tc, garbage_is_refused);
+    tcase_add_test(tc, check_path);
     tcase_add_test(tc, publish_and_copy);
     tcase_add_test(tc, writer_races_reader);
     tcase_add_test(tc, slots_survive_and_sweep);

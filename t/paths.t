@@ -1,0 +1,139 @@
+#!/usr/bin/perl
+# What keystoned finds at the paths of its state file and control socket:
+# an operator's file is never replaced nor removed, a second instance
+# (another pid file, the same state file or socket) is refused instead of
+# fighting the first, and a control socket removed while keystoned runs is
+# made again.
+use strict;
+use warnings;
+use Test::More;
+use Keystone::Test;
+
+my $t = Keystone::Test->new;
+my $dir = $t->dir;
+my $port = $t->free_port;
+
+sub config {
+    my (%o) = @_;
+    my $p = $o{port} // $port;
+    return <<"EOF";
+server:
+  public_addr: 127.0.0.1:$p
+  workers: 1
+  min_spare: 0
+  max_spare: 2
+  pid_file: @{[ $o{pid} // 'keystoned.pid' ]}
+  state_file: @{[ $o{state} // 'keystoned.state' ]}
+  control_socket: @{[ $o{socket} // 'keystoned.sock' ]}
+  access_log: "off"
+tenants:
+  - name: demo
+    upstreams:
+      - { name: app, url: "http://127.0.0.1:9" }
+EOF
+}
+
+sub slurp { open my $fh, '<', $_[0] or return undef; local $/; <$fh> }
+
+# keystoned -f with this config must refuse to start: exit 1, at once
+sub refused {
+    my ($name, $yaml, $re, $what) = @_;
+    my $cfg = $t->write_file($name, $yaml);
+    my ($code, $out, $err) = $t->run([$t->bin('keystoned'), '-f', '-c', $cfg], timeout => 10);
+    is($code, 1, "$what: keystoned exits 1");
+    like($err, $re, "$what: and says why") or diag($err);
+}
+
+# ---- an operator's files at the paths ------------------------------------------
+my $data = "precious user data\n" x 10;
+$t->write_file('important.txt', $data);
+refused('a.yaml', config(state => 'important.txt', pid => 'a.pid'),
+        qr/server\.state_file \Q$dir\E\/important\.txt exists and is not a keystoned state file/,
+        'state_file is a regular file');
+is(slurp("$dir/important.txt"), $data, 'the file is left as it was');
+ok(!-e "$dir/a.pid", 'no pid file left behind');
+
+$t->write_file('some-file', $data);
+refused('b.yaml', config(socket => 'some-file', pid => 'b.pid', state => 'b.state'),
+        qr/server\.control_socket \Q$dir\E\/some-file exists and is not a socket/,
+        'control_socket is a regular file');
+is(slurp("$dir/some-file"), $data, 'the file is left as it was');
+ok(!-e "$dir/b.state", 'no state file made');
+
+mkdir "$dir/adir" or die;
+refused('c.yaml', config(state => 'adir', pid => 'c.pid'),
+        qr/server\.state_file \Q$dir\E\/adir exists and is not a keystoned state file/,
+        'state_file is a directory');
+ok(-d "$dir/adir", 'the directory is still there');
+
+# ---- a second instance on the same state file or socket ---------------------------
+$t->write_config(config());
+my $master = $t->start;
+my $other = $t->free_port;
+refused('d.yaml', config(port => $other, pid => 'd.pid'),
+        qr/server\.state_file \Q$dir\E\/keystoned\.state is already in use by keystoned pid $master\b/,
+        'second instance, same state_file');
+refused('e.yaml', config(port => $other, pid => 'e.pid', state => 'e.state'),
+        qr/server\.control_socket \Q$dir\E\/keystoned\.sock is in use/,
+        'second instance, same control_socket');
+ok(!-e "$dir/e.state" && !-e "$dir/d.pid" && !-e "$dir/e.pid", 'the refused ones left no files');
+my ($code, $out) = $t->ctl('-c', "$dir/keystone.yaml", 'status', '-j');
+is($code, 0, 'the first instance is still reachable');
+like($out, qr/"master_pid":$master\b/, 'and its state file is its own');
+($code, $out) = $t->ctl('-c', "$dir/keystone.yaml", 'reload');
+is($code, 0, 'reload reaches it') or diag($out);
+
+# ---- the control socket removed: made again ---------------------------------------
+my $mark = $t->log_mark;
+unlink "$dir/keystoned.sock" or die "unlink: $!";
+ok($t->wait_log(qr/the control socket \Q$dir\E\/keystoned\.sock was removed or replaced: made again/,
+                from => $mark), 'the master notices the socket is gone and makes it again');
+ok(-S "$dir/keystoned.sock", 'a socket is there again');
+($code, $out) = $t->ctl('-c', "$dir/keystone.yaml", 'reload');
+is($code, 0, 'keystonectl reaches the master through it') or diag($out);
+
+# replaced by a regular file: not overwritten, said once
+$mark = $t->log_mark;
+unlink "$dir/keystoned.sock";
+$t->write_file('keystoned.sock', $data);
+ok($t->wait_log(qr/the control socket \Q$dir\E\/keystoned\.sock was removed or replaced and cannot be made again: .*not a socket/,
+                from => $mark), 'a file put in its place is not replaced, and that is logged');
+$mark = $t->log_mark;
+unlink "$dir/keystoned.sock";
+ok($t->wait_log(qr/keystoned\.sock was removed or replaced: made again/, from => $mark),
+   'made again once the file is gone');
+
+is($t->stop >> 8, 0, 'stops cleanly');
+ok(!-e "$dir/keystoned.state" && !-e "$dir/keystoned.sock" && !-e "$dir/keystoned.pid",
+   'and removes its files');
+
+# ---- privileges dropped: what cannot be removed at the stop is logged -----------
+SKIP: {
+    skip 'needs root and a user nobody to drop to', 5 unless $> == 0 && defined getpwnam('nobody');
+    # valgrind's log of a worker forked as nobody cannot be made in the
+    # build tree: that worker would die at its fork
+    skip 'not under KS_WRAPPER', 5 if $ENV{KS_WRAPPER};
+    # the directory stays root's (0755): nobody can make no file in it,
+    # and remove none
+    chmod 0755, $dir;
+    my $run = "$dir/run";
+    mkdir $run or die;
+    chmod 0755, $run;
+    my $yaml = config(pid => "$run/k.pid", state => "$run/k.state", socket => "$run/k.sock");
+    $yaml =~ s/^server:\n/server:\n  user: nobody\n/;
+    $t->write_config($yaml);
+    chmod 0644, "$dir/keystone.yaml";
+    $t->start;
+    $mark = $t->log_mark;
+    is($t->stop >> 8, 0, 'as user nobody: stops');
+    for (['pid file', 'k.pid'], ['state file', 'k.state'], ['control socket', 'k.sock']) {
+        my ($what, $file) = @$_;
+        like(substr($t->error_log, $mark),
+             qr/\[warn\] \d+ cleanup: cannot remove the \Q$what $run\/$file\E: Permission denied \(its directory must be writable/,
+             "the $what it could not remove is named, and why");
+    }
+    unlink "$run/k.pid", "$run/k.state", "$run/k.sock";
+    ok(!-e "$run/k.state", 'cleaned up by the test');
+}
+
+done_testing;

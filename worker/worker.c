@@ -474,13 +474,15 @@ static bool connection_waiting(struct ks_worker *w, int64_t now)
     if (now < w->waiting_check_ms)
         return false;
     w->waiting_check_ms = now + WAITING_CHECK_MS;
-    if (!atomic_load_explicit(&w->shm->hdr->all_busy, memory_order_relaxed))
+    /* (a stop closes the listeners: see on_term; one that comes between
+     * this test and the poll makes the poll report them invalid, and the
+     * connection is closed, as the stop wants anyway) */
+    if (w->stop || !atomic_load_explicit(&w->shm->hdr->all_busy, memory_order_relaxed))
         return false;
     struct pollfd p[KS_MAX_LISTENERS];
-    int n = w->args->nlisten;
-    for (int i = 0; i < n; i++)
-        p[i] = (struct pollfd){ .fd = w->args->listen_fd[i], .events = POLLIN };
-    return poll(p, (nfds_t)n, 0) > 0;
+    for (int i = 0; i < w->nlisten; i++)
+        p[i] = (struct pollfd){ .fd = w->listen_fd[i], .events = POLLIN };
+    return poll(p, (nfds_t)w->nlisten, 0) > 0;
 }
 
 /* The wait for the first byte of the next request on a kept-alive

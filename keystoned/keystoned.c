@@ -20,6 +20,7 @@
 #include "keystoned/util.h"
 #include "master/config.h"
 #include "master/master.h"
+#include "master/publish.h"
 
 #define DEFAULT_CONFIG KS_SYSCONFDIR "/keystone/keystone.yaml"
 
@@ -171,9 +172,24 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
-        printf("configuration OK\n");
+        /* the route table is built too: a configuration it does not fit
+         * in (limits.route_table_size) would fail at start */
+        char err[256];
+        void *buf = malloc(cfg->limits.route_table_size);
+        size_t len = buf != NULL ? ks_publish_build(cfg, NULL, buf, cfg->limits.route_table_size, err,
+                                                    sizeof(err))
+                                 : 0;
+        if (buf == NULL)
+            snprintf(err, sizeof(err), "no memory for a route table of %llu bytes",
+                     (unsigned long long)cfg->limits.route_table_size);
+        free(buf);
+        int rc = len > 0 ? 0 : 1;
+        if (len > 0)
+            printf("configuration OK\n");
+        else
+            fprintf(stderr, "keystoned: configuration %s: %s\n", config_path, err);
         ks_config_free(cfg);
-        return 0;
+        return rc;
     }
 
     if (!foreground && ks_log_open(cfg->server.error_log) < 0) {

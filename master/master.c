@@ -199,7 +199,9 @@ static void apply_log_level(const struct ks_config *cfg)
 /* Build the route table for cfg and publish it; 0 or -1 with err. */
 static int publish(struct ks_master *m, const struct ks_config *cfg, char *err, size_t errlen)
 {
-    size_t len = ks_publish_build_dyn(cfg, m->dyn, &m->shm, m->table_buf, m->table_cap, err, errlen);
+    /* a reload may make the table smaller than the buffers made at start */
+    size_t cap = cfg->limits.route_table_size < m->table_cap ? cfg->limits.route_table_size : m->table_cap;
+    size_t len = ks_publish_build_dyn(cfg, m->dyn, &m->shm, m->table_buf, cap, err, errlen);
     if (len == 0)
         return -1;
     uint64_t gen = ks_shm_routes_publish(&m->shm, m->table_buf, len);

@@ -229,7 +229,7 @@ size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynrout
         struct ks_t_tenant *t = ks_table_tenant(&b, (uint32_t)i);
         const char *key_parts[] = { tc->name };
         t->key = ks_hash_strings(key_parts, 1);
-        int slot = ks_shm_tenant_slot(shm, t->key);
+        int slot = shm != NULL ? ks_shm_tenant_slot(shm, t->key) : 0;
         if (slot < 0) {
             snprintf(err, errlen, "no free tenant stats record (limits.max_tenants is %d)",
                      cfg->limits.max_tenants);
@@ -264,7 +264,7 @@ size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynrout
             const struct ks_upstream_config *uc = &tc->upstreams[u];
             struct ks_t_upstream *tu = ks_table_upstream(&b, nup_used++);
             tu->id = uc->id;
-            int hslot = ks_shm_health_slot(shm, uc->id);
+            int hslot = shm != NULL ? ks_shm_health_slot(shm, uc->id) : 0;
             if (hslot < 0) {
                 snprintf(err, errlen, "no free health record (limits.max_upstreams is %d)",
                          cfg->limits.max_upstreams);

@@ -20,7 +20,9 @@ struct ks_dynroutes;
 
 /* Build the table for cfg into buf (cap bytes).  Health records and tenant
  * stats slots are found or assigned in shm (so a reload keeps the health of
- * unchanged upstreams).  Returns the table size, or 0 with err filled. */
+ * unchanged upstreams); with shm NULL none is taken, to see whether the
+ * table fits (keystoned -t).  Returns the table size, or 0 with err
+ * filled. */
 size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *buf, size_t cap,
                         char *err, size_t errlen);
 /* The same with the runtime routes in dyn (master/dynroutes.h). */

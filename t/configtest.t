@@ -75,4 +75,20 @@ my $junk = $t->write_file('junk.yaml', "server: [\n  public_addr: {\n");
 is($code, 1, 'invalid YAML: exit 1');
 like($err, qr/^\Q$junk\E:\d+:\d+: /m, 'with a position');
 
+# ---- a route table larger than limits.route_table_size ------------------------------------
+sub many_tenants {
+    my ($n, $size) = @_;
+    my $y = "server:\n  public_addr: 127.0.0.1:$port\nlimits:\n  route_table_size: $size\ntenants:\n";
+    $y .= "  - { name: t$_, domains: [t$_.example], upstreams: [ { name: u, url: \"http://127.0.0.1:9\" } ] }\n"
+        for 1 .. $n;
+    return $y;
+}
+my $crowded = $t->write_file('crowded.yaml', many_tenants(250, '64KB'));
+($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $crowded]);
+is($code, 1, '250 tenants in a 64KB route table: -t exits 1');
+like($err, qr/\Q$crowded\E: the route table needs more than limits\.route_table_size \(65536 bytes\)/,
+     'saying the table does not fit');
+($code, $out) = $t->run([$keystoned, '-t', '-c', $t->write_file('roomy.yaml', many_tenants(250, '1MB'))]);
+is($code, 0, 'in 1MB they fit');
+
 done_testing;

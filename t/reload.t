@@ -212,5 +212,15 @@ SKIP: {
        'every worker switched back') or diag(policies(@old));
 }
 
+# ---- a smaller route_table_size is applied on reload ---------------------------------------
+my $many = config(port => $port2, extra => "limits:\n  route_table_size: 64KB");
+$many .= "  - { name: t$_, domains: [t$_.example], upstreams: [ { name: u, url: \"http://127.0.0.1:9\" } ] }\n"
+    for 1 .. 250;
+$t->write_config($many);
+($code, $out, $err) = $t->ctl('-c', $conf, 'reload');
+isnt($code, 0, 'a reload to 250 tenants in a 64KB route table (4MB at start) is refused');
+like($err, qr/the route table needs more than limits\.route_table_size \(65536 bytes\)/, 'the smaller size applies');
+is($t->request($port2, GET => '/admin/health')->{status}, 200, 'the old config keeps serving');
+
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

@@ -459,7 +459,6 @@ static int route_request(struct ks_exchange *x)
     return dispatch(x);
 }
 
-/* Serve one client connection until it closes or must be closed. */
 /* How often a worker waiting on an idle keep-alive connection looks
  * whether another connection needs it (below). */
 #define WAITING_CHECK_MS 1000
@@ -509,6 +508,7 @@ static bool keepalive_wait(struct ks_worker *w, struct ks_conn *c, int64_t now, 
     }
 }
 
+/* Serve one client connection until it closes or must be closed. */
 static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
                   const struct sockaddr_storage *peer)
 {

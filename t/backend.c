@@ -38,6 +38,8 @@
  *   ?close=1      answer with "Connection: close" and close
  *   ?header=N:V   add a response header (repeatable, URL-encoded)
  *   ?no_continue=1  do not answer "Expect: 100-continue"
+ *   ?early=MS     answer 403 "early" before reading the body, then read
+ *                 nothing for MS ms and close
  *   ?raw=BYTES    answer with exactly these (URL-decoded) bytes, then keep
  *                 the connection (or close it with ?close=1)
  *   ?later=BYTES  after answering, wait ?later_ms=N (100) and send these
@@ -615,6 +617,7 @@ struct query {
     struct buf headers;         /* extra "Name: Value\r\n" lines */
     struct buf raw, later, repeat;
     long later_ms, every;
+    long early;                 /* answer before the body, then stall */
 };
 
 static void req_free(struct req *r)
@@ -999,6 +1002,8 @@ static void parse_query(const char *target, struct query *q)
             buf_str(&q->later, v);
         else if (strcmp(k, "repeat") == 0)
             buf_str(&q->repeat, v);
+        else if (strcmp(k, "early") == 0 && n > 0 && n < 86400000)
+            q->early = (long)n;
         else if (strcmp(k, "later_ms") == 0 && n >= 0 && n < 86400000)
             q->later_ms = (long)n;
         else if (strcmp(k, "every") == 0 && n > 0 && n < 86400000)
@@ -1387,6 +1392,15 @@ static int serve(struct conn *c)
     }
     parse_query(r.target, &q);
 
+    if (q.early > 0) {
+        /* an upstream refusing an upload at once, that then neither
+         * reads its body nor closes */
+        static const char no[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n"
+                                 "Connection: close\r\n\r\nearly";
+        send_all(c->fd, no, sizeof(no) - 1);
+        msleep(q.early);
+        goto out;
+    }
     if (r.expect_continue && !r.http10 && !q.no_continue &&
         (r.chunked || r.clen > 0)) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";

@@ -180,4 +180,47 @@ is(length($r->{body}), $size, '24MB chunked download streamed through');
 my $after = hwm();
 ok($after - $before < 4096, "the worker's peak memory grew by less than 4MB ($before -> $after kB)");
 
+# An upstream that refuses an upload at once and then reads none of it
+# (nor closes): its answer is passed on while the upload is still under
+# way, not after the upstream's idle_timeout (60 s).  The client writes
+# as the sockets let it and reads what comes.
+sub early_refusal {
+    my ($path, %o) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port") or die "connect: $!";
+    $s->blocking(0);
+    my $len = 32 * 1024 * 1024;
+    my $out = "POST $path HTTP/1.1\r\nHost: x\r\n"
+            . ($o{chunked} ? "Transfer-Encoding: chunked" : "Content-Length: $len") . "\r\n\r\n";
+    my ($sent, $in, $t0) = (0, '', time);
+    my $chunk = 'u' x 65536;
+    my $sel = IO::Select->new($s);
+    while (time - $t0 < 30 && $in !~ /\r\n\r\n.{5}/s) {
+        if ($sent < $len && length($out) < 65536) {
+            $out .= $o{chunked} ? sprintf("%x\r\n%s\r\n", 65536, $chunk) : $chunk;
+            $sent += 65536;
+        }
+        my ($r, $w) = IO::Select->select($sel, length $out ? $sel : undef, undef, 0.2);
+        if ($w && @$w) {
+            my $n = syswrite($s, $out);
+            substr($out, 0, $n, '') if $n;
+        }
+        if ($r && @$r) {
+            my $n = sysread($s, $in, 65536, length $in);
+            last unless $n;
+        }
+    }
+    return ($in, time - $t0, $sent);
+}
+use IO::Select;
+use IO::Socket::INET;
+use Time::HiRes qw(time);
+for my $chunked (0, 1) {
+    my $what = $chunked ? 'a chunked upload' : 'an upload';
+    my ($in, $took, $sent) = early_refusal('/refuse?early=40000', chunked => $chunked);
+    like($in, qr{^HTTP/1\.1 403 Forbidden\r\n.*\r\n\r\nearly}s, "$what refused at once by the upstream: its 403");
+    ok($took < 15, sprintf("passed on while the upload went on, not at idle_timeout (%.1fs, %d MB sent)",
+                           $took, $sent >> 20));
+    like($in, qr{\r\nConnection: close\r\n}i, 'and the connection is to close');
+}
+
 done_testing;

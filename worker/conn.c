@@ -166,9 +166,16 @@ enum ks_io_result ks_wait_fd(struct ks_worker *w, int fd, short events, int64_t 
         int64_t left = deadline_ms - ks_now_ms();
         if (left <= 0)
             return KS_IO_TIMEOUT;
-        struct pollfd p = { .fd = fd, .events = events };
+        bool watch = (events & POLLOUT) && fd == w->answer_fd;
+        struct pollfd p = { .fd = fd, .events = (short)(events | (watch ? POLLIN : 0)) };
         int64_t cap = interruptible ? SLICE_MS : 1000000;
         int rc = poll(&p, 1, (int)(left > cap ? cap : left));
+        if (rc > 0 && watch && (p.revents & (POLLIN | POLLOUT | POLLERR | POLLHUP)) == POLLIN) {
+            if (w->answer_final(fd))
+                return KS_IO_ANSWERED;
+            w->answer_fd = -1;  /* an interim head: it is read with the answer */
+            continue;
+        }
         if (rc > 0)
             return KS_IO_OK;    /* ready, or an error the next call will report */
         if (rc < 0 && errno != EINTR)

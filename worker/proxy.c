@@ -1158,6 +1158,17 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
     return relay_body(x, a, rp, kind, cf, hlen);
 }
 
+/* Bytes from the upstream while its request is written: a final answer,
+ * or an interim head (which the upstream may send unasked, and which
+ * the rest of the request must still follow)?  Peeked, never read. */
+static bool final_answer_waiting(int fd)
+{
+    char b[12];
+    ssize_t n = recv(fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
+    bool interim = n == (ssize_t)sizeof(b) && memcmp(b, "HTTP/1.", 7) == 0 && b[8] == ' ' && b[9] == '1';
+    return !interim;
+}
+
 static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
                                    const struct ks_t_tenant *tn, const struct ks_body_mark *mark,
                                    bool tunnelling)
@@ -1203,7 +1214,13 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
                 return fail_attempt(a, KS_UO_CONNECT_FAILED, 502, "cannot connect to the upstream",
                                     AT_NEXT);
         }
+        /* an upstream that answers while the request is still being
+         * written to it (a 403 to an upload it will not read) ends the
+         * write: its answer is read at once, not after idle_timeout */
+        w->answer_fd = a->fd;
+        w->answer_final = final_answer_waiting;
         enum send_result sr = send_request(x, a, tn, tunnelling, mark);
+        w->answer_fd = -1;
         if (sr == SEND_TOO_BIG)
             return fail_attempt(a, KS_UO_OK, 431, "request head too large to forward", AT_FAIL);
         if (sr == SEND_CLIENT)

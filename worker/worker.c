@@ -658,7 +658,7 @@ static int worker_init(struct ks_worker *w, const struct ks_worker_args *a)
 
 int ks_worker_main(const struct ks_worker_args *a)
 {
-    struct ks_worker w = { 0 };
+    struct ks_worker w = { .answer_fd = -1 };
     /* TERM waits until the listeners are set up (see on_term) */
     sigset_t term;
     sigemptyset(&term);

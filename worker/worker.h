@@ -94,6 +94,12 @@ struct ks_worker {
     int64_t state_retry_ms;         /* following a new state file failed: not before */
     int64_t table_logged_ms;        /* last "table" error line (one a second) */
     int64_t waiting_check_ms;       /* next look for a waiting connection (worker.c) */
+    /* While a request is written to an upstream (proxy.c): its socket,
+     * whose readability ends a wait to write there when answer_final
+     * says what came is a final answer (the upstream answered early,
+     * without reading the rest).  -1: none. */
+    int answer_fd;
+    bool (*answer_final)(int fd);
     /* per descriptor: the kernel timeouts conn.c set on blocking sockets */
     struct ks_sock_timeo *sock_timeo;
     size_t nsock_timeo;

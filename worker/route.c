@@ -4,6 +4,7 @@
 #include <config.h>
 
 #include <limits.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "worker/route.h"
@@ -27,6 +28,20 @@ static int unreserved(int c)
            c == '-' || c == '.' || c == '_' || c == '~';
 }
 
+/* An escaped slash at p (3 bytes left or more)? */
+static bool escaped_slash(const char *p, size_t left)
+{
+    return left >= 3 && p[0] == '%' && p[1] == '2' && (p[2] == 'F' || p[2] == 'f');
+}
+
+/* The length of the separator at path[i]: a '/' (1), a "%2F" (3), or 0. */
+static size_t separator(const char *path, size_t len, size_t i)
+{
+    if (path[i] == '/')
+        return 1;
+    return escaped_slash(path + i, len - i) ? 3 : 0;
+}
+
 ssize_t ks_route_normalize(const char *path, size_t len, char *out)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -37,15 +52,18 @@ ssize_t ks_route_normalize(const char *path, size_t len, char *out)
     }
     /* out[0..o) always holds complete "/segment" pieces; a segment is
      * written first and then kept, dropped (empty, ".") or used to pop
-     * its predecessor ("..") */
+     * its predecessor ("..").  An escaped slash separates segments too,
+     * as nginx (and every upstream that decodes the path) reads it: a
+     * route or base path cannot be dodged with "/secure%2Fadmin". */
     size_t o = 0, i = 0;
     int trailing = 0;
     while (i < len) {
-        while (i < len && path[i] == '/')
-            i++;
+        size_t sep;
+        while (i < len && (sep = separator(path, len, i)) > 0)
+            i += sep;
         size_t seg = o;
         out[o++] = '/';
-        while (i < len && path[i] != '/') {
+        while (i < len && separator(path, len, i) == 0) {
             char ch = path[i];
             if (ch != '%') {
                 out[o++] = ch;

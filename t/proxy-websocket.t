@@ -173,6 +173,13 @@ my ($r10) = Keystone::Test::parse_response(scalar $t->raw($port,
 is($r10->{status}, 200, 'an HTTP/1.0 Upgrade request is a plain request');
 ok(!grep({ lc $_->[0] eq 'upgrade' } @{ $r10->{json}{headers} }), 'and Upgrade is not forwarded');
 
+# ---- h2c: never tunnelled (HTTP/2 inside would pass routing by) ---------------------------
+my $h2c = $t->request($port, GET => '/chat/h2c',
+                      headers => [ Connection => 'Upgrade, HTTP2-Settings', Upgrade => 'h2c',
+                                   'HTTP2-Settings' => 'AAMAAABkAARAAAAAAAIAAAAA' ]);
+is($h2c->{status}, 200, 'an h2c upgrade request is a plain request');
+ok(!grep({ lc $_->[0] eq 'upgrade' } @{ $h2c->{json}{headers} }), 'Upgrade: h2c is not forwarded');
+
 # ---- logged, and the worker goes on ------------------------------------------------------------------------
 ok($t->wait_for(sub { grep { /"path":"\/chat\/ws"/ && /"status":101/ } do { open my $fh, '<', $log; <$fh> } }),
    'the tunnel is logged with status 101');

@@ -1278,9 +1278,14 @@ int ks_proxy_forward(struct ks_exchange *x)
     const struct ks_t_tenant *tn = &ks_t_tenants(t)[x->tenant];
     if (x->upstream_path != NULL && !valid_target(x->upstream_path, x->upstream_path_len))
         return ks_proxy_fail(x, 500, "invalid upstream path", NULL);
-    /* an Upgrade is tunnelled only for a request without a body, and never
-     * for HTTP/1.0, whose Upgrade a server must ignore (RFC 9110 7.8) */
-    bool tunnelling = x->r->upgrade && x->r->http_minor >= 1 && ks_http_header(x->r, "upgrade") != NULL &&
+    /* An Upgrade is tunnelled only for a request without a body, never for
+     * HTTP/1.0, whose Upgrade a server must ignore (RFC 9110 7.8), and
+     * never to h2c: HTTP/2 in the tunnel would carry requests for any
+     * path past routing and middleware (RFC 9113 3.1 retired it; Envoy
+     * refuses it too).  Not tunnelled, it is a plain request. */
+    const struct ks_header *up = ks_http_header(x->r, "upgrade");
+    bool tunnelling = x->r->upgrade && x->r->http_minor >= 1 && up != NULL &&
+                      !ks_http_token_in(up->value, up->value_len, "h2c") &&
                       !(x->in != NULL && ks_body_pending(x->in)) &&
                       !(x->body_read && x->body_len > 0);
     struct ks_body_mark mark = { 0 };   /* read only when x->in is set, but gcc -flto cannot tell */

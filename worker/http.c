@@ -405,7 +405,9 @@ bool ks_http_te_is_chunked(const char *v, size_t n)
 
 /* Host: lower-case, without the port or a trailing dot; an IPv6 literal
  * keeps its brackets. */
-static void normalise_host(struct ks_request *r, const char *v, size_t len)
+/* Returns false for a host name longer than r->host holds: cut short, it
+ * could match a tenant the full name does not (a wildcard's suffix). */
+static bool normalise_host(struct ks_request *r, const char *v, size_t len)
 {
     size_t end = len;
     if (len > 0 && v[0] == '[') {
@@ -419,10 +421,11 @@ static void normalise_host(struct ks_request *r, const char *v, size_t len)
             end--;
     }
     if (end >= sizeof(r->host))
-        end = sizeof(r->host) - 1;
+        return false;
     for (size_t i = 0; i < end; i++)
         r->host[i] = (char)tolower((unsigned char)v[i]);
     r->host[end] = '\0';
+    return true;
 }
 
 static bool scheme_is(const char *t, size_t len, const char *scheme)
@@ -570,8 +573,10 @@ static int finish_head(struct ks_request *r)
         r->error = "malformed Host header";
         return 400;
     }
-    if (r->host_value != NULL)
-        normalise_host(r, r->host_value, r->host_value_len);
+    if (r->host_value != NULL && !normalise_host(r, r->host_value, r->host_value_len)) {
+        r->error = "Host name longer than 255 bytes";
+        return 400;
+    }
     if (nte > 0) {
         if (r->http_minor == 0) {
             r->error = "Transfer-Encoding in an HTTP/1.0 request";

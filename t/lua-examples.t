@@ -59,6 +59,10 @@ is($r->{status}, 401, 'auth-middleware: no credential, 401');
 is($r->{headers}{'www-authenticate'}, 'Bearer realm="api"', 'with WWW-Authenticate');
 is($r->{json}{error}, 'unauthorized', 'and a JSON reason');
 is($app->requests, 0, 'nothing reached the upstream');
+# an escaped slash is a slash, for the routes as for an upstream that decodes it
+$r = $t2->request($port, GET => '/api%2Fitems', host => 'api.test');
+is($r->{status}, 401, 'auth-middleware: /api%2Fitems is under /api too, 401');
+is($app->requests, 0, 'and nothing reached the upstream');
 $r = $t2->request($port, GET => '/api/whoami', host => 'api.test', headers => [ Authorization => 'Bearer demo-token' ]);
 is($r->{status}, 200, 'a bearer token');
 is_deeply($r->{json}, { user => 'alice', tenant => 'api' }, 'whoami is answered in Lua');

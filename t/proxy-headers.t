@@ -78,6 +78,11 @@ my %h = map { $_->[0] => $_->[1] } @{ seen($r) };
 is($h{Host}, $other->addr, 'preserve_host: false sends the upstream host:port');
 is($h{'X-Forwarded-Host'}, 'b.test', 'X-Forwarded-Host keeps the client Host');
 is($h{Forwarded}, 'for=192.0.2.1, for=127.0.0.1;host="b.test";proto=http', 'Forwarded appended (RFC 7239)');
+$r = $t->request($port, GET => '/f', host => 'b.test',
+                 headers => [ Forwarded => 'for="x', Forwarded => 'for="[2001:db8::1]:4711";by="\\"q"' ]);
+%h = map { $_->[0] => $_->[1] } @{ seen($r) };
+is($h{Forwarded}, 'for="[2001:db8::1]:4711";by="\\"q", for=127.0.0.1;host="b.test";proto=http',
+   'a client Forwarded value with an open quote is dropped, not left to swallow ours');
 
 # ---- HTTP/1.0 clients ---------------------------------------------------------------
 my $raw = $t->raw($port, "GET /old HTTP/1.0\r\n\r\n");

@@ -298,6 +298,22 @@ static bool replaced_field(const char *n, size_t len, bool forwarded)
            (forwarded && ks_http_name_is(n, len, "forwarded"));
 }
 
+/* Does every quoted-string of v end (RFC 9110 5.6.4, backslash escapes)? */
+static bool quotes_closed(const char *v, size_t n)
+{
+    bool in = false;
+    for (size_t i = 0; i < n; i++) {
+        if (in && v[i] == '\\')
+            i++;
+        else if (v[i] == '"')
+            in = !in;
+    }
+    return !in;
+}
+
+/* The client's values of field name, joined, for ours to follow.  A
+ * Forwarded value with a quoted-string left open is dropped: ours would
+ * land inside it (RFC 7239 section 4). */
 static void put_joined(struct ks_out *o, const struct ks_request *r, const char *name, bool *any)
 {
     for (size_t i = 0; i < r->nheaders; i++) {
@@ -312,7 +328,7 @@ static void put_joined(struct ks_out *o, const struct ks_request *r, const char 
         }
         while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
             n--;
-        if (n == 0)
+        if (n == 0 || (name[0] == 'f' && !quotes_closed(v, n)))
             continue;
         if (*any)
             ks_out_put(o, ", ", 2);

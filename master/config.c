@@ -1993,6 +1993,28 @@ static void check_tenant_overlap(struct ks_load *ld)
     free(v);
 }
 
+/* The public listener answers admin_base_path and everything under it
+ * itself: a tenant whose base path is there would never get a request. */
+static void check_admin_overlap(struct ks_load *ld)
+{
+    const struct ks_config *c = ld->cfg;
+    const char *admin = c->server.admin_base_path;
+    size_t an = strlen(admin);
+    if (an == 0)
+        return;
+    for (size_t i = 0; i < c->ntenants; i++) {
+        const struct ks_tenant_config *t = &c->tenants[i];
+        size_t bn = strlen(t->base_path);
+        if (bn < an || memcmp(t->base_path, admin, an) != 0 || (bn > an && t->base_path[an] != '/'))
+            continue;
+        char path[64];
+        snprintf(path, sizeof(path), "tenants[%zu].base_path", i);
+        err_w(ld, where_of(ld, &t->base_path, NULL, t->line, t->col, path),
+              "\"%s\" is under server.admin_base_path \"%s\", whose paths keystoned answers itself",
+              t->base_path, admin);
+    }
+}
+
 static void validate(struct ks_load *ld, size_t file_size)
 {
     static const struct ks_health_config builtin = {
@@ -2061,6 +2083,7 @@ static void validate(struct ks_load *ld, size_t file_size)
     }
     check_tenant_names(ld);
     check_tenant_overlap(ld);
+    check_admin_overlap(ld);
 
     if (file_size > c->limits.max_config_size)
         err_w(ld, where_of(ld, &c->limits.max_config_size, NULL, 0, 0, NULL),

@@ -1029,6 +1029,17 @@ START_TEST(test_tenant_overlap)
             "    base_path: /c\n"
             "  - name: d\n"
             "    domains: [\"*.x.com\"]\n");
+
+    /* keystoned answers admin_base_path and what is under it itself */
+    load(SERVER "tenants:\n  - name: a\n    base_path: /admin/app\n");
+    assert_only_err("5:16: tenants[0].base_path: \"/admin/app\" is under server.admin_base_path \"/admin\", "
+                    "whose paths keystoned answers itself");
+    load(SERVER "tenants:\n  - name: a\n    base_path: /admin\n");
+    assert_only_err("5:16: tenants[0].base_path: \"/admin\" is under server.admin_base_path \"/admin\", "
+                    "whose paths keystoned answers itself");
+    load_ok(SERVER "tenants:\n  - name: a\n    base_path: /administration\n");
+    load_ok("server:\n  public_addr: 127.0.0.1:8080\n  admin_base_path: \"\"\n"
+            "tenants:\n  - name: a\n    base_path: /admin\n");
 }
 END_TEST
 

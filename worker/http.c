@@ -21,6 +21,7 @@ struct head_ctx {
     bool head_done;
     size_t parsed;              /* bytes http-parser has taken */
     bool parser_failed;         /* it stopped with an error (r->error) */
+    enum http_errno failed_with;    /* which */
     bool line_judged;           /* the request line is known not to be 505 */
     size_t lf_scan;             /* bytes looked at for the request line's LF */
 };
@@ -652,6 +653,18 @@ static void head_begin(struct head_ctx *h, const struct ks_t_settings *s, struct
 /* Take what buf[0..len) holds now (the bytes of earlier calls again,
  * plus new ones).  Returns -1 when the head needs more bytes, else the
  * status to answer (0: accepted, the head is r->head_len bytes). */
+/* Does the line start with a method as nginx takes one (upper-case
+ * letters, '-' and '_') and a space?  http-parser knows a fixed list; any
+ * other such method is one keystoned does not implement (RFC 9110 9.1:
+ * 501), where other bytes are a malformed request (400). */
+static bool extension_method(const char *p, const char *end)
+{
+    const char *m = p;
+    while (p < end && ((*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '_'))
+        p++;
+    return p > m && p < end && *p == ' ';
+}
+
 static int head_step(struct head_ctx *h, const char *buf, size_t len)
 {
     struct ks_request *r = h->r;
@@ -709,7 +722,12 @@ static int head_step(struct head_ctx *h, const char *buf, size_t len)
          * another version: wait for its end, within the line limit */
         if (!h->parser_failed) {
             h->parser_failed = true;
+            h->failed_with = e;
             r->error = http_errno_description(e);
+        }
+        if (h->line_judged && h->failed_with == HPE_INVALID_METHOD && extension_method(line, buf + len)) {
+            r->error = "method not implemented";
+            return 501;
         }
         if (h->line_judged)
             return 400;

@@ -84,6 +84,19 @@ $r = $t->request($port, GET => '/f', host => 'b.test',
 is($h{Forwarded}, 'for="[2001:db8::1]:4711";by="\\"q", for=127.0.0.1;host="b.test";proto=http',
    'a client Forwarded value with an open quote is dropped, not left to swallow ours');
 
+# ---- Max-Forwards (RFC 9110 7.6.2) ---------------------------------------------------
+$r = $t->request($port, OPTIONS => '/mf', headers => [ 'Max-Forwards' => '3' ]);
+%h = map { $_->[0] => $_->[1] } @{ seen($r) };
+is($h{'Max-Forwards'}, '2', 'OPTIONS: Max-Forwards is decremented on the way');
+my $before = scalar $app->requests;
+$r = $t->request($port, OPTIONS => '/mf0', headers => [ 'Max-Forwards' => '0' ]);
+is($r->{status}, 200, 'OPTIONS with Max-Forwards: 0 is answered by keystoned');
+is($r->{headers}{'content-length'}, '0', 'with an empty body');
+is(scalar $app->requests, $before, 'and goes no further');
+$r = $t->request($port, GET => '/mf', headers => [ 'Max-Forwards' => '0' ]);
+%h = map { $_->[0] => $_->[1] } @{ seen($r) };
+is($h{'Max-Forwards'}, '0', 'other methods pass it on as it is');
+
 # ---- HTTP/1.0 clients ---------------------------------------------------------------
 my $raw = $t->raw($port, "GET /old HTTP/1.0\r\n\r\n");
 my $res = Keystone::Test::parse_response($raw, eof => 1);

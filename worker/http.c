@@ -429,6 +429,23 @@ static bool normalise_host(struct ks_request *r, const char *v, size_t len)
     return true;
 }
 
+/* A Max-Forwards value (1*DIGIT, whitespace around), capped; -1 when it
+ * is no number (then it is passed on as it is). */
+static int max_forwards_of(const char *v, size_t n)
+{
+    trim(&v, &n);
+    if (n == 0)
+        return -1;
+    long x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        if (x < 1000000)
+            x = x * 10 + (v[i] - '0');
+    }
+    return (int)x;
+}
+
 static bool scheme_is(const char *t, size_t len, const char *scheme)
 {
     size_t n = strlen(scheme);
@@ -543,9 +560,15 @@ static int finish_head(struct ks_request *r)
         r->error = "CONNECT is not supported";
         return 501;
     }
+    if (p->method == HTTP_TRACE) {
+        /* it would echo the request (cookies, credentials) back, and no
+         * upstream needs it: nginx and Apache refuse it too */
+        r->error = "TRACE is not supported";
+        return 501;
+    }
 
     size_t nhost = 0, nte = 0, nexpect = 0;
-    const struct ks_header *te = NULL, *expect = NULL;
+    const struct ks_header *te = NULL, *expect = NULL, *mf = NULL;
     for (size_t i = 0; i < r->nheaders; i++) {
         const struct ks_header *h = &r->headers[i];
         if (ks_http_name_is(h->name, h->name_len, "host")) {
@@ -560,8 +583,11 @@ static int finish_head(struct ks_request *r)
         } else if (ks_http_name_is(h->name, h->name_len, "expect")) {
             nexpect++;
             expect = h;
+        } else if (p->method == HTTP_OPTIONS && ks_http_name_is(h->name, h->name_len, "max-forwards")) {
+            mf = h;
         }
     }
+    r->max_forwards = mf != NULL ? max_forwards_of(mf->value, mf->value_len) : -1;
     if (nhost > 1) {
         r->error = "several Host headers";
         return 400;

@@ -70,6 +70,7 @@ struct ks_request {
     uint64_t content_length;
     bool expect_continue;
     bool upgrade;               /* Upgrade + Connection: upgrade */
+    int max_forwards;           /* of an OPTIONS request, else -1 (RFC 9110 7.6.2) */
     size_t head_len;            /* bytes of the head in the connection buffer */
     /* bookkeeping */
     char id[KS_REQUEST_ID_MAX + 1]; /* request id (X-Request-ID) */

@@ -386,6 +386,7 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
     for (size_t i = 0; i < r->nheaders; i++) {
         const struct ks_header *h = &r->headers[i];
         if (ks_http_hop_by_hop(h->name, h->name_len) || replaced_field(h->name, h->name_len, fwd) ||
+            (r->max_forwards > 0 && ks_http_name_is(h->name, h->name_len, "max-forwards")) ||
             memchr(h->name, '_', h->name_len) != NULL ||
             (conn && named_by_connection(r->headers, r->nheaders, h->name, h->name_len)) ||
             last_edit(e, ne, h->name, h->name_len) != NULL)
@@ -431,6 +432,8 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
     put_edits(o, e, ne, "host");
 
     char num[32];
+    if (r->max_forwards > 0)    /* one hop fewer (RFC 9110 7.6.2) */
+        ks_out_field(o, "Max-Forwards", 12, num, ks_fmt_dec(num, (uint64_t)r->max_forwards - 1));
     if (fr == UF_LENGTH) {
         ks_out_field(o, "Content-Length", 14, num, ks_fmt_dec(num, length));
     } else if (fr == UF_CHUNKED) {
@@ -1294,14 +1297,21 @@ int ks_proxy_forward(struct ks_exchange *x)
     const struct ks_t_tenant *tn = &ks_t_tenants(t)[x->tenant];
     if (x->upstream_path != NULL && !valid_target(x->upstream_path, x->upstream_path_len))
         return ks_proxy_fail(x, 500, "invalid upstream path", NULL);
+    if (x->r->max_forwards == 0) {
+        /* an OPTIONS that may go no further: keystoned is its final
+         * recipient (RFC 9110 7.6.2) */
+        x->status = 200;
+        x->responded = true;
+        int rc = ks_respond(x->c, x->r, 200, NULL, NULL, "", 0, !x->close);
+        return rc < 0 || x->close ? -1 : 0;
+    }
     /* An Upgrade is tunnelled only for a request without a body, never for
      * HTTP/1.0, whose Upgrade a server must ignore (RFC 9110 7.8), and
      * never to h2c: HTTP/2 in the tunnel would carry requests for any
      * path past routing and middleware (RFC 9113 3.1 retired it; Envoy
      * refuses it too).  Not tunnelled, it is a plain request. */
-    const struct ks_header *up = ks_http_header(x->r, "upgrade");
-    bool tunnelling = x->r->upgrade && x->r->http_minor >= 1 && up != NULL &&
-                      !ks_http_token_in(up->value, up->value_len, "h2c") &&
+    const struct ks_header *up = x->r->upgrade && x->r->http_minor >= 1 ? ks_http_header(x->r, "upgrade") : NULL;
+    bool tunnelling = up != NULL && !ks_http_token_in(up->value, up->value_len, "h2c") &&
                       !(x->in != NULL && ks_body_pending(x->in)) &&
                       !(x->body_read && x->body_len > 0);
     struct ks_body_mark mark = { 0 };   /* read only when x->in is set, but gcc -flto cannot tell */

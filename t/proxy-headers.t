@@ -84,6 +84,14 @@ $r = $t->request($port, GET => '/f', host => 'b.test',
 is($h{Forwarded}, 'for="[2001:db8::1]:4711";by="\\"q", for=127.0.0.1;host="b.test";proto=http',
    'a client Forwarded value with an open quote is dropped, not left to swallow ours');
 
+# ---- Date (RFC 9110 6.6.1) ------------------------------------------------------------
+$r = $t->request($port, GET => '/nodate');
+like($r->{headers}{date} // '', qr/^\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT$/,
+     'an upstream answer without Date gets ours');
+$r = $t->request($port, GET => '/date?header=Date%3A%20Sun%2C%2006%20Nov%201994%2008%3A49%3A37%20GMT');
+is($r->{headers}{date}, 'Sun, 06 Nov 1994 08:49:37 GMT', "the upstream's Date is kept");
+is(scalar(() = $r->{raw} =~ /^Date:/mig), 1, 'and is the only one');
+
 # ---- Max-Forwards (RFC 9110 7.6.2) ---------------------------------------------------
 $r = $t->request($port, OPTIONS => '/mf', headers => [ 'Max-Forwards' => '3' ]);
 %h = map { $_->[0] => $_->[1] } @{ seen($r) };
@@ -132,8 +140,8 @@ $r = $t->request($port, GET => '/resp?header=X-A:1&header=Keep-Alive:timeout%3D9
                               . '&header=X-Request-ID:up&header=Connection:X-Gone&header=X-Gone:1'
                               . '&header=Proxy-Connection:x', headers => [ 'X-Request-ID' => 'mine' ]);
 is_deeply([ map { $_->[0] } @{ $r->{header_list} } ],
-          [ 'Content-Type', 'X-Backend', 'X-A', 'X-Request-ID', 'Content-Length', 'Connection' ],
-          'response: hop-by-hop fields and those Connection names removed, framing our own')
+          [ 'Content-Type', 'X-Backend', 'X-A', 'Date', 'X-Request-ID', 'Content-Length', 'Connection' ],
+          'response: hop-by-hop fields and those Connection names removed, Date, framing our own')
     or diag explain $r->{header_list};
 is($r->{headers}{'x-request-id'}, 'mine', "the upstream's X-Request-ID is replaced by ours");
 is($r->{headers}{connection}, 'close', 'Connection as the client asked');

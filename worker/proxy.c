@@ -689,13 +689,22 @@ static size_t build_response_head(struct ks_exchange *x, const struct resp *rp,
         const char *reason = ks_status_reason(rh->status);
         ks_out_status_line(o, rh->status, reason, strlen(reason));
     }
-    bool conn = has_field(rp->f.h, rp->f.n, "connection");
+    bool conn = has_field(rp->f.h, rp->f.n, "connection"), date = false;
     for (size_t i = 0; i < rp->f.n; i++) {
         const struct ks_header *h = &rp->f.h[i];
-        if (!skip_response_field(rp, h, upgrade, conn, rh))
-            ks_out_field(o, h->name, h->name_len, h->value, h->value_len);
+        if (skip_response_field(rp, h, upgrade, conn, rh))
+            continue;
+        ks_out_field(o, h->name, h->name_len, h->value, h->value_len);
+        date = date || ks_http_name_is(h->name, h->name_len, "date");
     }
     put_edits(o, rh->edits, rh->nedits, NULL);
+    if (!date && last_edit(rh->edits, rh->nedits, "date", 4) == NULL) {
+        /* RFC 9110 6.6.1: a recipient with a clock adds the one an
+         * origin without a clock left out */
+        size_t dl;
+        const char *d = ks_date_header(x->w, &dl);
+        ks_out_put(o, d, dl);
+    }
     ks_out_field(o, "X-Request-ID", 12, x->r->id, x->r->id_len);
     bool head_req = x->r->head_method;
     if (cf == CF_LENGTH || ((head_req || rh->status == 304) && (rp->p.flags & F_CONTENTLENGTH))) {

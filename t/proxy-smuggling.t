@@ -56,7 +56,7 @@ my @cases = (
     [ 'two Host fields', "GET /bad HTTP/1.1\r\n${H}Host: other\r\n\r\n" ],
     [ 'a Host that is no host', "GET /bad HTTP/1.1\r\nHost: a b\r\n\r\n" ],
     [ 'absolute-form host differs from Host', "GET http://other.test/bad HTTP/1.1\r\n$H\r\n" ],
-    [ 'unknown method', "FOO /bad HTTP/1.1\r\n$H\r\n" ],
+    [ 'unknown method', "FOO /bad HTTP/1.1\r\n$H\r\n", 501 ],
     [ 'lower-case method', "get /bad HTTP/1.1\r\n$H\r\n" ],
     [ 'malformed version', "GET /bad HTTP/1.10\r\n$H\r\n" ],
     [ 'two spaces in the request line', "GET  /bad HTTP/1.1\r\n$H\r\n" ],

@@ -13,6 +13,7 @@
 #include "lua/handle.h"
 #include "lua/routespec.h"
 #include "shm/routelist.h"
+#include "shm/token.h"
 #include "worker/admin.h"
 #include "worker/admin_routes.h"
 #include "worker/body.h"
@@ -54,24 +55,17 @@ bool ks_admin_routes_wants(const struct ks_conn *c, const struct ks_request *r)
     return p != NULL && parse(p, len, &n, &nl, &id, &il) != EP_NONE;
 }
 
-/* Constant-time comparison: the token is a secret. */
-static bool same_secret(const char *a, size_t al, const char *b, size_t bl)
-{
-    unsigned char d = al != bl;
-    for (size_t i = 0; i < al && i < bl; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
-}
-
-/* 0 when allowed, else the status to answer (401, 403) and *why. */
+/* 0 when allowed, else the status to answer (401, 403) and *why.  The
+ * table has only the token's keyed hash (shm/token.h): the presented
+ * token is hashed and the hashes compared in constant time. */
 static int authorize(const struct ks_exchange *x, bool write, const char **why)
 {
-    const char *token = ks_t_str(x->w->table, x->w->table->settings.admin_token);
+    const struct ks_t_settings *st = &x->w->table->settings;
     if (write && x->c->kind != KS_LISTEN_ADMIN) {
         *why = "route changes are only served on the admin listener";
         return 403;
     }
-    if (token[0] == '\0') {
+    if (!st->admin_token_set) {
         if (!write)
             return 0;
         *why = "route changes need server.admin_token to be set";
@@ -86,7 +80,7 @@ static int authorize(const struct ks_exchange *x, bool write, const char **why)
     size_t n = h->value_len - 7;
     while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
         n--;
-    if (!same_secret(v, n, token, strlen(token))) {
+    if (!ks_token_matches(x->w->args->token_key, st->admin_token_mac, v, n)) {
         *why = "wrong admin token";
         return 401;
     }

@@ -1,0 +1,87 @@
+#!/usr/bin/perl
+# The admin API's runtime routes, as an operator and an attacker see them:
+# the admin token never in the state file (which the status group reads),
+# and a reload that changes it applies to the running workers.
+use strict;
+use warnings;
+use Test::More;
+use JSON::PP;
+use Keystone::Test;
+
+my $t = Keystone::Test->new;
+my $port = $t->free_port;
+my $admin = $t->free_port;
+my $dir = $t->dir;
+my $state = "$dir/keystoned.state";
+my $app = $t->backend(name => 'app');
+
+sub config {
+    my (%o) = @_;
+    my $token = $o{token} // 'FIRST-admin-TOKEN-7f3a';
+    my $rate = $o{rate} // 100;
+    return <<"EOF";
+server:
+  public_addr: 127.0.0.1:$port
+  admin_addr: 127.0.0.1:$admin
+  admin_token: $token
+  workers: 2
+  min_spare: 0
+  max_spare: 2
+  max_workers: 2
+  access_log: "off"
+dynamic_routing:
+  max_changes_per_minute: $rate
+tenants:
+  - name: shop
+    domains: [shop.test]
+    dynamic_routing_enabled: true
+    upstreams:
+      - { name: app, url: "http://@{[ $app->addr ]}" }
+EOF
+}
+$t->write_config(config());
+$t->start;
+
+sub admin_req {
+    my ($method, $path, %o) = @_;
+    my @h = defined $o{token} ? (Authorization => "Bearer $o{token}") : ();
+    push @h, @{ $o{headers} } if $o{headers};
+    return $t->request($o{port} // $admin, $method => $path, headers => [ @h ],
+                       exists $o{body} ? (body => $o{body}) : ());
+}
+sub state_bytes {
+    open my $fh, '<:raw', $state or return '';
+    local $/;
+    return <$fh>;
+}
+
+# ---- the admin token is not in the state file -------------------------------------------------
+my $bytes = state_bytes();
+cmp_ok(length $bytes, '>', 0, 'the state file is readable');
+ok(index($bytes, 'FIRST-admin-TOKEN-7f3a') < 0, 'the state file does not hold the admin token');
+is(admin_req(GET => '/routes')->{status}, 401, 'GET /routes without the token: 401');
+is(admin_req(GET => '/routes', token => 'wrong')->{status}, 401, 'a wrong token: 401');
+is(admin_req(GET => '/routes', token => 'FIRST-admin-TOKEN-7f3')->{status}, 401, 'a prefix of the token: 401');
+is(admin_req(GET => '/routes', token => 'FIRST-admin-TOKEN-7f3a')->{status}, 200, 'the token: 200');
+
+# a reload that changes the token applies to the workers already running
+my @workers = $t->processes_of($t->master_pid);
+is(scalar @workers, 2, 'two workers');
+$t->write_config(config(token => 'SECOND-admin-TOKEN-91c2'));
+my $mark = $t->log_mark;
+$t->signal('HUP');
+ok($t->wait_log(qr/reload applied/, from => $mark), 'a reload with a new token');
+is_deeply([ $t->processes_of($t->master_pid) ], \@workers, 'keeps the same workers');
+for my $i (1 .. 4) {    # more requests than workers: each one has seen the new table
+    is(admin_req(GET => '/routes', token => 'FIRST-admin-TOKEN-7f3a')->{status}, 401, "the old token is refused ($i)");
+    is(admin_req(GET => '/routes', token => 'SECOND-admin-TOKEN-91c2')->{status}, 200, "the new one is taken ($i)");
+}
+$bytes = state_bytes();
+ok(index($bytes, 'SECOND-admin-TOKEN-91c2') < 0, 'the new token is not in the state file either');
+ok(index($bytes, 'FIRST-admin-TOKEN-7f3a') < 0, 'nor the old one');
+my $r = admin_req(POST => '/tenants/shop/routes', token => 'SECOND-admin-TOKEN-91c2',
+                  body => '{"method":"GET","pattern":"/t1","upstream":"app"}');
+is($r->{status}, 201, 'a change with the new token: 201');
+
+is($t->stop >> 8, 0, 'clean stop');
+done_testing;

@@ -287,15 +287,26 @@ int ks_lua_send_route(struct ks_worker *w, const struct ks_route_spec *s, bool d
                       size_t idlen, uint64_t *generation, char *err, size_t errlen,
                       int *http_status)
 {
-    char line[KS_SPEC_LINE_MAX + 64], reply[1024];
+    char line[KS_SPEC_LINE_MAX + 64], reply[1024], why[256];
     *http_status = 400;
-    if (ks_route_spec_encode(s, del, line, sizeof(line)) < 0) {
+    /* The deadline travels with the change: a master that reads it after
+     * the deadline (it was stopped or busy) refuses it instead of applying
+     * a change whose requester was told there was no answer.  Near the
+     * deadline it may still take one whose verdict arrives too late, so
+     * that answer says the outcome is unknown. */
+    if (ks_route_spec_encode(s, del, ks_now_ms() + CONTROL_TIMEOUT_MS, line, sizeof(line)) < 0) {
         snprintf(err, errlen, "the route is too large to send");
         return -1;
     }
-    if (ks_ctl_call(w->shm->hdr->control_socket, line, reply, sizeof(reply), CONTROL_TIMEOUT_MS,
-                    err, errlen) < 0) {
+    int rc = ks_ctl_call(w->shm->hdr->control_socket, line, reply, sizeof(reply), CONTROL_TIMEOUT_MS,
+                         why, sizeof(why));
+    if (rc < 0) {
         *http_status = 503;
+        if (rc == -2)
+            snprintf(err, errlen, "%s; the change may still be applied: check GET "
+                     "<admin_base_path>/routes (router:list_routes() in Lua)", why);
+        else
+            snprintf(err, errlen, "%s; the change was not applied", why);
         return -1;
     }
     /* "0 <status> <id> <generation>" or "1 <status> <message>" */

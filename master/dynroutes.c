@@ -14,6 +14,9 @@
 #include "master/dynroutes.h"
 #include "master/luacheck.h"
 
+/* how long before the requester's deadline a change is still taken */
+#define DEADLINE_MARGIN_MS 250
+
 struct dynroute {
     char *tenant, *id, *method, *pattern, *upstream, *handler, *strip;
     char *headers;                  /* name\0value\0 ... */
@@ -258,6 +261,19 @@ int ks_dynroutes_apply(struct ks_dynroutes *d, const struct ks_config *cfg, cons
     *status = 400;
     if (ks_route_spec_decode(cmd + 10, s, err, errlen) < 0)
         goto out;
+    /* The requester stops waiting at its deadline and answers "no answer,
+     * the change may still be applied".  Read later (this master was
+     * stopped or busy), the change is dropped, not applied behind its
+     * back; DEADLINE_MARGIN_MS leaves time for the publish and the reply
+     * to reach it. */
+    if (s->deadline_ms > 0 && now_ms + DEADLINE_MARGIN_MS > s->deadline_ms) {
+        *status = 503;
+        snprintf(err, errlen, "read at or too near the requester's deadline: change not applied");
+        ks_log_warn("lua-route", "tenant %s: runtime route %s not applied: read %lld ms after "
+                    "its requester's deadline (margin %d ms)", s->tenant, del ? "delete" : "add",
+                    (long long)(now_ms - s->deadline_ms), DEADLINE_MARGIN_MS);
+        goto out;
+    }
     long ti = tenant_index(cfg, s->tenant);
     if (ti < 0) {
         *status = 404;

@@ -14,6 +14,12 @@ my $admin = $t->free_port;
 my $dir = $t->dir;
 my $state = "$dir/keystoned.state";
 my $app = $t->backend(name => 'app');
+$t->write_file('lua.lua', <<'LUA');
+router:add_route("POST", "/add", {handler = function(req, res)
+    res:json(router:add_route("GET", req:body(), {upstream = "app"}))
+end})
+router:add_route("GET", "/list", {handler = function(req, res) res:json(router:list_routes()) end})
+LUA
 
 sub config {
     my (%o) = @_;
@@ -34,6 +40,12 @@ dynamic_routing:
 tenants:
   - name: shop
     domains: [shop.test]
+    dynamic_routing_enabled: true
+    upstreams:
+      - { name: app, url: "http://@{[ $app->addr ]}" }
+  - name: lua
+    domains: [lua.test]
+    lua_script: lua.lua
     dynamic_routing_enabled: true
     upstreams:
       - { name: app, url: "http://@{[ $app->addr ]}" }
@@ -82,6 +94,45 @@ ok(index($bytes, 'FIRST-admin-TOKEN-7f3a') < 0, 'nor the old one');
 my $r = admin_req(POST => '/tenants/shop/routes', token => 'SECOND-admin-TOKEN-91c2',
                   body => '{"method":"GET","pattern":"/t1","upstream":"app"}');
 is($r->{status}, 201, 'a change with the new token: 201');
+
+my $tok = 'SECOND-admin-TOKEN-91c2';
+sub dyn_ids {
+    my $r = admin_req(GET => '/routes', token => $tok);
+    return [ sort map { "$_->{id} $_->{pattern}" } grep { $_->{source} eq 'dynamic' } @{ $r->{json}{routes} } ];
+}
+
+# ---- a change nobody waits for any more is not applied --------------------------------------
+# with the master stopped, the worker gives up after 2 s; the master,
+# resumed, reads the change after its requester's deadline and drops it
+$mark = $t->log_mark;
+kill 'STOP', $t->master_pid;
+$r = admin_req(POST => '/tenants/shop/routes', token => $tok,
+               body => '{"method":"GET","pattern":"/late","upstream":"app"}');
+kill 'CONT', $t->master_pid;
+is($r->{status}, 503, 'a change the stopped master does not answer: 503');
+like($r->{json}{error}{message}, qr/no answer from keystoned within 2000 ms; the change may still be applied: check GET/,
+     'saying the outcome is unknown');
+ok($t->wait_log(qr{lua-route: tenant shop: runtime route add not applied: read \d+ ms after its requester's deadline},
+                from => $mark),
+   'the resumed master drops it, and says so');
+is_deeply(dyn_ids(), [ 'd1 /t1' ], 'the late route is not live');
+$r = admin_req(POST => '/tenants/shop/routes', token => $tok,
+               body => '{"method":"GET","pattern":"/late","upstream":"app"}');
+is($r->{status}, 201, 'the same change, answered in time: 201');
+is_deeply(dyn_ids(), [ 'd1 /t1', 'd2 /late' ], 'and live');
+
+# the same from Lua: router:add_route at request time
+$mark = $t->log_mark;
+kill 'STOP', $t->master_pid;
+$r = $t->request($port, POST => '/add', host => 'lua.test', body => '/lua-late');
+kill 'CONT', $t->master_pid;
+ok(!$r->{json}{ok}, 'router:add_route the stopped master does not answer: not ok');
+like($r->{json}{error}, qr/no answer from keystoned within 2000 ms; the change may still be applied/,
+     'saying the outcome is unknown');
+ok($t->wait_log(qr{lua-route: tenant lua: runtime route add not applied}, from => $mark),
+   'the resumed master drops it');
+$r = $t->request($port, GET => '/list', host => 'lua.test');
+is(scalar(grep { $_->{source} eq 'dynamic' } @{ $r->{json} }), 0, 'the late route is not live');
 
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

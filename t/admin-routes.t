@@ -134,5 +134,27 @@ ok($t->wait_log(qr{lua-route: tenant lua: runtime route add not applied}, from =
 $r = $t->request($port, GET => '/list', host => 'lua.test');
 is(scalar(grep { $_->{source} eq 'dynamic' } @{ $r->{json} }), 0, 'the late route is not live');
 
+# ---- a route's JSON: every key known, none twice, no middleware ------------------------------
+for my $c ([ '{"method":"GET","pattern":"/shop/u17","upstream":"app","middleware":["a"]}',
+             qr/"middleware": a runtime route has no middleware/, 'middleware' ],
+           [ '{"method":"GET","pattern":"/shop/u17","middleware":[]}', qr/"middleware": a runtime route has no middleware/,
+             'an empty middleware list' ],
+           [ '{"method":"GET","pattern":"/shop/u17","bogus":1}', qr/unknown key "bogus"/, 'an unknown key' ],
+           [ '{"method":"GET","pattern":"/shop/u17","Upstream":"app"}', qr/unknown key "Upstream"/, 'a key in another case' ],
+           [ '{"method":"GET","pattern":"/shop/u17","method":"POST"}', qr/duplicate key "method"/, 'a duplicate key' ],
+           [ '{"method":"GET","pattern":"/shop/u17","\\u006dethod":"POST"}', qr/duplicate key "method"/,
+             'a duplicate key spelled with an escape' ],
+           [ '{"method":"GET","pattern":"/shop/u17","headers":{"X-A":"1"},"headers":{"X-B":"2"}}',
+             qr/duplicate key "headers"/, 'a duplicate object key' ]) {
+    my ($body, $re, $what) = @$c;
+    $r = admin_req(POST => '/tenants/shop/routes', token => $tok, body => $body);
+    is($r->{status}, 400, "$what: 400");
+    like($r->{json}{error}{message}, $re, "$what: naming the key");
+}
+$r = admin_req(POST => '/tenants/shop/routes', token => $tok,
+               body => '{"method":"GET","pattern":"/nested","upstream":"app","headers":{"method":"x","X-Y":"a,\\"b"}}');
+is($r->{status}, 201, 'keys inside headers are header names, not route keys: 201');
+is_deeply(dyn_ids(), [ 'd1 /t1', 'd2 /late', 'd3 /nested' ], 'no refused route went live');
+
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

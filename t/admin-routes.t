@@ -24,13 +24,13 @@ LUA
 sub config {
     my (%o) = @_;
     my $token = $o{token} // 'FIRST-admin-TOKEN-7f3a';
+    my $token_line = $o{no_token} ? '' : "  admin_token: $token\n";
     my $rate = $o{rate} // 100;
     return <<"EOF";
 server:
   public_addr: 127.0.0.1:$port
   admin_addr: 127.0.0.1:$admin
-  admin_token: $token
-  workers: 2
+$token_line  workers: 2
   min_spare: 0
   max_spare: 2
   max_workers: 2
@@ -155,6 +155,39 @@ $r = admin_req(POST => '/tenants/shop/routes', token => $tok,
                body => '{"method":"GET","pattern":"/nested","upstream":"app","headers":{"method":"x","X-Y":"a,\\"b"}}');
 is($r->{status}, 201, 'keys inside headers are header names, not route keys: 201');
 is_deeply(dyn_ids(), [ 'd1 /t1', 'd2 /late', 'd3 /nested' ], 'no refused route went live');
+
+# ---- route header values are shown only to a request with the token ------------------------------
+$r = admin_req(POST => '/tenants/shop/routes', token => $tok,
+               body => '{"method":"GET","pattern":"/secret","upstream":"app","headers":{"Authorization":"Bearer UPSTREAM-SECRET"}}');
+is($r->{status}, 201, 'a route with an Authorization header for its upstream');
+sub secret_route {
+    my ($r) = @_;
+    my ($s) = grep { $_->{pattern} eq '/secret' } @{ $r->{json}{routes} // [] };
+    return $s;
+}
+$r = admin_req(GET => '/routes', token => $tok);
+is_deeply(secret_route($r)->{headers}, { Authorization => 'Bearer UPSTREAM-SECRET' },
+          'GET /routes with the token shows the header value');
+$r = admin_req(GET => '/admin/routes', token => $tok, port => $port);
+is_deeply(secret_route($r)->{headers}, { Authorization => 'Bearer UPSTREAM-SECRET' },
+          'so does GET /admin/routes on the public listener with the token');
+my ($code, $out) = $t->ctl('-c', "$dir/keystone.yaml", 'routes', '-j');
+like($out, qr/UPSTREAM-SECRET/, 'keystonectl routes -j (state file read access) shows it');
+is($t->request($port, GET => '/secret', host => 'shop.test')->{status}, 200, 'the route serves');
+
+$t->write_config(config(no_token => 1));
+$mark = $t->log_mark;
+$t->signal('HUP');
+ok($t->wait_log(qr/reload applied/, from => $mark), 'a reload without an admin token');
+for my $c ([ $port, '/admin/routes', 'the public listener' ], [ $admin, '/routes', 'the admin listener' ]) {
+    my ($p, $path, $where) = @$c;
+    $r = admin_req(GET => $path, port => $p);
+    is($r->{status}, 200, "GET routes on $where without a token: 200");
+    unlike($r->{body}, qr/UPSTREAM-SECRET/, "$where: the header value is not shown");
+    is_deeply(secret_route($r)->{headers}, { Authorization => '***' }, "$where: masked, the name kept");
+    $r = admin_req(GET => $path, port => $p, token => $tok);
+    unlike($r->{body}, qr/UPSTREAM-SECRET/, "$where: a token that is no longer the admin token shows nothing");
+}
 
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

@@ -55,11 +55,13 @@ bool ks_admin_routes_wants(const struct ks_conn *c, const struct ks_request *r)
     return p != NULL && parse(p, len, &n, &nl, &id, &il) != EP_NONE;
 }
 
-/* 0 when allowed, else the status to answer (401, 403) and *why.  The
- * table has only the token's keyed hash (shm/token.h): the presented
- * token is hashed and the hashes compared in constant time. */
-static int authorize(const struct ks_exchange *x, bool write, const char **why)
+/* 0 when allowed, else the status to answer (401, 403) and *why; *proved
+ * tells whether the request showed the admin token.  The table has only
+ * the token's keyed hash (shm/token.h): the presented token is hashed and
+ * the hashes compared in constant time. */
+static int authorize(const struct ks_exchange *x, bool write, bool *proved, const char **why)
 {
+    *proved = false;
     const struct ks_t_settings *st = &x->w->table->settings;
     if (write && x->c->kind != KS_LISTEN_ADMIN) {
         *why = "route changes are only served on the admin listener";
@@ -84,6 +86,7 @@ static int authorize(const struct ks_exchange *x, bool write, const char **why)
         *why = "wrong admin token";
         return 401;
     }
+    *proved = true;
     return 0;
 }
 
@@ -114,12 +117,14 @@ static int answer_local_error(struct ks_exchange *x, int status, const char *why
     return ks_admin_error(x->c, x->r, status, why, NULL, !x->close) < 0 ? -1 : 0;
 }
 
-static int list(struct ks_exchange *x)
+/* The routes; header values only for a request that showed the token
+ * (shm/routelist.h). */
+static int list(struct ks_exchange *x, bool header_values)
 {
     const struct ks_table *t = x->w->table;
     size_t cap = ks_routelist_size(t);
     char *buf = malloc(cap);
-    size_t n = buf != NULL ? ks_routelist_json(t, x->w->generation, buf, cap) : 0;
+    size_t n = buf != NULL ? ks_routelist_json(t, x->w->generation, header_values, buf, cap) : 0;
     int rc = n > 0 ? answer(x, 200, buf, n, NULL)
                    : answer_error(x, 500, "out of memory", NULL);
     free(buf);
@@ -158,11 +163,12 @@ int ks_admin_routes_serve(struct ks_exchange *x)
     if (!ok_method)
         return answer_error(x, 405, "method not allowed", allow);
     const char *why = NULL;
-    int denied = authorize(x, ep != EP_LIST, &why);
+    bool proved;
+    int denied = authorize(x, ep != EP_LIST, &proved, &why);
     if (denied != 0)
         return answer_error(x, denied, why, denied == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
     if (ep == EP_LIST)
-        return list(x);
+        return list(x, proved);
 
     struct ks_route_spec *s = calloc(1, sizeof(*s));
     if (s == NULL)

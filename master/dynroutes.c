@@ -248,8 +248,9 @@ static int from_spec(struct dynroute *r, const struct ks_route_spec *s, char *er
 
 int ks_dynroutes_apply(struct ks_dynroutes *d, const struct ks_config *cfg, const char *cmd,
                        int64_t now_ms, char *id_out, size_t idlen, char *tenant_out, size_t tlen,
-                       int *status, char *err, size_t errlen)
+                       int *status, int *retry_after, char *err, size_t errlen)
 {
+    *retry_after = 0;
     bool del = strncmp(cmd, "route-del ", 10) == 0;
     struct ks_route_spec *s = malloc(sizeof(*s));
     if (s == NULL) {
@@ -296,6 +297,12 @@ int ks_dynroutes_apply(struct ks_dynroutes *d, const struct ks_config *cfg, cons
     struct bucket *b = bucket_of(d, t->name, per_minute, now_ms);
     if (b == NULL || b->tokens < 1.0) {
         *status = 429;
+        /* the bucket refills per_minute tokens a minute: the next whole
+         * one is this far away (at least a second, as Retry-After counts) */
+        double ms = b != NULL ? (1.0 - b->tokens) * 60000.0 / per_minute : 60000.0;
+        *retry_after = (int)((ms + 999.0) / 1000.0);
+        if (*retry_after < 1)
+            *retry_after = 1;
         snprintf(err, errlen, "tenant %s made more than %d route changes in the last minute "
                  "(dynamic_routing.max_changes_per_minute)", t->name, per_minute);
         goto out;

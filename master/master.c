@@ -848,19 +848,22 @@ static void handle_signals(struct ks_master *m)
 
 /* A runtime route change (a worker's, for Lua or the admin API): check
  * it, publish it.  Reply "0 <http status> <id> <generation>" or
- * "1 <http status> <reason>". */
+ * "1 <http status> [retry-after=<seconds>] <reason>". */
 static void route_command(struct ks_master *m, const char *cmd, char *reply, size_t len)
 {
     char id[64], tenant[128], err[512];
-    int status;
+    int status, retry_after;
     size_t pos = 0;
     if (m->stopping) {
         ks_appendf(reply, len, &pos, "1 503 keystoned is stopping\n");
         return;
     }
     if (ks_dynroutes_apply(m->dyn, m->cfg, cmd, ks_now_ms(), id, sizeof(id), tenant, sizeof(tenant),
-                           &status, err, sizeof(err)) == 0) {
-        ks_appendf(reply, len, &pos, "1 %d %s\n", status, err);
+                           &status, &retry_after, err, sizeof(err)) == 0) {
+        if (retry_after > 0)
+            ks_appendf(reply, len, &pos, "1 %d retry-after=%d %s\n", status, retry_after, err);
+        else
+            ks_appendf(reply, len, &pos, "1 %d %s\n", status, err);
         return;
     }
     if (publish(m, m->cfg, err, sizeof(err)) < 0) {

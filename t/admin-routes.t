@@ -189,5 +189,25 @@ for my $c ([ $port, '/admin/routes', 'the public listener' ], [ $admin, '/routes
     unlike($r->{body}, qr/UPSTREAM-SECRET/, "$where: a token that is no longer the admin token shows nothing");
 }
 
+# ---- 429 says when to come back ------------------------------------------------------------------
+$t->write_config(config(token => $tok, rate => 2));
+$mark = $t->log_mark;
+$t->signal('HUP');
+ok($t->wait_log(qr/reload applied/, from => $mark), 'a reload to 2 changes a minute');
+for my $p ('/rate1', '/rate2') {
+    is(admin_req(POST => '/tenants/shop/routes', token => $tok,
+                 body => qq({"method":"GET","pattern":"$p","upstream":"app"}))->{status}, 201, "change $p: 201");
+}
+$r = admin_req(POST => '/tenants/shop/routes', token => $tok, body => '{"method":"GET","pattern":"/rate3","upstream":"app"}');
+is($r->{status}, 429, 'the third change: 429');
+like($r->{headers}{'retry-after'} // '', qr/^\d+$/, 'with Retry-After in seconds');
+# two tokens a minute, both just spent: the next is about 30 s away
+cmp_ok($r->{headers}{'retry-after'} // 0, '>=', 25, 'the time to the next token (at least)');
+cmp_ok($r->{headers}{'retry-after'} // 99, '<=', 30, 'the time to the next token (at most)');
+like($r->{json}{error}{message}, qr/^tenant shop made more than 2 route changes/, 'the message without the wire prefix');
+$r = admin_req(DELETE => '/tenants/shop/routes/d1', token => $tok);
+is($r->{status}, 429, 'a delete too: 429');
+like($r->{headers}{'retry-after'} // '', qr/^\d+$/, 'with Retry-After');
+
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

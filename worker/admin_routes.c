@@ -108,13 +108,13 @@ static int answer_error(struct ks_exchange *x, int status, const char *why, cons
 
 /* An error whose reason sits in a local buffer: the envelope carries it,
  * the access log (read after this frame is gone) a fixed word. */
-static int answer_local_error(struct ks_exchange *x, int status, const char *why)
+static int answer_local_error(struct ks_exchange *x, int status, const char *why, const char *extra)
 {
     x->error = status == 429 ? "route change rate limited"
                : status >= 500 ? "route change failed" : "route change refused";
     x->status = status;
     x->responded = true;
-    return ks_admin_error(x->c, x->r, status, why, NULL, !x->close) < 0 ? -1 : 0;
+    return ks_admin_error(x->c, x->r, status, why, extra, !x->close) < 0 ? -1 : 0;
 }
 
 /* The routes; header values only for a request that showed the token
@@ -134,11 +134,15 @@ static int list(struct ks_exchange *x, bool header_values)
 /* Send a change to the master and answer with its verdict. */
 static int change(struct ks_exchange *x, const struct ks_route_spec *s, bool del)
 {
-    char id[KS_ROUTE_ID_MAX], err[512], body[1024];
-    int status;
+    char id[KS_ROUTE_ID_MAX], err[512], body[1024], extra[48] = "";
+    int status, retry_after;
     uint64_t gen = 0;
-    if (ks_lua_send_route(x->w, s, del, id, sizeof(id), &gen, err, sizeof(err), &status) < 0)
-        return answer_local_error(x, status, err);
+    if (ks_lua_send_route(x->w, s, del, id, sizeof(id), &gen, err, sizeof(err), &status,
+                          &retry_after) < 0) {
+        if (status == 429 && retry_after > 0)
+            snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", retry_after);
+        return answer_local_error(x, status, err, extra[0] ? extra : NULL);
+    }
     size_t pos = 0;
     ks_appendf(body, sizeof(body), &pos, "{\"ok\":true,\"tenant\":\"");
     ks_json_escape(body, sizeof(body), &pos, s->tenant, strlen(s->tenant));
@@ -187,7 +191,7 @@ int ks_admin_routes_serve(struct ks_exchange *x)
     } else {
         memcpy(s->tenant, name, nl);
         if (ks_lua_route_spec_from_json(x->body, x->body_len, s, err, sizeof(err)) < 0)
-            rc = answer_local_error(x, 400, err);
+            rc = answer_local_error(x, 400, err, NULL);
         else
             rc = change(x, s, false);
     }

@@ -373,16 +373,41 @@ int ks_dynroutes_apply(struct ks_dynroutes *d, const struct ks_config *cfg, cons
     d->charged = b;
     ks_strlcpy(tenant_out, t->name, tlen);
     rc = 1;
-    ks_log_info("lua-route", "tenant %s: runtime route %s %s%s%s%s", t->name, id_out,
-                del ? "deleted" : "added: ", del ? "" : s->method, del ? "" : " ",
-                del ? "" : s->pattern);
 out:
     free(s);
     return rc;
 }
 
-void ks_dynroutes_undo(struct ks_dynroutes *d)
+/* The last change, in words, for the log: "d7 added: GET /x", "d7 deleted". */
+static void describe_last(const struct ks_dynroutes *d, char *out, size_t len)
 {
+    if (d->undo == UNDO_ADD && d->n > 0) {
+        const struct dynroute *r = &d->v[d->n - 1];
+        snprintf(out, len, "tenant %s: runtime route %s added: %s %s", r->tenant, r->id, r->method,
+                 r->pattern);
+    } else if (d->undo == UNDO_DEL) {
+        snprintf(out, len, "tenant %s: runtime route %s deleted", d->removed.tenant, d->removed.id);
+    } else {
+        out[0] = '\0';
+    }
+}
+
+/* The change is logged here, once published, and not in apply: a change
+ * whose publish fails is undone, and the log must not say it was made. */
+void ks_dynroutes_published(const struct ks_dynroutes *d)
+{
+    char what[1024];
+    describe_last(d, what, sizeof(what));
+    if (what[0])
+        ks_log_info("lua-route", "%s", what);
+}
+
+void ks_dynroutes_undo(struct ks_dynroutes *d, const char *why)
+{
+    char what[1024];
+    describe_last(d, what, sizeof(what));
+    if (what[0])
+        ks_log_warn("lua-route", "%s: undone, not published: %s", what, why);
     if (d->undo == UNDO_ADD && d->n > 0) {
         route_free(&d->v[--d->n]);
     } else if (d->undo == UNDO_DEL) {

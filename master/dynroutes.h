@@ -41,8 +41,11 @@ bool ks_dynroutes_is_command(const char *cmd);
 int ks_dynroutes_apply(struct ks_dynroutes *d, const struct ks_config *cfg, const char *cmd,
                        int64_t now_ms, char *id_out, size_t idlen, char *tenant_out, size_t tlen,
                        int *status, int *retry_after, char *err, size_t errlen);
-/* Undo the last applied change (its publish failed). */
-void ks_dynroutes_undo(struct ks_dynroutes *d);
+/* The last applied change was published: log it. */
+void ks_dynroutes_published(const struct ks_dynroutes *d);
+/* Undo the last applied change (its publish failed, for why), and log
+ * that it was undone. */
+void ks_dynroutes_undo(struct ks_dynroutes *d, const char *why);
 /* After a reload: drop (and log) the routes cfg no longer allows. */
 void ks_dynroutes_prune(struct ks_dynroutes *d, const struct ks_config *cfg);
 

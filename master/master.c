@@ -867,10 +867,11 @@ static void route_command(struct ks_master *m, const char *cmd, char *reply, siz
         return;
     }
     if (publish(m, m->cfg, err, sizeof(err)) < 0) {
-        ks_dynroutes_undo(m->dyn);
+        ks_dynroutes_undo(m->dyn, err);
         ks_appendf(reply, len, &pos, "1 507 %s\n", err);
         return;
     }
+    ks_dynroutes_published(m->dyn);
     const char *parts[] = { tenant };
     int slot = ks_shm_tenant_slot(&m->shm, ks_hash_strings(parts, 1));
     if (slot >= 0)

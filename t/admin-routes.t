@@ -14,18 +14,20 @@ my $admin = $t->free_port;
 my $dir = $t->dir;
 my $state = "$dir/keystoned.state";
 my $app = $t->backend(name => 'app');
-$t->write_file('lua.lua', <<'LUA');
+my $lua_script = <<'LUA';
 router:add_route("POST", "/add", {handler = function(req, res)
     res:json(router:add_route("GET", req:body(), {upstream = "app"}))
 end})
 router:add_route("GET", "/list", {handler = function(req, res) res:json(router:list_routes()) end})
 LUA
+$t->write_file('lua.lua', $lua_script);
 
 sub config {
     my (%o) = @_;
     my $token = $o{token} // 'FIRST-admin-TOKEN-7f3a';
     my $token_line = $o{no_token} ? '' : "  admin_token: $token\n";
     my $rate = $o{rate} // 100;
+    my $limits = $o{table} ? "limits:\n  route_table_size: $o{table}\n" : '';
     return <<"EOF";
 server:
   public_addr: 127.0.0.1:$port
@@ -35,7 +37,7 @@ $token_line  workers: 2
   max_spare: 2
   max_workers: 2
   access_log: "off"
-dynamic_routing:
+${limits}dynamic_routing:
   max_changes_per_minute: $rate
 tenants:
   - name: shop
@@ -208,6 +210,35 @@ like($r->{json}{error}{message}, qr/^tenant shop made more than 2 route changes/
 $r = admin_req(DELETE => '/tenants/shop/routes/d1', token => $tok);
 is($r->{status}, 429, 'a delete too: 429');
 like($r->{headers}{'retry-after'} // '', qr/^\d+$/, 'with Retry-After');
+
+# ---- a change the full table cannot take is undone, and the log says so --------------------------
+# pad the script (its source is in the table) so the table fills 64KB
+# but for about 600 bytes, then add a route with 1000 bytes of headers
+sub table_bytes {
+    my @sizes = $t->error_log =~ /route table published: generation \d+, (\d+) bytes/g;
+    return $sizes[-1];
+}
+my $size = table_bytes();
+my $pad = 65536 - 600 - $size;
+cmp_ok($pad, '>', 0, "the table ($size bytes) has room for padding");
+$t->write_file('lua.lua', $lua_script . '-- ' . ('x' x $pad) . "\n");
+$t->write_config(config(token => $tok, rate => 2, table => 65536));
+$mark = $t->log_mark;
+$t->signal('HUP');
+ok($t->wait_log(qr/reload applied/, from => $mark), 'a reload to a 64KB table, nearly full');
+ok($t->wait_for(sub { my $b = table_bytes(); $b > 65536 - 1000 && $b < 65536 }), 'the table nearly fills it');
+$mark = $t->log_mark;
+my $big = encode_json({ method => 'GET', pattern => '/big', upstream => 'app', headers => { 'X-Pad' => 'p' x 1000 } });
+$r = admin_req(POST => '/tenants/lua/routes', token => $tok, body => $big);
+is($r->{status}, 507, 'a route the table has no room for: 507');
+like($r->{json}{error}{message}, qr/needs more than limits.route_table_size/, 'saying why');
+ok($t->wait_log(qr{lua-route: tenant lua: runtime route d\d+ added: GET /big: undone, not published: the route table needs more},
+                from => $mark), 'the log says the add was undone');
+unlike($t->error_log($mark), qr{runtime route d\d+ added: GET /big$}m, 'and never that it was added');
+$r = admin_req(POST => '/tenants/lua/routes', token => $tok, body => '{"method":"GET","pattern":"/small","upstream":"app"}');
+is($r->{status}, 201, 'a small route still fits: 201 (the undone add cost no token)');
+ok($t->wait_log(qr{lua-route: tenant lua: runtime route (d\d+) added: GET /small$}m, from => $mark),
+   'logged as added once published');
 
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

@@ -240,5 +240,29 @@ is($r->{status}, 201, 'a small route still fits: 201 (the undone add cost no tok
 ok($t->wait_log(qr{lua-route: tenant lua: runtime route (d\d+) added: GET /small$}m, from => $mark),
    'logged as added once published');
 
+# ---- two Authorization headers: 400 ---------------------------------------------------------------
+for my $c ([ GET => '/routes' ], [ POST => '/tenants/lua/routes' ], [ DELETE => '/tenants/lua/routes/d1' ]) {
+    my ($m, $path) = @$c;
+    $r = admin_req($m => $path, token => $tok, headers => [ Authorization => "Bearer $tok" ],
+                   $m eq 'POST' ? (body => '{"method":"GET","pattern":"/twice","upstream":"app"}') : ());
+    is($r->{status}, 400, "$m with two Authorization headers: 400");
+    like($r->{json}{error}{message}, qr/more than one Authorization header/, "$m: saying why");
+}
+$r = admin_req(GET => '/routes', headers => [ Authorization => "Bearer wrong", Authorization => "Bearer $tok" ]);
+is($r->{status}, 400, 'a wrong token then the right one: 400, the second is not tried');
+ok(!grep({ $_ eq '/twice' } map { $_->{pattern} } @{ admin_req(GET => '/routes', token => $tok)->{json}{routes} }),
+   'the refused POST added nothing');
+
+# ---- max_changes_per_minute: 0 switches changes off: 403 (not 429: waiting does not help) --------
+$t->write_config(config(token => $tok, rate => 0, table => 65536));
+$mark = $t->log_mark;
+$t->signal('HUP');
+ok($t->wait_log(qr/reload applied/, from => $mark), 'a reload to max_changes_per_minute: 0');
+$r = admin_req(POST => '/tenants/lua/routes', token => $tok, body => '{"method":"GET","pattern":"/off","upstream":"app"}');
+is($r->{status}, 403, 'a change with changes off: 403');
+like($r->{json}{error}{message}, qr/runtime route changes are off \(dynamic_routing.max_changes_per_minute is 0\)/,
+     'saying why');
+ok(!defined $r->{headers}{'retry-after'}, 'and no Retry-After');
+
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

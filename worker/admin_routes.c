@@ -55,13 +55,28 @@ bool ks_admin_routes_wants(const struct ks_conn *c, const struct ks_request *r)
     return p != NULL && parse(p, len, &n, &nl, &id, &il) != EP_NONE;
 }
 
-/* 0 when allowed, else the status to answer (401, 403) and *why; *proved
+/* How many Authorization headers r has. */
+static size_t authorization_count(const struct ks_request *r)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->nheaders; i++)
+        n += ks_http_name_is(r->headers[i].name, r->headers[i].name_len, "authorization");
+    return n;
+}
+
+/* 0 when allowed, else the status to answer (400, 401, 403) and *why; *proved
  * tells whether the request showed the admin token.  The table has only
  * the token's keyed hash (shm/token.h): the presented token is hashed and
  * the hashes compared in constant time. */
 static int authorize(const struct ks_exchange *x, bool write, bool *proved, const char **why)
 {
     *proved = false;
+    /* two credentials are one too many: which one counts would be a
+     * guess, and a proxy in front may have added one */
+    if (authorization_count(x->r) > 1) {
+        *why = "more than one Authorization header";
+        return 400;
+    }
     const struct ks_t_settings *st = &x->w->table->settings;
     if (write && x->c->kind != KS_LISTEN_ADMIN) {
         *why = "route changes are only served on the admin listener";

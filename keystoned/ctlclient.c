@@ -61,13 +61,13 @@ int ks_ctl_call(const char *path, const char *command, char *reply, size_t cap, 
         if (w < 0 && errno != EAGAIN && errno != EINTR) {
             snprintf(err, errlen, "cannot send to %s: %s", path, strerror(errno));
             close(fd);
-            return -1;
+            return off > 0 ? -2 : -1;
         }
         if (w < 0 && errno == EAGAIN && wait_for(fd, POLLOUT, deadline) < 0) {
             snprintf(err, errlen, "keystoned did not take the command within %lld ms",
                      (long long)timeout_ms);
             close(fd);
-            return -1;
+            return off > 0 ? -2 : -1;
         }
     }
     size_t got = 0;
@@ -86,7 +86,7 @@ int ks_ctl_call(const char *path, const char *command, char *reply, size_t cap, 
         if (errno != EAGAIN || wait_for(fd, POLLIN, deadline) < 0) {
             snprintf(err, errlen, "no answer from keystoned within %lld ms", (long long)timeout_ms);
             close(fd);
-            return -1;
+            return -2;
         }
     }
     close(fd);

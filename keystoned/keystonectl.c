@@ -442,7 +442,7 @@ static int cmd_routes(struct ctl *c)
     if (c->json) {
         size_t cap = ks_routelist_size(t);
         char *buf = malloc(cap);
-        size_t n = buf != NULL ? ks_routelist_json(t, gen, buf, cap) : 0;
+        size_t n = buf != NULL ? ks_routelist_json(t, gen, true, buf, cap) : 0;
         if (n == 0) {
             fprintf(stderr, "keystonectl: out of memory\n");
             free(buf);

@@ -39,10 +39,12 @@ int ks_lua_handle(struct ks_exchange *x);
  * 0 with id_out (the route's id) and *generation (the one publishing it,
  * if not NULL) filled, *http_status 201 or 200; or -1 with err and
  * *http_status (400 bad spec, 403 not allowed, 404 no such tenant or
- * route, 409 conflict, 429 rate limited, 503 master unreachable). */
+ * route, 409 conflict, 429 rate limited, 503 master unreachable or no
+ * answer, 507 table full) and, for 429, *retry_after (if not NULL) the
+ * seconds until the tenant may change a route again (else 0). */
 int ks_lua_send_route(struct ks_worker *w, const struct ks_route_spec *s, bool del, char *id_out,
                       size_t idlen, uint64_t *generation, char *err, size_t errlen,
-                      int *http_status);
+                      int *http_status, int *retry_after);
 
 /* A runtime route from a JSON object (the admin API's POST body), with
  * the same keys and checks as router:add_route's options plus "method"

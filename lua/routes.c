@@ -551,6 +551,88 @@ int ks_lua_open_router(lua_State *L)
 
 /* ---- the admin API's JSON route --------------------------------------------------- */
 
+/* The keys a route has in the admin API's JSON (as router:add_route's opts,
+ * without middleware: runtime routes have none). */
+static const char *const json_keys[] = {
+    "method", "pattern", "upstream", "handler", "headers", "timeout", "strip_prefix", NULL,
+};
+
+/* One top-level key (the JSON string at [k, k + n), quotes included,
+ * decoded with json.decode so that escapes name the same key): 0, or -1
+ * with err for middleware, an unknown key or one seen before (in the
+ * table at index seen). */
+static int check_key(lua_State *L, int seen, const char *k, size_t n, char *err, size_t errlen)
+{
+    lua_getglobal(L, "json");
+    lua_getfield(L, -1, "decode");
+    lua_pushlstring(L, k, n);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TSTRING) {
+        snprintf(err, errlen, "the body is not JSON: a bad key");
+        lua_pop(L, 2);
+        return -1;
+    }
+    const char *key = ks_lua_tocstring(L, -1);
+    int rc = -1;
+    if (key == NULL) {
+        snprintf(err, errlen, "a key with a NUL byte");
+    } else if (strcmp(key, "middleware") == 0) {
+        snprintf(err, errlen, "\"middleware\": a runtime route has no middleware (keystone-lua(7)); "
+                 "a route that needs a check belongs in the tenant's script");
+    } else {
+        size_t i = 0;
+        while (json_keys[i] != NULL && strcmp(json_keys[i], key) != 0)
+            i++;
+        lua_pushvalue(L, -1);
+        bool dup = lua_rawget(L, seen) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (json_keys[i] == NULL)
+            snprintf(err, errlen, "unknown key \"%.64s\" (a route has method, pattern, upstream or "
+                     "handler, headers, timeout, strip_prefix)", key);
+        else if (dup)
+            snprintf(err, errlen, "duplicate key \"%s\"", key);
+        else
+            rc = 0;
+        lua_pushvalue(L, -1);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, seen);
+    }
+    lua_pop(L, 2);
+    return rc;
+}
+
+/* Check the top-level keys of the JSON object text json (already decoded
+ * by json.decode, so well formed): the decoded table cannot tell a key
+ * given twice (the last wins), so the text is walked, strings skipped,
+ * and each key at depth 1 checked. */
+static int check_keys(lua_State *L, const char *json, size_t len, char *err, size_t errlen)
+{
+    lua_newtable(L);
+    int seen = lua_gettop(L), depth = 0, rc = 0;
+    bool want_key = false;
+    for (size_t i = 0; i < len && rc == 0; i++) {
+        char c = json[i];
+        if (c == '"') {
+            size_t j = i + 1;
+            while (j < len && json[j] != '"')
+                j += json[j] == '\\' ? 2 : 1;
+            if (j >= len)
+                break;      /* cannot be: json.decode took it */
+            if (depth == 1 && want_key)
+                rc = check_key(L, seen, json + i, j - i + 1, err, errlen);
+            want_key = false;
+            i = j;
+        } else if (c == '{' || c == '[') {
+            want_key = ++depth == 1 && c == '{';
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',' && depth == 1) {
+            want_key = true;
+        }
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 static int decode_route(lua_State *L)
 {
     struct ks_route_spec *s = lua_touserdata(L, 1);
@@ -569,6 +651,10 @@ static int decode_route(lua_State *L)
     int t = lua_gettop(L);
     if (lua_type(L, t) != LUA_TTABLE) {
         snprintf(err, errlen, "the body must be a JSON object");
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (check_keys(L, json, len, err, errlen) < 0) {
         lua_pushboolean(L, 0);
         return 1;
     }

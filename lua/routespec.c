@@ -88,13 +88,18 @@ static int put(char *out, size_t cap, size_t *pos, const char *key, const char *
     return 0;
 }
 
-int ks_route_spec_encode(const struct ks_route_spec *s, bool del, char *out, size_t cap)
+int ks_route_spec_encode(const struct ks_route_spec *s, bool del, int64_t deadline_ms, char *out,
+                         size_t cap)
 {
     size_t pos = 0;
     char num[32], hdr[KS_SPEC_HEADER_BYTES];
     if (ks_appendf(out, cap, &pos, "%s ", del ? "route-del" : "route-add") < 0)
         return -1;
     int rc = put(out, cap, &pos, "tenant", s->tenant);
+    if (deadline_ms > 0) {
+        snprintf(num, sizeof(num), "%lld", (long long)deadline_ms);
+        rc |= put(out, cap, &pos, "deadline", num);
+    }
     if (del)
         return rc | put(out, cap, &pos, "id", s->id);
     rc |= put(out, cap, &pos, "method", s->method);
@@ -183,6 +188,14 @@ int ks_route_spec_decode(const char *form, struct ks_route_spec *s, char *err, s
             if (rc == 0 && (*e != '\0' || t < 0 || t > 86400000LL))
                 rc = -1;
             s->timeout_ms = t;
+        } else if (KEY("deadline")) {
+            char num[32];
+            char *e;
+            rc = decode_value(v, end, num, sizeof(num));
+            long long t = rc == 0 ? strtoll(num, &e, 10) : -1;
+            if (rc == 0 && (*e != '\0' || t <= 0))
+                rc = -1;
+            s->deadline_ms = t;
         } else if (KEY("h")) {
             rc = decode_value(v, end, hdr, sizeof(hdr));
             char *colon = rc == 0 ? strchr(hdr, ':') : NULL;

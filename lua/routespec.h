@@ -7,7 +7,10 @@
  * followed by key=value pairs joined by '&', where a value escapes '%',
  * '&', '=' and bytes outside 0x21..0x7e as %XX (patterns stay readable).
  * Keys: tenant, id, method, pattern, upstream, handler, strip, timeout
- * (milliseconds) and h (a header "name:value", repeated).
+ * (milliseconds), h (a header "name:value", repeated) and deadline (the
+ * CLOCK_MONOTONIC millisecond at which the requester stops waiting for
+ * the verdict: the master refuses a change it reads too late, so that a
+ * request answered "no answer" is not applied behind its back).
  */
 #ifndef KS_LUA_ROUTESPEC_H
 #define KS_LUA_ROUTESPEC_H
@@ -32,6 +35,7 @@ struct ks_route_spec {
     char handler[KS_SPEC_NAME_MAX];     /* a named Lua handler; "" = proxy */
     char strip[KS_ROUTE_PATTERN_MAX + 1]; /* prefix removed before proxying; "" = none */
     int64_t timeout_ms;                 /* 0 = the upstream's */
+    int64_t deadline_ms;                /* decoded only: the requester's deadline, 0 = none */
     size_t nheaders;
     size_t headers_len;
     char headers[KS_SPEC_HEADER_BYTES]; /* name\0value\0 ... */
@@ -49,8 +53,10 @@ void ks_route_spec_headers(const struct ks_route_spec *s, const char **out);
  * trailing "/": what strip_prefix = true removes ("/api/v1/\*" -> "/api/v1"). */
 void ks_route_literal_prefix(const char *pattern, char *out, size_t cap);
 
-/* "route-add ..." / "route-del ...": 0, or -1 when it does not fit. */
-int ks_route_spec_encode(const struct ks_route_spec *s, bool del, char *out, size_t cap);
+/* "route-add ..." / "route-del ..." with the requester's deadline
+ * (ks_now_ms() clock; 0 = none): 0, or -1 when it does not fit. */
+int ks_route_spec_encode(const struct ks_route_spec *s, bool del, int64_t deadline_ms, char *out,
+                         size_t cap);
 /* Parse the key=value part (after the command word); 0, or -1 with a reason. */
 int ks_route_spec_decode(const char *form, struct ks_route_spec *s, char *err, size_t errlen);
 

@@ -139,7 +139,7 @@ static int send_route(void *arg, const struct ks_route_spec *s, bool del, char *
                       size_t idlen, char *err, size_t errlen)
 {
     int status;
-    return ks_lua_send_route(arg, s, del, id_out, idlen, NULL, err, errlen, &status);
+    return ks_lua_send_route(arg, s, del, id_out, idlen, NULL, err, errlen, &status, NULL);
 }
 
 static struct ks_lua *build(struct ks_worker *w, uint32_t i, struct slot *sl)
@@ -285,20 +285,33 @@ void ks_lua_engine_outbuf(struct ks_worker *w, char ***buf, size_t **cap)
 
 int ks_lua_send_route(struct ks_worker *w, const struct ks_route_spec *s, bool del, char *id_out,
                       size_t idlen, uint64_t *generation, char *err, size_t errlen,
-                      int *http_status)
+                      int *http_status, int *retry_after)
 {
-    char line[KS_SPEC_LINE_MAX + 64], reply[1024];
+    if (retry_after != NULL)
+        *retry_after = 0;
+    char line[KS_SPEC_LINE_MAX + 64], reply[1024], why[256];
     *http_status = 400;
-    if (ks_route_spec_encode(s, del, line, sizeof(line)) < 0) {
+    /* The deadline travels with the change: a master that reads it after
+     * the deadline (it was stopped or busy) refuses it instead of applying
+     * a change whose requester was told there was no answer.  Near the
+     * deadline it may still take one whose verdict arrives too late, so
+     * that answer says the outcome is unknown. */
+    if (ks_route_spec_encode(s, del, ks_now_ms() + CONTROL_TIMEOUT_MS, line, sizeof(line)) < 0) {
         snprintf(err, errlen, "the route is too large to send");
         return -1;
     }
-    if (ks_ctl_call(w->shm->hdr->control_socket, line, reply, sizeof(reply), CONTROL_TIMEOUT_MS,
-                    err, errlen) < 0) {
+    int rc = ks_ctl_call(w->shm->hdr->control_socket, line, reply, sizeof(reply), CONTROL_TIMEOUT_MS,
+                         why, sizeof(why));
+    if (rc < 0) {
         *http_status = 503;
+        if (rc == -2)
+            snprintf(err, errlen, "%s; the change may still be applied: check GET "
+                     "<admin_base_path>/routes (router:list_routes() in Lua)", why);
+        else
+            snprintf(err, errlen, "%s; the change was not applied", why);
         return -1;
     }
-    /* "0 <status> <id> <generation>" or "1 <status> <message>" */
+    /* "0 <status> <id> <generation>" or "1 <status> [retry-after=N] <message>" */
     char *nl = strchr(reply, '\n');
     if (nl != NULL)
         *nl = '\0';
@@ -310,6 +323,12 @@ int ks_lua_send_route(struct ks_worker *w, const struct ks_route_spec *s, bool d
     }
     *http_status = status;
     if (code != 0) {
+        int secs = 0, m = 0;
+        if (sscanf(reply + n, "retry-after=%d %n", &secs, &m) == 1 && m > 0) {
+            if (retry_after != NULL && secs > 0)
+                *retry_after = secs;
+            n += m;
+        }
         snprintf(err, errlen, "%s", reply + n);
         return -1;
     }

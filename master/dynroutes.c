@@ -14,6 +14,9 @@
 #include "master/dynroutes.h"
 #include "master/luacheck.h"
 
+/* how long before the requester's deadline a change is still taken */
+#define DEADLINE_MARGIN_MS 250
+
 struct dynroute {
     char *tenant, *id, *method, *pattern, *upstream, *handler, *strip;
     char *headers;                  /* name\0value\0 ... */
@@ -245,8 +248,9 @@ static int from_spec(struct dynroute *r, const struct ks_route_spec *s, char *er
 
 int ks_dynroutes_apply(struct ks_dynroutes *d, const struct ks_config *cfg, const char *cmd,
                        int64_t now_ms, char *id_out, size_t idlen, char *tenant_out, size_t tlen,
-                       int *status, char *err, size_t errlen)
+                       int *status, int *retry_after, char *err, size_t errlen)
 {
+    *retry_after = 0;
     bool del = strncmp(cmd, "route-del ", 10) == 0;
     struct ks_route_spec *s = malloc(sizeof(*s));
     if (s == NULL) {
@@ -258,6 +262,19 @@ int ks_dynroutes_apply(struct ks_dynroutes *d, const struct ks_config *cfg, cons
     *status = 400;
     if (ks_route_spec_decode(cmd + 10, s, err, errlen) < 0)
         goto out;
+    /* The requester stops waiting at its deadline and answers "no answer,
+     * the change may still be applied".  Read later (this master was
+     * stopped or busy), the change is dropped, not applied behind its
+     * back; DEADLINE_MARGIN_MS leaves time for the publish and the reply
+     * to reach it. */
+    if (s->deadline_ms > 0 && now_ms + DEADLINE_MARGIN_MS > s->deadline_ms) {
+        *status = 503;
+        snprintf(err, errlen, "read at or too near the requester's deadline: change not applied");
+        ks_log_warn("lua-route", "tenant %s: runtime route %s not applied: read %lld ms after "
+                    "its requester's deadline (margin %d ms)", s->tenant, del ? "delete" : "add",
+                    (long long)(now_ms - s->deadline_ms), DEADLINE_MARGIN_MS);
+        goto out;
+    }
     long ti = tenant_index(cfg, s->tenant);
     if (ti < 0) {
         *status = 404;
@@ -280,6 +297,12 @@ int ks_dynroutes_apply(struct ks_dynroutes *d, const struct ks_config *cfg, cons
     struct bucket *b = bucket_of(d, t->name, per_minute, now_ms);
     if (b == NULL || b->tokens < 1.0) {
         *status = 429;
+        /* the bucket refills per_minute tokens a minute: the next whole
+         * one is this far away (at least a second, as Retry-After counts) */
+        double ms = b != NULL ? (1.0 - b->tokens) * 60000.0 / per_minute : 60000.0;
+        *retry_after = (int)((ms + 999.0) / 1000.0);
+        if (*retry_after < 1)
+            *retry_after = 1;
         snprintf(err, errlen, "tenant %s made more than %d route changes in the last minute "
                  "(dynamic_routing.max_changes_per_minute)", t->name, per_minute);
         goto out;
@@ -350,16 +373,41 @@ int ks_dynroutes_apply(struct ks_dynroutes *d, const struct ks_config *cfg, cons
     d->charged = b;
     ks_strlcpy(tenant_out, t->name, tlen);
     rc = 1;
-    ks_log_info("lua-route", "tenant %s: runtime route %s %s%s%s%s", t->name, id_out,
-                del ? "deleted" : "added: ", del ? "" : s->method, del ? "" : " ",
-                del ? "" : s->pattern);
 out:
     free(s);
     return rc;
 }
 
-void ks_dynroutes_undo(struct ks_dynroutes *d)
+/* The last change, in words, for the log: "d7 added: GET /x", "d7 deleted". */
+static void describe_last(const struct ks_dynroutes *d, char *out, size_t len)
 {
+    if (d->undo == UNDO_ADD && d->n > 0) {
+        const struct dynroute *r = &d->v[d->n - 1];
+        snprintf(out, len, "tenant %s: runtime route %s added: %s %s", r->tenant, r->id, r->method,
+                 r->pattern);
+    } else if (d->undo == UNDO_DEL) {
+        snprintf(out, len, "tenant %s: runtime route %s deleted", d->removed.tenant, d->removed.id);
+    } else {
+        out[0] = '\0';
+    }
+}
+
+/* The change is logged here, once published, and not in apply: a change
+ * whose publish fails is undone, and the log must not say it was made. */
+void ks_dynroutes_published(const struct ks_dynroutes *d)
+{
+    char what[1024];
+    describe_last(d, what, sizeof(what));
+    if (what[0])
+        ks_log_info("lua-route", "%s", what);
+}
+
+void ks_dynroutes_undo(struct ks_dynroutes *d, const char *why)
+{
+    char what[1024];
+    describe_last(d, what, sizeof(what));
+    if (what[0])
+        ks_log_warn("lua-route", "%s: undone, not published: %s", what, why);
     if (d->undo == UNDO_ADD && d->n > 0) {
         route_free(&d->v[--d->n]);
     } else if (d->undo == UNDO_DEL) {

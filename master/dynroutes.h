@@ -36,12 +36,16 @@ void ks_dynroutes_free(struct ks_dynroutes *d);
 bool ks_dynroutes_is_command(const char *cmd);
 /* Check and apply cmd.  1: applied, publish it (id_out names the route,
  * tenant_out its tenant, *status is 201 or 200); 0: refused, *status and
- * err say why (400, 403, 404, 409, 429). */
+ * err say why (400, 403, 404, 409, 429, 503), and for 429 *retry_after
+ * the seconds until the tenant's bucket has a token again (else 0). */
 int ks_dynroutes_apply(struct ks_dynroutes *d, const struct ks_config *cfg, const char *cmd,
                        int64_t now_ms, char *id_out, size_t idlen, char *tenant_out, size_t tlen,
-                       int *status, char *err, size_t errlen);
-/* Undo the last applied change (its publish failed). */
-void ks_dynroutes_undo(struct ks_dynroutes *d);
+                       int *status, int *retry_after, char *err, size_t errlen);
+/* The last applied change was published: log it. */
+void ks_dynroutes_published(const struct ks_dynroutes *d);
+/* Undo the last applied change (its publish failed, for why), and log
+ * that it was undone. */
+void ks_dynroutes_undo(struct ks_dynroutes *d, const char *why);
 /* After a reload: drop (and log) the routes cfg no longer allows. */
 void ks_dynroutes_prune(struct ks_dynroutes *d, const struct ks_config *cfg);
 

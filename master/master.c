@@ -36,6 +36,7 @@
 #include "master/watch.h"
 #include "shm/shm.h"
 #include "shm/statefile.h"
+#include "shm/token.h"
 #include "worker/worker.h"
 
 #define TICK_MS 1000
@@ -86,6 +87,9 @@ struct ks_master {
     size_t table_cap;
     struct ks_watch *watch;     /* inotify on the Lua scripts */
     struct ks_dynroutes *dyn;   /* runtime routes (survive reloads) */
+    /* the key of the admin token's hash in the route table (shm/token.h):
+     * drawn before any fork, inherited by the workers, written nowhere */
+    unsigned char token_key[KS_TOKEN_KEY_LEN];
     int pidfile_fd;             /* locked pid file (keystoned.c owns it) */
     gid_t state_gid;            /* group of the state file, (gid_t)-1 for none */
     bool state_file_failing;    /* it is lost and could not be recreated (said once) */
@@ -201,7 +205,7 @@ static int publish(struct ks_master *m, const struct ks_config *cfg, char *err, 
 {
     /* a reload may make the table smaller than the buffers made at start */
     size_t cap = cfg->limits.route_table_size < m->table_cap ? cfg->limits.route_table_size : m->table_cap;
-    size_t len = ks_publish_build_dyn(cfg, m->dyn, &m->shm, m->table_buf, cap, err, errlen);
+    size_t len = ks_publish_build_dyn(cfg, m->dyn, m->token_key, &m->shm, m->table_buf, cap, err, errlen);
     if (len == 0)
         return -1;
     uint64_t gen = ks_shm_routes_publish(&m->shm, m->table_buf, len);
@@ -258,6 +262,7 @@ static void spawn(struct ks_master *m, uint32_t slot)
             .master_pid = master,
             .slot = slot,
             .process_gen = m->process_gen,
+            .token_key = m->token_key,
         };
         for (int i = 0; i < m->nlisteners; i++) {
             a.listen_fd[i] = m->listeners[i].fd;
@@ -843,26 +848,30 @@ static void handle_signals(struct ks_master *m)
 
 /* A runtime route change (a worker's, for Lua or the admin API): check
  * it, publish it.  Reply "0 <http status> <id> <generation>" or
- * "1 <http status> <reason>". */
+ * "1 <http status> [retry-after=<seconds>] <reason>". */
 static void route_command(struct ks_master *m, const char *cmd, char *reply, size_t len)
 {
     char id[64], tenant[128], err[512];
-    int status;
+    int status, retry_after;
     size_t pos = 0;
     if (m->stopping) {
         ks_appendf(reply, len, &pos, "1 503 keystoned is stopping\n");
         return;
     }
     if (ks_dynroutes_apply(m->dyn, m->cfg, cmd, ks_now_ms(), id, sizeof(id), tenant, sizeof(tenant),
-                           &status, err, sizeof(err)) == 0) {
-        ks_appendf(reply, len, &pos, "1 %d %s\n", status, err);
+                           &status, &retry_after, err, sizeof(err)) == 0) {
+        if (retry_after > 0)
+            ks_appendf(reply, len, &pos, "1 %d retry-after=%d %s\n", status, retry_after, err);
+        else
+            ks_appendf(reply, len, &pos, "1 %d %s\n", status, err);
         return;
     }
     if (publish(m, m->cfg, err, sizeof(err)) < 0) {
-        ks_dynroutes_undo(m->dyn);
+        ks_dynroutes_undo(m->dyn, err);
         ks_appendf(reply, len, &pos, "1 507 %s\n", err);
         return;
     }
+    ks_dynroutes_published(m->dyn);
     const char *parts[] = { tenant };
     int slot = ks_shm_tenant_slot(&m->shm, ks_hash_strings(parts, 1));
     if (slot >= 0)
@@ -910,6 +919,11 @@ struct ks_master *ks_master_new(struct ks_config *cfg, bool foreground, char *er
     m->dyn = ks_dynroutes_new();
     if (m->dyn == NULL) {
         snprintf(err, errlen, "out of memory");
+        free(m);
+        return NULL;
+    }
+    if (ks_token_key_new(m->token_key, err, errlen) < 0) {
+        ks_dynroutes_free(m->dyn);
         free(m);
         return NULL;
     }

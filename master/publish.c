@@ -11,6 +11,7 @@
 #include "master/dynroutes.h"
 #include "master/publish.h"
 #include "shm/table.h"
+#include "shm/token.h"
 
 static int gcd(int a, int b)
 {
@@ -166,11 +167,12 @@ static uint32_t level_of(const char *name)
 size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *buf, size_t cap,
                         char *err, size_t errlen)
 {
-    return ks_publish_build_dyn(cfg, NULL, shm, buf, cap, err, errlen);
+    return ks_publish_build_dyn(cfg, NULL, NULL, shm, buf, cap, err, errlen);
 }
 
 size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynroutes *dyn,
-                            struct ks_shm *shm, void *buf, size_t cap, char *err, size_t errlen)
+                            const unsigned char *token_key, struct ks_shm *shm, void *buf,
+                            size_t cap, char *err, size_t errlen)
 {
     uint32_t nup = 0, nstr = (uint32_t)cfg->lua.nallowed_env, nsched = 0;
     for (size_t i = 0; i < cfg->ntenants; i++) {
@@ -192,7 +194,11 @@ size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynrout
     struct ks_t_settings *s = &b.t->settings;
     const struct ks_server_config *sv = &cfg->server;
     s->admin_base_path = ks_table_str(&b, sv->admin_base_path);
-    s->admin_token = ks_table_str(&b, sv->admin_token);
+    /* the table is in the state file: the token's keyed hash, never the
+     * token (shm/token.h) */
+    s->admin_token_set = sv->admin_token != NULL && sv->admin_token[0] != '\0';
+    if (s->admin_token_set && token_key != NULL)
+        ks_token_mac(token_key, sv->admin_token, strlen(sv->admin_token), s->admin_token_mac);
     s->access_log = ks_table_str(&b, sv->access_log);
     s->log_level = level_of(sv->log_level);
     s->read_header_timeout_ms = sv->read_header_timeout_ms;

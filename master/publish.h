@@ -25,9 +25,12 @@ struct ks_dynroutes;
  * filled. */
 size_t ks_publish_build(const struct ks_config *cfg, struct ks_shm *shm, void *buf, size_t cap,
                         char *err, size_t errlen);
-/* The same with the runtime routes in dyn (master/dynroutes.h). */
+/* The same with the runtime routes in dyn (master/dynroutes.h), and the
+ * admin token hashed under token_key (shm/token.h; NULL: only whether one
+ * is set, as ks_publish_build does). */
 size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynroutes *dyn,
-                            struct ks_shm *shm, void *buf, size_t cap, char *err, size_t errlen);
+                            const unsigned char *token_key, struct ks_shm *shm, void *buf,
+                            size_t cap, char *err, size_t errlen);
 
 /* Release health records and tenant stats no longer named by cfg. */
 void ks_publish_sweep(const struct ks_config *cfg, struct ks_shm *shm);

@@ -50,7 +50,8 @@ void ks_routelist_target(const struct ks_table *t, const struct ks_t_route *r, c
         snprintf(out, len, "balanced upstreams");
 }
 
-size_t ks_routelist_json(const struct ks_table *t, uint64_t generation, char *buf, size_t cap)
+size_t ks_routelist_json(const struct ks_table *t, uint64_t generation, bool header_values,
+                         char *buf, size_t cap)
 {
     size_t pos = 0;
     int rc = ks_appendf(buf, cap, &pos, "{\"generation\":%llu,\"routes\":[", (unsigned long long)generation);
@@ -82,7 +83,8 @@ size_t ks_routelist_json(const struct ks_table *t, uint64_t generation, char *bu
             rc |= ks_appendf(buf, cap, &pos, "%s", h ? "," : "");
             rc |= str(buf, cap, &pos, ks_t_str(t, ks_t_strlist(t)[r->headers + h]));
             rc |= ks_appendf(buf, cap, &pos, ":");
-            rc |= str(buf, cap, &pos, ks_t_str(t, ks_t_strlist(t)[r->headers + h + 1]));
+            rc |= str(buf, cap, &pos, header_values ? ks_t_str(t, ks_t_strlist(t)[r->headers + h + 1])
+                                                    : "***");
         }
         rc |= ks_appendf(buf, cap, &pos, "}}");
     }

@@ -168,7 +168,6 @@ int ks_table_check(const void *buf, size_t len, char *err, size_t errlen)
         str_ok(&c, sl[i], "list");
     const struct ks_t_settings *s = &t->settings;
     str_ok(&c, s->admin_base_path, "admin_base_path");
-    str_ok(&c, s->admin_token, "admin_token");
     str_ok(&c, s->access_log, "access_log");
     range_ok(&c, s->allowed_env, s->nallowed_env, t->nstrlist, "allowed_env");
     for (uint32_t i = 0; i < t->ntenants; i++) {

@@ -19,13 +19,14 @@
 
 #include "keystoned/util.h"
 
-#define KS_TABLE_MAGIC 0x4b5354424c310000ULL
+#define KS_TABLE_MAGIC 0x4b5354424c320000ULL
 #define KS_NONE UINT32_MAX
 
 /* Server-wide settings a worker needs; they may change on every reload. */
 struct ks_t_settings {
     uint32_t admin_base_path;       /* string; "" = off on the public listener */
-    uint32_t admin_token;           /* string; "" = none */
+    uint32_t admin_token_set;       /* 1: server.admin_token is set */
+    unsigned char admin_token_mac[32]; /* its keyed hash (shm/token.h), never the token */
     uint32_t access_log;            /* string: "stderr", "off" or a path */
     uint32_t log_level;             /* 0 error .. 3 debug */
     int64_t read_header_timeout_ms;

@@ -13,6 +13,7 @@
 #include "lua/handle.h"
 #include "lua/routespec.h"
 #include "shm/routelist.h"
+#include "shm/token.h"
 #include "worker/admin.h"
 #include "worker/admin_routes.h"
 #include "worker/body.h"
@@ -54,24 +55,34 @@ bool ks_admin_routes_wants(const struct ks_conn *c, const struct ks_request *r)
     return p != NULL && parse(p, len, &n, &nl, &id, &il) != EP_NONE;
 }
 
-/* Constant-time comparison: the token is a secret. */
-static bool same_secret(const char *a, size_t al, const char *b, size_t bl)
+/* How many Authorization headers r has. */
+static size_t authorization_count(const struct ks_request *r)
 {
-    unsigned char d = al != bl;
-    for (size_t i = 0; i < al && i < bl; i++)
-        d |= (unsigned char)(a[i] ^ b[i]);
-    return d == 0;
+    size_t n = 0;
+    for (size_t i = 0; i < r->nheaders; i++)
+        n += ks_http_name_is(r->headers[i].name, r->headers[i].name_len, "authorization");
+    return n;
 }
 
-/* 0 when allowed, else the status to answer (401, 403) and *why. */
-static int authorize(const struct ks_exchange *x, bool write, const char **why)
+/* 0 when allowed, else the status to answer (400, 401, 403) and *why; *proved
+ * tells whether the request showed the admin token.  The table has only
+ * the token's keyed hash (shm/token.h): the presented token is hashed and
+ * the hashes compared in constant time. */
+static int authorize(const struct ks_exchange *x, bool write, bool *proved, const char **why)
 {
-    const char *token = ks_t_str(x->w->table, x->w->table->settings.admin_token);
+    *proved = false;
+    /* two credentials are one too many: which one counts would be a
+     * guess, and a proxy in front may have added one */
+    if (authorization_count(x->r) > 1) {
+        *why = "more than one Authorization header";
+        return 400;
+    }
+    const struct ks_t_settings *st = &x->w->table->settings;
     if (write && x->c->kind != KS_LISTEN_ADMIN) {
         *why = "route changes are only served on the admin listener";
         return 403;
     }
-    if (token[0] == '\0') {
+    if (!st->admin_token_set) {
         if (!write)
             return 0;
         *why = "route changes need server.admin_token to be set";
@@ -86,10 +97,11 @@ static int authorize(const struct ks_exchange *x, bool write, const char **why)
     size_t n = h->value_len - 7;
     while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
         n--;
-    if (!same_secret(v, n, token, strlen(token))) {
+    if (!ks_token_matches(x->w->args->token_key, st->admin_token_mac, v, n)) {
         *why = "wrong admin token";
         return 401;
     }
+    *proved = true;
     return 0;
 }
 
@@ -111,21 +123,23 @@ static int answer_error(struct ks_exchange *x, int status, const char *why, cons
 
 /* An error whose reason sits in a local buffer: the envelope carries it,
  * the access log (read after this frame is gone) a fixed word. */
-static int answer_local_error(struct ks_exchange *x, int status, const char *why)
+static int answer_local_error(struct ks_exchange *x, int status, const char *why, const char *extra)
 {
     x->error = status == 429 ? "route change rate limited"
                : status >= 500 ? "route change failed" : "route change refused";
     x->status = status;
     x->responded = true;
-    return ks_admin_error(x->c, x->r, status, why, NULL, !x->close) < 0 ? -1 : 0;
+    return ks_admin_error(x->c, x->r, status, why, extra, !x->close) < 0 ? -1 : 0;
 }
 
-static int list(struct ks_exchange *x)
+/* The routes; header values only for a request that showed the token
+ * (shm/routelist.h). */
+static int list(struct ks_exchange *x, bool header_values)
 {
     const struct ks_table *t = x->w->table;
     size_t cap = ks_routelist_size(t);
     char *buf = malloc(cap);
-    size_t n = buf != NULL ? ks_routelist_json(t, x->w->generation, buf, cap) : 0;
+    size_t n = buf != NULL ? ks_routelist_json(t, x->w->generation, header_values, buf, cap) : 0;
     int rc = n > 0 ? answer(x, 200, buf, n, NULL)
                    : answer_error(x, 500, "out of memory", NULL);
     free(buf);
@@ -135,11 +149,15 @@ static int list(struct ks_exchange *x)
 /* Send a change to the master and answer with its verdict. */
 static int change(struct ks_exchange *x, const struct ks_route_spec *s, bool del)
 {
-    char id[KS_ROUTE_ID_MAX], err[512], body[1024];
-    int status;
+    char id[KS_ROUTE_ID_MAX], err[512], body[1024], extra[48] = "";
+    int status, retry_after;
     uint64_t gen = 0;
-    if (ks_lua_send_route(x->w, s, del, id, sizeof(id), &gen, err, sizeof(err), &status) < 0)
-        return answer_local_error(x, status, err);
+    if (ks_lua_send_route(x->w, s, del, id, sizeof(id), &gen, err, sizeof(err), &status,
+                          &retry_after) < 0) {
+        if (status == 429 && retry_after > 0)
+            snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", retry_after);
+        return answer_local_error(x, status, err, extra[0] ? extra : NULL);
+    }
     size_t pos = 0;
     ks_appendf(body, sizeof(body), &pos, "{\"ok\":true,\"tenant\":\"");
     ks_json_escape(body, sizeof(body), &pos, s->tenant, strlen(s->tenant));
@@ -164,11 +182,12 @@ int ks_admin_routes_serve(struct ks_exchange *x)
     if (!ok_method)
         return answer_error(x, 405, "method not allowed", allow);
     const char *why = NULL;
-    int denied = authorize(x, ep != EP_LIST, &why);
+    bool proved;
+    int denied = authorize(x, ep != EP_LIST, &proved, &why);
     if (denied != 0)
         return answer_error(x, denied, why, denied == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
     if (ep == EP_LIST)
-        return list(x);
+        return list(x, proved);
 
     struct ks_route_spec *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -187,7 +206,7 @@ int ks_admin_routes_serve(struct ks_exchange *x)
     } else {
         memcpy(s->tenant, name, nl);
         if (ks_lua_route_spec_from_json(x->body, x->body_len, s, err, sizeof(err)) < 0)
-            rc = answer_local_error(x, 400, err);
+            rc = answer_local_error(x, 400, err, NULL);
         else
             rc = change(x, s, false);
     }

@@ -35,6 +35,7 @@ struct ks_worker_args {
     pid_t master_pid;
     uint32_t slot;                  /* scoreboard slot */
     uint64_t process_gen;           /* generation of the listener set */
+    const unsigned char *token_key; /* the admin token hash's key (shm/token.h), the master's copy */
 };
 
 /* Exit codes of a worker (the master reads them). */

@@ -14,12 +14,17 @@ my $dir = $t->dir;
 sub slurp { my ($f) = @_; open my $fh, '<', $f or die "$f: $!"; local $/; <$fh> }
 
 # ---- the quick start: etc/keystone.yaml, only its ports and run-time files moved -------------
+# The upstream moves too, to a free port nothing listens on: the quick
+# start invites a server on its port (3001), and here it must be absent
+# whatever runs on this machine.
 my $port = $t->free_port;
 my $admin = $t->free_port;
+my $absent = $t->free_port;
 my $yaml = slurp("$src/etc/keystone.yaml");
 like($yaml, qr{^\s*lua_script: scripts/hello\.lua}m, 'the demo tenant uses hello.lua');
 $yaml =~ s/127\.0\.0\.1:8080/127.0.0.1:$port/ or die 'no public_addr in etc/keystone.yaml';
 $yaml =~ s/127\.0\.0\.1:9000/127.0.0.1:$admin/ or die 'no admin_addr in etc/keystone.yaml';
+$yaml =~ s{url: http://127\.0\.0\.1:\d+}{url: http://127.0.0.1:$absent} or die 'no upstream url in etc/keystone.yaml';
 $yaml =~ s/^(\s*)access_log: stderr/$1access_log: "off"/m;
 $t->write_config($yaml);
 $t->write_file("scripts/$_", slurp("$src/etc/scripts/$_")) for qw(hello.lua auth-middleware.lua headers.lua);

@@ -854,10 +854,12 @@ static int parse_int64(const char *s, int64_t *out)
     }
     if (*p < '0' || *p > '9')
         return -1;
+    /* up to INT64_MAX exactly (and its negative), no further */
     for (; *p >= '0' && *p <= '9'; p++) {
-        if (v > ((uint64_t)INT64_MAX - 9) / 10)
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > ((uint64_t)INT64_MAX - d) / 10)
             return -1;
-        v = v * 10 + (uint64_t)(*p - '0');
+        v = v * 10 + d;
     }
     if (*p != '\0')
         return -1;

@@ -677,6 +677,12 @@ START_TEST(test_scalar_types)
     assert_only_err("3:12: server.workers: expected an integer between 1 and 4096, got \"0\"");
     load(SERVER "  workers: 99999999999999999999999\n");
     assert_only_err("3:12: server.workers: expected an integer between 1 and 4096, got \"99999999999999999999999\"");
+    /* the ends of the int64 range, exactly */
+    ck_assert_int_eq(load_ok(SERVER "  max_requests_per_worker: 9223372036854775807\n")->server.max_requests_per_worker,
+                     INT64_MAX);
+    load(SERVER "  max_requests_per_worker: 9223372036854775808\n");
+    assert_only_err("3:28: server.max_requests_per_worker: expected an integer between 0 and 9223372036854775807, "
+                    "got \"9223372036854775808\"");
     load(SERVER "  workers: 4.0\n");
     assert_only_err("3:12: server.workers: expected an integer between 1 and 4096, got \"4.0\"");
     load(SERVER "limits:\n  max_body_bytes: 10 MB\n");

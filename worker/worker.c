@@ -463,11 +463,15 @@ static int route_request(struct ks_exchange *x)
  * whether another connection needs it (below). */
 #define WAITING_CHECK_MS 1000
 
-/* Is a new connection waiting while every worker is busy?  The master's
- * hint (one relaxed load) first; the listeners are polled only when no
- * worker is idle and none will be started, and at most once a
- * WAITING_CHECK_MS: a request on a kept-alive connection costs no
- * syscall for it. */
+/* Has a new connection been kept waiting while every worker is busy?  The
+ * master's hint (one relaxed load) first; the listeners are polled only
+ * when no worker is idle and none will be started, and at most once a
+ * WAITING_CHECK_MS: a request on a kept-alive connection costs no syscall
+ * for it.  A connection must be seen waiting at two looks in a row: one
+ * seen once may be taken by a worker a moment later (64 connections
+ * opened at once reach 64 workers one by one, and the hint is a tick
+ * old), and closing a keep-alive connection for it would be for
+ * nothing. */
 static bool connection_waiting(struct ks_worker *w, int64_t now)
 {
     if (now < w->waiting_check_ms)
@@ -476,12 +480,16 @@ static bool connection_waiting(struct ks_worker *w, int64_t now)
     /* (a stop closes the listeners: see on_term; one that comes between
      * this test and the poll makes the poll report them invalid, and the
      * connection is closed, as the stop wants anyway) */
-    if (w->stop || !atomic_load_explicit(&w->shm->hdr->all_busy, memory_order_relaxed))
-        return false;
-    struct pollfd p[KS_MAX_LISTENERS];
-    for (int i = 0; i < w->nlisten; i++)
-        p[i] = (struct pollfd){ .fd = w->listen_fd[i], .events = POLLIN };
-    return poll(p, (nfds_t)w->nlisten, 0) > 0;
+    bool waiting = false;
+    if (!w->stop && atomic_load_explicit(&w->shm->hdr->all_busy, memory_order_relaxed)) {
+        struct pollfd p[KS_MAX_LISTENERS];
+        for (int i = 0; i < w->nlisten; i++)
+            p[i] = (struct pollfd){ .fd = w->listen_fd[i], .events = POLLIN };
+        waiting = poll(p, (nfds_t)w->nlisten, 0) > 0;
+    }
+    bool again = waiting && w->waiting_seen;
+    w->waiting_seen = waiting;
+    return again;
 }
 
 /* The wait for the first byte of the next request on a kept-alive

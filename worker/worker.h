@@ -95,6 +95,7 @@ struct ks_worker {
     int64_t state_retry_ms;         /* following a new state file failed: not before */
     int64_t table_logged_ms;        /* last "table" error line (one a second) */
     int64_t waiting_check_ms;       /* next look for a waiting connection (worker.c) */
+    bool waiting_seen;              /* and the last look saw one */
     /* While a request is written to an upstream (proxy.c): its socket,
      * whose readability ends a wait to write there when answer_final
      * says what came is a final answer (the upstream answered early,

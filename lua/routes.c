@@ -106,6 +106,34 @@ static int resolve_middleware(lua_State *L, int idx, int *mw, size_t *n, size_t 
 /* The opts of a route (the table at idx, or none) into s; method and
  * pattern must be in s already.  *fn_idx receives the stack index of a
  * function handler (0 when there is none). */
+/* Does add_route's opts table (at idx, a table or nil) have a key it does
+ * not know?  A misspelt "upstrem" would otherwise give a route that
+ * proxies to the tenant's round-robin without a word. */
+static bool opts_unknown_key(lua_State *L, int idx, char *err, size_t errlen)
+{
+    static const char *const known[] = {
+        "handler", "upstream", "timeout", "strip_prefix", "headers", "middleware", NULL,
+    };
+    if (!lua_istable(L, idx))
+        return false;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        const char *key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        size_t i = 0;
+        while (key != NULL && known[i] != NULL && strcmp(known[i], key) != 0)
+            i++;
+        if (key == NULL || known[i] == NULL) {
+            snprintf(err, errlen, "unknown route option %s%.64s%s (a route has handler or upstream, "
+                     "headers, timeout, strip_prefix, middleware)", key ? "\"" : "(a ",
+                     key ? key : luaL_typename(L, -1), key ? "\"" : " key)");
+            lua_pop(L, 1);
+            return true;
+        }
+    }
+    return false;
+}
+
 static int spec_from_opts(lua_State *L, int idx, struct ks_route_spec *s, int *fn_idx, char *err,
                           size_t errlen)
 {
@@ -273,7 +301,8 @@ static int r_add_route(lua_State *L)
     char err[512];
     struct ks_route_spec s;
     int fn_idx;
-    if (spec_start(L, group, method, pattern, &s, err, sizeof(err)) < 0 ||
+    if (opts_unknown_key(L, 4, err, sizeof(err)) ||
+        spec_start(L, group, method, pattern, &s, err, sizeof(err)) < 0 ||
         spec_from_opts(L, 4, &s, &fn_idx, err, sizeof(err)) < 0)
         return refuse(L, err);
 

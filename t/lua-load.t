@@ -93,6 +93,8 @@ router:add_route("GET", "/k", {handler = "x\0"})
 router:add_route("GET", "/l", {upstream = "app", headers = {["X A"] = "1"}})
 router:add_route("GET", "/m", {upstream = "app", headers = {["X-A"] = "1\127"}})
 router:add_route("GET", "/n", {upstream = "app", headers = {["Transfer-Encoding"] = "chunked"}})
+router:add_route("GET", "/o", {upstrem = "app"})
+router:add_route("GET", "/p", {"app"})
 LUA
 is($code, 1, 'route options with NUL bytes fail -t');
 like($err, qr{nul-opts\.lua:1: upstream must be the name}, 'a NUL in the upstream name');
@@ -102,6 +104,8 @@ like($err, qr{nul-opts\.lua:4: a NUL byte in the handler's name}, "in a handler'
 like($err, qr{nul-opts\.lua:5: bad header name "X A"}, 'and a route header name that is not a token');
 like($err, qr{nul-opts\.lua:6: header X-A: control characters are not allowed in a value}, 'and a DEL in a route header value');
 like($err, qr{nul-opts\.lua:7: header Transfer-Encoding is set by keystoned}, 'and a framing field as a route header');
+like($err, qr{nul-opts\.lua:8: unknown route option "upstrem" \(a route has handler or upstream}, 'a misspelt option');
+like($err, qr{nul-opts\.lua:9: unknown route option \(a number key\)}, 'and a list instead of options');
 
 ($code, $out, $err) = check('slow.lua', "while true do end\n");
 like($err, qr{slow\.lua:1: the script's top level ran longer than 50 ms \(lua_limits\.timeout\)}, 'a top level that loops');

@@ -485,6 +485,24 @@ static int absolute_target(struct ks_request *r)
     }
     const char *h = r->target + u.field_data[UF_HOST].off;
     size_t hl = u.field_data[UF_HOST].len;
+    if (r->host_value == NULL) {
+        /* HTTP/1.0 without Host: the target's authority names the host
+         * (RFC 9112 section 3.2.2), brackets and port included */
+        const char *a = r->target + (h[-1] == '[' ? u.field_data[UF_HOST].off - 1 : u.field_data[UF_HOST].off);
+        const char *end = r->target + r->target_len;
+        const char *slash = memchr(a, '/', (size_t)(end - a));
+        const char *query = memchr(a, '?', (size_t)(end - a));
+        if (slash != NULL)
+            end = slash;
+        if (query != NULL && query < end)
+            end = query;
+        if (!normalise_host(r, a, (size_t)(end - a))) {
+            r->error = "Host name longer than 255 bytes";
+            return 400;
+        }
+        r->host_value = a;
+        r->host_value_len = (size_t)(end - a);
+    }
     const char *mine = r->host;
     size_t ml = strlen(mine);
     if (ml >= 2 && mine[0] == '[') {        /* the URL's host has no brackets */

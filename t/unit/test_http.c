@@ -271,6 +271,15 @@ START_TEST(test_read_forms)
     ck_assert(memcmp(r.path, "/p", r.path_len) == 0);
     ck_assert_int_eq(head(&r, "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n"), 0);
     ck_assert(r.origin_len == 1 && r.origin[0] == '/');
+    /* HTTP/1.0 without Host: the target names the host */
+    ck_assert_int_eq(head(&r, "GET http://Example.com.:81/p HTTP/1.0\r\n\r\n"), 0);
+    ck_assert_str_eq(r.host, "example.com");
+    ck_assert(r.host_value_len == 15 && memcmp(r.host_value, "Example.com.:81", 15) == 0);
+    ck_assert_int_eq(head(&r, "GET http://[::1]?q HTTP/1.0\r\n\r\n"), 400);  /* query, no path */
+    ck_assert_int_eq(head(&r, "GET http://[::1]:8080 HTTP/1.0\r\n\r\n"), 0);
+    ck_assert_str_eq(r.host, "[::1]");
+    ck_assert(r.origin_len == 1 && r.origin[0] == '/');
+    ck_assert_int_eq(head(&r, "GET http://a/ HTTP/1.0\r\nHost: b\r\n\r\n"), 400);
     ck_assert_int_eq(head(&r, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
     ck_assert_int_eq(head(&r, "GET / HTTP/1.0\r\n\r\n"), 0);           /* 1.0 may omit Host */
     ck_assert(!r.keep_alive);

@@ -223,4 +223,19 @@ for my $chunked (0, 1) {
     like($in, qr{\r\nConnection: close\r\n}i, 'and the connection is to close');
 }
 
+# The same while the *client* is slow: what it sent so far went up, the
+# upstream refused it, and the worker is waiting for more of the upload.
+# The refusal is passed on then, not a 408 for the stalled upload
+# (min_body_rate) nor, without that, a wait of read_body_timeout.
+for my $chunked (0, 1) {
+    my $what = $chunked ? 'a chunked upload' : 'an upload';
+    my $head = "POST /refuse?early=40000 HTTP/1.1\r\nHost: x\r\n"
+             . ($chunked ? "Transfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n"
+                         : "Content-Length: 100000\r\n\r\n0123456789");
+    my ($in, $how) = $t->raw($port, $head, one => 1, timeout => 10);
+    like($in, qr{^HTTP/1\.1 403 Forbidden\r\n.*\r\n\r\nearly}s,
+         "$what the client stalls in: the upstream's early 403 is passed on") or diag("ended: $how");
+    like($in, qr{\r\nConnection: close\r\n}i, 'and the connection is to close');
+}
+
 done_testing;

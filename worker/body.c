@@ -369,9 +369,12 @@ static int send_continue(struct ks_body *b)
     return 0;
 }
 
-/* A read of body bytes by deadline dl (body_deadline()) failed. */
+/* A read of body bytes by deadline dl (body_deadline()) failed.  -2:
+ * not the client's failure, the upstream answered meanwhile. */
 static int read_failed(struct ks_body *b, enum ks_io_result io, int64_t dl)
 {
+    if (io == KS_IO_ANSWERED)
+        return -2;
     if (io == KS_IO_TIMEOUT)
         return body_fail(b, 408, dl < b->deadline_ms ? "request body slower than min_body_rate"
                                                      : "request body not received in time");
@@ -457,7 +460,7 @@ int ks_body_splice_to(struct ks_body *b, int out, const int pipe_fd[2], int64_t 
         ks_decoder_passed(&b->dec, got);
         left -= got;
         if (io != KS_IO_OK)
-            return client_failed ? read_failed(b, io, dl) : -2;
+            return client_failed && io != KS_IO_ANSWERED ? read_failed(b, io, dl) : -2;
     }
     return 0;
 }

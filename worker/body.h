@@ -107,7 +107,8 @@ static inline bool ks_body_pending(const struct ks_body *b)
 /* Next decoded data: up to max slices into out, reading from the client
  * (with the body deadlines) when nothing is buffered.  The slices stay
  * valid until the next call.  Returns 0 (*n == 0 means the body is
- * complete) or -1 with b->status and b->error. */
+ * complete) or -1 with b->status and b->error; -2 when a wait for the
+ * client ended because the upstream answered (w->answer_fd). */
 int ks_body_next(struct ks_body *b, struct ks_slice *out, size_t max, size_t *n);
 /* The same for what is already buffered, never reading: *n == 0 then
  * also means "nothing buffered" unless ks_body_pending() is false. */
@@ -123,7 +124,7 @@ bool ks_body_splice_ready(const struct ks_body *b, uint64_t min);
  * within write_ms; buf (cap bytes, free) is for the last stretch before
  * a write deadline.  The body cannot be replayed afterwards.  Returns 0;
  * -1 when the client failed (b->status and b->error say how); -2 when
- * out did.  On failure the pipe may hold data (close it). */
+ * out did, or answered while the client was waited for.  On failure the pipe may hold data (close it). */
 int ks_body_splice_to(struct ks_body *b, int out, const int pipe_fd[2], int64_t write_ms, char *buf,
                       size_t cap);
 

@@ -157,6 +157,14 @@ static bool may_block(struct ks_worker *w, int fd, int opt, int64_t deadline_ms)
     return true;
 }
 
+/* Is fd to be watched for an answer from w->answer_fd while it is waited
+ * for?  A write to the upstream itself, and a read of the client's body
+ * for it: either way the upstream may answer before it has the rest. */
+static bool watching_answer(const struct ks_worker *w, int fd, short events)
+{
+    return w->answer_fd >= 0 && (fd == w->answer_fd ? (events & POLLOUT) != 0 : (events & POLLIN) != 0);
+}
+
 enum ks_io_result ks_wait_fd(struct ks_worker *w, int fd, short events, int64_t deadline_ms,
                              bool interruptible)
 {
@@ -166,14 +174,27 @@ enum ks_io_result ks_wait_fd(struct ks_worker *w, int fd, short events, int64_t 
         int64_t left = deadline_ms - ks_now_ms();
         if (left <= 0)
             return KS_IO_TIMEOUT;
-        bool watch = (events & POLLOUT) && fd == w->answer_fd;
-        struct pollfd p = { .fd = fd, .events = (short)(events | (watch ? POLLIN : 0)) };
+        bool watch = watching_answer(w, fd, events);
+        bool same = fd == w->answer_fd;
+        struct pollfd p[2] = {
+            { .fd = fd, .events = (short)(events | (watch && same ? POLLIN : 0)) },
+            { .fd = w->answer_fd, .events = POLLIN },
+        };
         int64_t cap = interruptible ? SLICE_MS : 1000000;
-        int rc = poll(&p, 1, (int)(left > cap ? cap : left));
-        if (rc > 0 && watch && (p.revents & (POLLIN | POLLOUT | POLLERR | POLLHUP)) == POLLIN) {
-            if (w->answer_final(fd))
+        int rc = poll(p, watch && !same ? 2 : 1, (int)(left > cap ? cap : left));
+        /* what the upstream's socket has; while the client is waited
+         * for, only when the client has nothing (its bytes come first) */
+        short up = 0;
+        if (watch)
+            up = same ? p[0].revents : p[0].revents == 0 ? p[1].revents : 0;
+        if (rc > 0 && up != 0 && (up & (POLLIN | POLLOUT | POLLERR | POLLHUP)) == POLLIN) {
+            if (w->answer_final(w->answer_fd))
                 return KS_IO_ANSWERED;
             w->answer_fd = -1;  /* an interim head: it is read with the answer */
+            continue;
+        }
+        if (rc > 0 && up != 0 && !same) {
+            w->answer_fd = -1;  /* an error there: the next write to it reports it */
             continue;
         }
         if (rc > 0)
@@ -190,7 +211,9 @@ static enum ks_io_result read_loop(struct ks_worker *w, int fd, void *buf, size_
     *got = 0;
     for (;;) {
         /* once a stop is asked for, only what is already there is read */
-        bool block = !(interruptible && w->stop) && may_block(w, fd, SO_RCVTIMEO, deadline_ms);
+        /* a blocking recv() would not see the upstream answer meanwhile */
+        bool block = !(interruptible && w->stop) && !watching_answer(w, fd, POLLIN) &&
+                     may_block(w, fd, SO_RCVTIMEO, deadline_ms);
         ssize_t n = recv(fd, buf, len, block ? 0 : MSG_DONTWAIT);
         if (n > 0) {
             *got = (size_t)n;
@@ -276,9 +299,11 @@ static enum ks_io_result splice_in(struct ks_worker *w, int in, int pipe_w, size
                                    int64_t deadline_ms, size_t *got)
 {
     for (;;) {
-        /* too close to the deadline for the socket's timeout: poll()
-         * first; a readable socket is then spliced without sleeping */
-        if (registered_blocking(w, in) && !may_block(w, in, SO_RCVTIMEO, deadline_ms)) {
+        /* too close to the deadline for the socket's timeout, or the
+         * upstream's answer to be watched for meanwhile: poll() first; a
+         * readable socket is then spliced without sleeping */
+        if (registered_blocking(w, in) &&
+            (watching_answer(w, in, POLLIN) || !may_block(w, in, SO_RCVTIMEO, deadline_ms))) {
             enum ks_io_result r = ks_wait_fd(w, in, POLLIN, deadline_ms, false);
             if (r != KS_IO_OK)
                 return r;

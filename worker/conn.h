@@ -30,7 +30,8 @@ enum ks_io_result {
     KS_IO_TIMEOUT,      /* the deadline passed */
     KS_IO_ERROR,        /* reset or other error; errno set */
     KS_IO_STOPPED,      /* an interruptible wait was interrupted by a stop */
-    KS_IO_ANSWERED,     /* a wait to write to w->answer_fd ended: it answered */
+    KS_IO_ANSWERED,     /* a wait to write to w->answer_fd (or to read the
+                         * body for it) ended: it answered */
 };
 
 struct ks_conn {

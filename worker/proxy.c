@@ -840,6 +840,8 @@ static enum send_result send_request(struct ks_exchange *x, struct attempt *a,
         }
         int rc = ks_body_next(in, s, SLICES, &n);
         ks_worker_set_state(x->w, KS_WS_PROXYING);
+        if (rc == -2)
+            return SEND_UPSTREAM;   /* it answered: read that */
         if (rc < 0)
             return SEND_CLIENT;
     }

@@ -97,9 +97,10 @@ struct ks_worker {
     int64_t waiting_check_ms;       /* next look for a waiting connection (worker.c) */
     bool waiting_seen;              /* and the last look saw one */
     /* While a request is written to an upstream (proxy.c): its socket,
-     * whose readability ends a wait to write there when answer_final
-     * says what came is a final answer (the upstream answered early,
-     * without reading the rest).  -1: none. */
+     * whose readability ends a wait to write there, or to read the
+     * client's body meanwhile, when answer_final says what came is a
+     * final answer (the upstream answered early, without reading the
+     * rest).  -1: none. */
     int answer_fd;
     bool (*answer_final)(int fd);
     /* per descriptor: the kernel timeouts conn.c set on blocking sockets */

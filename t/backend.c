@@ -31,6 +31,7 @@
  *   ?close_delim=1  no Content-Length: the body ends when we close
  *   ?close_mid=1  send the head and half of the body, then close
  *   ?reset=1      read the request, then close with RST (SO_LINGER 0)
+ *   ?reset_if=NAME  the same, but only in the instance named NAME (-n)
  *   ?hang=1       send the head, then hang until the peer goes away
  *   ?hang_head=1  send nothing and hang until the peer goes away
  *   ?malformed=1  send garbage instead of a status line, then close
@@ -984,6 +985,8 @@ static void parse_query(const char *target, struct query *q)
             q->close_mid = on;
         else if (strcmp(k, "reset") == 0)
             q->reset = on;
+        else if (strcmp(k, "reset_if") == 0)
+            q->reset = strcmp(v, g_name) == 0;
         else if (strcmp(k, "hang") == 0)
             q->hang = on;
         else if (strcmp(k, "hang_head") == 0)

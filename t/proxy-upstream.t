@@ -2,7 +2,8 @@
 # Upstream trouble: a refused connection moves on to the next upstream
 # (retries), 502 for refused/reset/malformed/oversized answers, 503 with
 # and without Retry-After, 5xx passed through, a reset pooled connection
-# retried once for an idempotent request only, every outcome counted.
+# retried once for an idempotent request only, as is one an upstream
+# resets without an answer (on the next upstream), every outcome counted.
 use strict;
 use warnings;
 use Test::More;
@@ -44,6 +45,12 @@ tenants:
     domains: [app.test]
     upstreams:
       - { name: app, url: "http://@{[ $app->addr ]}" }
+  - name: twin
+    domains: [twin.test]
+    retries: 1
+    upstreams:
+      - { name: app, url: "http://@{[ $app->addr ]}" }
+      - { name: live, url: "http://@{[ $live->addr ]}" }
   - name: empty
     domains: [empty.test]
   - name: drained
@@ -123,6 +130,14 @@ is($n->('/again?reset=1'), 2, 'GET reset on a pooled connection: tried once more
 get('app.test', '/warm');
 get('app.test', '/post?reset=1', method => 'POST', body => 'x');
 is($n->('/post?reset=1'), 1, 'POST: never sent twice');
+
+# ---- an upstream that resets with no answer: the next one, for an idempotent request ----
+@s = map { get('twin.test', "/t$_?reset_if=app")->{status} } 1 .. 4;
+is_deeply(\@s, [ (200) x 4 ], 'GETs the one upstream resets are answered by the other');
+ok(scalar(grep { m{^GET /t\d\?reset_if=app } } $app->requests) >= 2, "the resetting one had its turns (and the retries moved the cursor on)");
+@s = sort map { get('twin.test', "/u$_?reset_if=app", method => 'POST', body => 'x')->{status} } 1 .. 2;
+is_deeply(\@s, [ 200, 502 ], 'a POST it resets is not sent again: 502');
+is(scalar(grep { m{^POST /u\d\?reset_if=app } } $live->requests), 1, 'the other upstream had only its own POST');
 
 # ---- counted ---------------------------------------------------------------------------------------------------
 $tn = status_of_tenant('app');

@@ -727,7 +727,8 @@ static size_t build_response_head(struct ks_exchange *x, const struct resp *rp,
 
 enum attempt_result {
     AT_DONE,        /* answered (or the client is gone): x says how */
-    AT_NEXT,        /* nothing reached the upstream: try the next one */
+    AT_NEXT,        /* try the next upstream: nothing reached this one, or
+                     * it sent nothing back to an idempotent request */
     AT_FAIL,        /* answer status/why (nothing was sent to the client) */
 };
 
@@ -738,6 +739,7 @@ struct attempt {
     bool pooled;
     bool sent_any;                  /* the upstream accepted request bytes */
     bool interim;                   /* the upstream answered an interim head */
+    bool silent;                    /* it closed or reset with no byte of an answer */
     enum ks_upstream_outcome outcome;
     int status;
     const char *why;
@@ -1120,8 +1122,10 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
         }
         if (hr == HR_TIMEOUT)
             return fail_attempt(a, KS_UO_TIMEOUT, 504, why, AT_FAIL);
-        if (hr == HR_EMPTY)
+        if (hr == HR_EMPTY) {
+            a->silent = interims == 0;
             return fail_attempt(a, KS_UO_RESET, 502, why, AT_FAIL);
+        }
         if (hr == HR_BAD)
             return fail_attempt(a, KS_UO_BAD_RESPONSE, 502, why, AT_FAIL);
         int st = (int)rp->p.status_code;
@@ -1212,6 +1216,7 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
         a->pooled = false;
         a->sent_any = false;
         a->interim = false;
+        a->silent = false;
         if (!fresh_only) {
             /* Bytes on an idle connection answer no request of ours (a
              * 408 of the upstream's idle timeout, say): the next response
@@ -1288,6 +1293,9 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
         }
         if (res == AT_FAIL && sr == SEND_UPSTREAM && a->outcome == KS_UO_RESET)
             a->why = "upstream reset the connection while the request was sent";
+        if (res == AT_FAIL && a->silent && sr == SEND_OK && idempotent(x->r) &&
+            (x->in == NULL || ks_body_replayable(x->in, mark)))
+            return AT_NEXT;     /* it died on it, say: as nginx's proxy_next_upstream error */
         return res;
     }
 }

@@ -293,6 +293,7 @@ int ks_lua_open_sandbox(lua_State *L)
     luaL_requiref(L, "json", luaopen_cjson, 1);
     wrap_field(L, "encode_max_depth", l_json_depth);
     wrap_field(L, "decode_max_depth", l_json_depth);
+    drop_field(L, "new");       /* a fresh instance would have no cap */
     lua_pop(L, 1);
     open_keystone(L);
 

@@ -189,7 +189,8 @@ START_TEST(json_depth_capped)
           "assert(json.encode_max_depth(1000) == 1000)\n"
           "local ok, e = pcall(json.decode, string.rep('[', 200000))\n"
           "assert(not ok and e:find('nested'), e)\n"
-          "assert(json.decode('[[1]]')[1][1] == 1)\n");
+          "assert(json.decode('[[1]]')[1][1] == 1)\n"
+          "assert(json.new == nil)\n");  /* its instances would have no cap */
 }
 END_TEST
 

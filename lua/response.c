@@ -71,14 +71,22 @@ static int send_head(struct ks_lua_req *q, bool stream, size_t content_length, c
     struct ks_out o = { .buf = head, .cap = sizeof(head) };
     const char *reason = ks_status_reason(status);
     ks_out_status_line(&o, status, reason, strlen(reason));
-    ks_out_str(&o, "Server: keystoned\r\n");
-    size_t date_len;
-    const char *date = ks_date_header(x->w, &date_len);
-    ks_out_put(&o, date, date_len);
-    bool has_type = false;
-    for (size_t i = 0; i < res->nheaders; i++)
-        has_type |= res->headers[i].name_len == 12 &&
-                    strncasecmp(res->headers[i].name, "content-type", 12) == 0;
+    /* the script's Server, Date and Content-Type replace ours */
+    bool has_type = false, has_server = false, has_date = false;
+    for (size_t i = 0; i < res->nheaders; i++) {
+        const char *n = res->headers[i].name;
+        size_t nl = res->headers[i].name_len;
+        has_type |= nl == 12 && strncasecmp(n, "content-type", 12) == 0;
+        has_server |= nl == 6 && strncasecmp(n, "server", 6) == 0;
+        has_date |= nl == 4 && strncasecmp(n, "date", 4) == 0;
+    }
+    if (!has_server)
+        ks_out_str(&o, "Server: keystoned\r\n");
+    if (!has_date) {
+        size_t date_len;
+        const char *date = ks_date_header(x->w, &date_len);
+        ks_out_put(&o, date, date_len);
+    }
     if (!has_type && !nobody && (res->written || content_length > 0))
         ks_out_str(&o, "Content-Type: text/plain; charset=utf-8\r\n");
     if (stream) {

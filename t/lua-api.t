@@ -54,6 +54,7 @@ router:add_route("GET", "/status", {handler = function(req, res)
     res:status(418)
     res:header("X-A", "1") res:header("X-A", "2")
     res:header("X-B", "b") res:header("X-B", nil)
+    res:header("Server", "teapot/1") res:header("date", "Thu, 01 Jan 2026 00:00:00 GMT")
     res:write("tea") res:write("pot")
 end})
 router:add_route("GET", "/empty", {handler = function(req, res) res:status(204) res:write("ignored") end})
@@ -290,6 +291,10 @@ $r = $t->request($port, GET => '/status');
 is($r->{status}, 418, 'any status');
 is($r->{headers}{'x-a'}, '2', 'res:header replaces');
 ok(!exists $r->{headers}{'x-b'}, 'res:header(name, nil) removes');
+is(scalar(() = $r->{raw} =~ /^Server:/gmi), 1, 'one Server field');
+is($r->{headers}{server}, 'teapot/1', "the script's");
+is(scalar(() = $r->{raw} =~ /^Date:/gmi), 1, 'one Date field');
+is($r->{headers}{date}, 'Thu, 01 Jan 2026 00:00:00 GMT', "the script's");
 is($r->{body}, 'teapot', 'several writes');
 $r = $t->request($port, GET => '/empty');
 is($r->{status}, 204, 'res:status(204)');

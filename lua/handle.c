@@ -250,6 +250,29 @@ static int entry(lua_State *L)
     return 0;
 }
 
+static const char *failure_text(enum ks_lua_result r)
+{
+    return r == KS_LUA_ERR_TIMEOUT  ? "Lua script timed out"
+           : r == KS_LUA_ERR_MEMORY ? "Lua script ran out of memory"
+                                    : "Lua script error";
+}
+
+/* The reason a 500 for a failed call gives (with lua.expose_errors, the
+ * first line of the message too), in the request's arena: the access
+ * log reads it after this frame. */
+static const char *failure_reason(struct ks_lua_req *q, enum ks_lua_result r, const char *msg)
+{
+    char text[512];
+    if (q->x->w->table->settings.lua_expose_errors) {
+        size_t n = strcspn(msg, "\n");
+        snprintf(text, sizeof(text), "%s: %.*s", failure_text(r), (int)n, msg);
+    } else {
+        snprintf(text, sizeof(text), "%s", failure_text(r));
+    }
+    const char *why = ks_lua_arena_strdup(q->arena, text);
+    return why != NULL ? why : failure_text(r);
+}
+
 /* The proxy's callback with the upstream's head: the headers middleware
  * set with res:header before next(), then the script's response hooks,
  * each a protected call of its own. */
@@ -276,6 +299,7 @@ static int on_response(struct ks_exchange *x, struct ks_response_head *h)
         enum ks_lua_result r = ks_lua_call(lx, 2, 0, msg, sizeof(msg));
         if (r != KS_LUA_OK) {
             log_failure(q, r, KS_LUA_RESPONSE, msg);
+            h->why = failure_reason(q, r, msg);
             rc = -1;
         }
     }
@@ -285,13 +309,6 @@ static int on_response(struct ks_exchange *x, struct ks_response_head *h)
 }
 
 /* ---- the entry point ------------------------------------------------------------------ */
-
-static const char *failure_text(enum ks_lua_result r)
-{
-    return r == KS_LUA_ERR_TIMEOUT  ? "Lua script timed out"
-           : r == KS_LUA_ERR_MEMORY ? "Lua script ran out of memory"
-                                    : "Lua script error";
-}
 
 /* Everything of q but the route match (which ks_router_match sets, and
  * which is read only once routed) and its two arrays, the request header
@@ -364,16 +381,7 @@ int ks_lua_handle(struct ks_exchange *x)
         } else if (q.res.started) {
             rc = -1;                    /* a truncated stream: closing tells the client */
         } else {
-            char text[512];
-            if (w->table->settings.lua_expose_errors) {
-                size_t n = strcspn(msg, "\n");
-                snprintf(text, sizeof(text), "%s: %.*s", failure_text(res), (int)n, msg);
-            } else {
-                snprintf(text, sizeof(text), "%s", failure_text(res));
-            }
-            /* the reason outlives this frame: the access log reads it */
-            const char *why = ks_lua_arena_strdup(q.arena, text);
-            rc = ks_proxy_fail(x, 500, why != NULL ? why : failure_text(res), NULL);
+            rc = ks_proxy_fail(x, 500, failure_reason(&q, res, msg), NULL);
         }
     } else if (q.proxied) {
         rc = q.proxy_rc;

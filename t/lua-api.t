@@ -152,6 +152,7 @@ router:add_route("GET", "/set-path-in-handler", {handler = function(req, res) re
 router:on_response(function(req, res)
     res:header("X-Hook", "status=" .. res:get_status() .. " name=" .. tostring(res:get_header("x-backend")))
     if req:path() == "/up/teapot" then res:status(299) end
+    if req:path() == "/up/hook-error" then error("the hook broke") end
 end)
 
 -- http.request
@@ -400,6 +401,9 @@ is($up{'x-route'}, 'up', 'route headers are added upstream');
 is($r->{headers}{'x-hook'}, 'status=200 name=app', 'the response hook sees the proxied head');
 $r = $t->request($port, GET => '/up/teapot');
 is($r->{status}, 299, 'the response hook may change the status');
+$r = $t->request($port, GET => '/up/hook-error');
+is($r->{status}, 500, 'a response hook that fails: 500');
+is($r->{json}{error}{message}, 'Lua script error', 'saying so');
 $r = $t->request($port, GET => '/up/slow?delay=1500');
 is($r->{status}, 504, 'timeout = "300ms": the route\'s response timeout');
 $r = $t->request($port, GET => '/other/1');
@@ -445,5 +449,7 @@ $t->signal('HUP');
 ok($t->wait_log(qr/reload applied: generation 2/), 'reloaded with expose_errors');
 ok($t->wait_for(sub { ($t->request($port, GET => '/error')->{json}{error}{message} // '') =~ /attempt to index/ }),
    'lua.expose_errors: true puts the Lua message in the 500');
+like($t->request($port, GET => '/up/hook-error')->{json}{error}{message} // '', qr/^Lua script error: .*the hook broke/,
+     "a response hook's too");
 
 done_testing;

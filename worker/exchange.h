@@ -39,6 +39,7 @@ struct ks_response_head {
     size_t nheaders;
     struct ks_header_edit *edits;   /* applied when the head is sent */
     size_t nedits, max_edits;
+    const char *why;                /* set by a failing on_response: the 500's reason */
 };
 
 struct ks_exchange {

@@ -1160,7 +1160,7 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
         .edits = P->resp_edits, .nedits = 0, .max_edits = KS_ARRAY_LEN(P->resp_edits),
     };
     if (x->on_response != NULL && x->on_response(x, &rh) < 0)
-        return fail_attempt(a, a->outcome, 500, "on_response failed", AT_FAIL);
+        return fail_attempt(a, a->outcome, 500, rh.why != NULL ? rh.why : "on_response failed", AT_FAIL);
     if (rh.nheaders < rp->f.n)
         rp->f.n = rh.nheaders;       /* on_response may only drop from the end */
     if (rh.status != st && (rh.status < 200 || rh.status > 599))

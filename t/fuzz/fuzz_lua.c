@@ -141,6 +141,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     worker.score = ks_shm_score(&shm, 0);
     worker.table = (struct ks_table *)table_buf;
     worker.access_log_fd = -1;
+    worker.answer_fd = -1;
     ks_worker_seed_request_ids(&worker);
     if (ks_proxy_sync(&worker) != 0)
         abort();

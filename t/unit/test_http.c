@@ -50,6 +50,7 @@ static void setup(void)
     memset(&worker, 0, sizeof(worker));
     worker.table = (struct ks_table *)table_buf;
     worker.score = &score;
+    worker.answer_fd = -1;      /* as ks_worker_main: no upstream answer to watch */
     int sv[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     peer = sv[1];

@@ -114,6 +114,7 @@ static void setup(void)
     worker.score = ks_shm_score(&shm, 0);
     worker.table = (struct ks_table *)table_buf;
     worker.access_log_fd = -1;
+    worker.answer_fd = -1;
     ck_assert_int_eq(ks_proxy_sync(&worker), 0);
 
     int sv[2];

@@ -203,6 +203,77 @@ static int l_json_depth(lua_State *L)
     return call_wrapped(L, LUA_MULTRET);
 }
 
+/* json.encode builds its text in a buffer of its own, malloc'd outside
+ * the Lua memory cap, before handing it to Lua: a table holding the same
+ * 1 MB string 500 times costs the script a few kB but would cost the
+ * worker 500 MB.  So the value is measured first, bounding the text from
+ * above, and refused when that is more than the script has left.  The
+ * walk stops as soon as the bound passes what is left (every value adds
+ * at least a byte, so it visits at most that many) and checks the time
+ * limit as it goes; a depth past the cap is left for cjson to refuse. */
+struct json_measure {
+    size_t bound, room;
+    unsigned visits;
+};
+
+static bool json_measure_string(struct json_measure *jm, lua_State *L, int idx)
+{
+    size_t n;
+    const unsigned char *s = (const unsigned char *)lua_tolstring(L, idx, &n);
+    jm->bound += 2;
+    for (size_t i = 0; i < n && jm->bound <= jm->room; i++)
+        jm->bound += s[i] < 0x20 || s[i] == 0x7f ? 6 : s[i] == '"' || s[i] == '\\' || s[i] == '/' ? 2 : 1;
+    return jm->bound <= jm->room;
+}
+
+static bool json_measure(struct json_measure *jm, lua_State *L, int idx, int depth)
+{
+    if ((++jm->visits & 4095) == 0)
+        ks_lua_check_limits(L);
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+        return json_measure_string(jm, L, idx);
+    case LUA_TNUMBER:
+        jm->bound += 32;
+        break;
+    case LUA_TTABLE:
+        if (depth > JSON_DEPTH_MAX)
+            return true;
+        luaL_checkstack(L, 3, "json.encode: nesting too deep");
+        jm->bound += 2;
+        lua_pushnil(L);
+        while (jm->bound <= jm->room && lua_next(L, idx) != 0) {
+            jm->bound += 2;     /* a comma and a colon */
+            lua_pushvalue(L, -2);       /* measuring a number key must not convert it */
+            int key = lua_type(L, -1);
+            bool fits = (key != LUA_TSTRING && key != LUA_TNUMBER) || json_measure_string(jm, L, -1);
+            fits = fits && json_measure(jm, L, lua_absindex(L, -2), depth + 1);
+            lua_pop(L, 2);
+            if (!fits) {
+                lua_pop(L, 1);
+                return false;
+            }
+        }
+        break;
+    default:                    /* nil, booleans, json.null; cjson refuses the rest */
+        jm->bound += 5;
+    }
+    return jm->bound <= jm->room;
+}
+
+static int l_json_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    void *ud;
+    lua_getallocf(L, &ud);
+    const struct ks_lua_mem *m = ud;
+    struct json_measure jm = { 0, m->limit > m->used ? m->limit - m->used : 0, 0 };
+    if (!json_measure(&jm, L, 1, 0))
+        return luaL_error(L, "json.encode: the text would take more than the %d kB of Lua memory left",
+                          (int)(jm.room / 1024));
+    return call_wrapped(L, 1);
+}
+
 /* Replace t[name] (t at the top) by a C closure over the old value. */
 static void wrap_field(lua_State *L, const char *name, lua_CFunction f)
 {
@@ -291,6 +362,7 @@ int ks_lua_open_sandbox(lua_State *L)
     luaL_requiref(L, "utf8", luaopen_utf8, 1);
     lua_pop(L, 1);
     luaL_requiref(L, "json", luaopen_cjson, 1);
+    wrap_field(L, "encode", l_json_encode);
     wrap_field(L, "encode_max_depth", l_json_depth);
     wrap_field(L, "decode_max_depth", l_json_depth);
     drop_field(L, "new");       /* a fresh instance would have no cap */

@@ -47,6 +47,18 @@ router:add_route("GET", "/bomb", {handler = function(req, res)
     local t = {}
     for i = 1, 1e6 do t[i] = string.rep("x", 1 << 20) .. i end
 end})
+router:add_route("GET", "/json-bomb", {handler = function(req, res)
+    -- 1 MB of Lua memory, 500 MB of JSON text
+    local s, t = string.rep("x", 1 << 20), {}
+    for i = 1, 500 do t[i] = s end
+    local ok, err = pcall(json.encode, t)
+    res:write(tostring(ok) .. " " .. err .. "\n" .. json.encode({ s:sub(1, 3), #t }))
+end})
+router:add_route("GET", "/json-bomb-res", {handler = function(req, res)
+    local s, t = string.rep("\0", 1 << 19), {}
+    for i = 1, 500 do t[i] = s end
+    res:json(t)
+end})
 router:add_route("GET", "/slow-pattern", {handler = function(req, res)
     res:write(tostring(string.find(string.rep("a", 40), string.rep("a*", 40) .. "b")))
 end})
@@ -142,6 +154,18 @@ ok($t->wait_log(qr/lua-discard: tenant limited: Lua state discarded after a memo
    'the state is discarded');
 is($t->request($port, GET => '/count')->{body}, '1', 'the next request gets a fresh state');
 is(lua_stats('limited')->{memory}, 1, 'counted');
+is_deeply([ worker_pids() ], \@pids, 'still the same worker');
+
+# ---- json.encode measures its text against the memory left --------------------------------
+$r = $t->request($port, GET => '/json-bomb');
+like($r->{body}, qr/^false .*json\.encode: the text would take more than the \d+ kB of Lua memory left\n/,
+     'json.encode of a text past the memory left: a Lua error');
+like($r->{body}, qr/\n\["xxx",500\]$/, 'and goes on working for what fits');
+$r = $t->request($port, GET => '/json-bomb-res');
+is($r->{status}, 500, 'res:json of such a text: 500');
+open(my $st, '<', "/proc/$pids[0]/status") or die "status of worker $pids[0]: $!";
+my ($hwm) = join('', <$st>) =~ /^VmHWM:\s+(\d+) kB/m;
+cmp_ok($hwm, '<', 64 * 1024, "the worker never grew past 64 MB ($hwm kB)");
 is_deeply([ worker_pids() ], \@pids, 'still the same worker');
 
 # ---- stuck in C: the watchdog -------------------------------------------------------------

@@ -393,7 +393,12 @@ static int l_request(lua_State *L)
     /* the request head, in a Lua userdata (it counts against the memory
      * limit and is collected like the rest): sized in a first pass over
      * the headers, written in a second */
-    size_t total = strlen(o.method) + o.path_len + strlen(o.hostport) + 128;
+    const struct ks_request *r = q->x->r;
+    const char *via_name = q->x->w->table->settings.via_name;
+    size_t total = strlen(o.method) + o.path_len + strlen(o.hostport) + strlen(via_name) + 128;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (ks_http_name_is(r->headers[i].name, r->headers[i].name_len, "via"))
+            total += r->headers[i].value_len + 8;
     int nh = 0;
     if (lua_type(L, 6) == LUA_TTABLE) {
         lua_pushnil(L);
@@ -436,6 +441,13 @@ static int l_request(lua_State *L)
             lua_pop(L, 2);
         }
     }
+    /* the Via of the request being handled, and ours: a script calling
+     * its own gateway (itself, at worst) is a pass the next one counts */
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (ks_http_name_is(r->headers[i].name, r->headers[i].name_len, "via"))
+            rc |= ks_appendf(req, total, &pos, "Via: %.*s\r\n", (int)r->headers[i].value_len,
+                             r->headers[i].value);
+    rc |= ks_appendf(req, total, &pos, "Via: 1.1 %s\r\n", via_name);
     if (body != NULL || strcmp(o.method, "POST") == 0 || strcmp(o.method, "PUT") == 0)
         rc |= ks_appendf(req, total, &pos, "Content-Length: %zu\r\n", bodylen);
     rc |= ks_appendf(req, total, &pos, "\r\n");

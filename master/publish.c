@@ -220,6 +220,11 @@ size_t ks_publish_build_dyn(const struct ks_config *cfg, const struct ks_dynrout
     s->lua_expose_errors = cfg->lua.expose_errors;
     s->max_changes_per_minute = cfg->dynamic_routing.max_changes_per_minute;
     s->worker_sched_batch = sv->worker_scheduling == KS_SCHED_BATCH;
+    unsigned char via_mac[KS_TOKEN_MAC_LEN] = { 0 };
+    if (token_key != NULL)      /* derived from the key, which it does not reveal */
+        ks_token_mac(token_key, "via", 3, via_mac);
+    snprintf(s->via_name, sizeof(s->via_name), "keystoned-%02x%02x%02x%02x", via_mac[0], via_mac[1],
+             via_mac[2], via_mac[3]);
 
     uint32_t *strlist = ks_table_strlist(&b);
     uint16_t *schedule = ks_table_schedule(&b);

@@ -23,6 +23,11 @@
 #define KS_NONE UINT32_MAX
 
 /* Server-wide settings a worker needs; they may change on every reload. */
+/* "keystoned-" and 8 hex digits drawn at the master's start: what the
+ * gateway adds to the Via of every request it sends (RFC 9110 7.6.3), so
+ * that it can tell one coming back to it (worker/http.c). */
+#define KS_VIA_NAME_MAX 20
+
 struct ks_t_settings {
     uint32_t admin_base_path;       /* string; "" = off on the public listener */
     uint32_t admin_token_set;       /* 1: server.admin_token is set */
@@ -51,6 +56,7 @@ struct ks_t_settings {
     uint32_t nallowed_env;
     int32_t max_changes_per_minute;
     uint32_t worker_sched_batch;    /* 1: workers run under SCHED_BATCH */
+    char via_name[KS_VIA_NAME_MAX]; /* our Via pseudonym, fixed for the master's life */
 };
 
 enum {

@@ -46,21 +46,25 @@ is($r->{json}{target}, '/p?q=1', 'target as sent');
 is($r->{json}{version}, 'HTTP/1.1', 'HTTP/1.1 upstream');
 my $id = $r->{headers}{'x-request-id'};
 like($id, qr/^[0-9a-f]{32}$/, 'a request id is generated');
+my ($via) = map { $_->[1] } grep { $_->[0] eq 'Via' } @{ seen($r) };
+like($via, qr/^1\.1 keystoned-[0-9a-f]{8}$/, 'Via names the gateway');
 is_deeply(seen($r), [
     [ Host => 'Front.Example:8080' ], [ 'X-One' => 'a' ], [ 'X-Two' => 'b' ],
     [ 'X-Forwarded-For' => '127.0.0.1' ], [ 'X-Forwarded-Host' => 'Front.Example:8080' ],
-    [ 'X-Forwarded-Proto' => 'http' ], [ 'X-Request-ID' => $id ],
+    [ 'X-Forwarded-Proto' => 'http' ], [ 'X-Request-ID' => $id ], [ Via => $via ],
 ], 'hop-by-hop fields (and those Connection names) removed, Host preserved, X-Forwarded-* added')
     or diag explain seen($r);
 
 $r = $t->request($port, GET => '/', headers => [
     'X-Forwarded-For' => '10.0.0.1', 'X-Forwarded-For' => '10.0.0.2, 10.0.0.3',
-    'X-Forwarded-Host' => 'spoofed', 'X-Forwarded-Proto' => 'https', 'X-Request-ID' => 'client-id.42' ]);
+    'X-Forwarded-Host' => 'spoofed', 'X-Forwarded-Proto' => 'https', 'X-Request-ID' => 'client-id.42',
+    Via => '1.0 fred, 1.1 example.com (Apache/1.1)' ]);
 is_deeply(seen($r), [
-    [ Host => 'localhost' ], [ 'X-Forwarded-For' => '10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1' ],
+    [ Host => 'localhost' ], [ Via => '1.0 fred, 1.1 example.com (Apache/1.1)' ],
+    [ 'X-Forwarded-For' => '10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1' ],
     [ 'X-Forwarded-Host' => 'localhost' ], [ 'X-Forwarded-Proto' => 'http' ],
-    [ 'X-Request-ID' => 'client-id.42' ],
-], 'X-Forwarded-For appended to, X-Forwarded-Host/-Proto replaced, a sane X-Request-ID kept')
+    [ 'X-Request-ID' => 'client-id.42' ], [ Via => $via ],
+], 'X-Forwarded-For appended to, X-Forwarded-Host/-Proto replaced, a sane X-Request-ID kept, Via added to')
     or diag explain seen($r);
 is($r->{headers}{'x-request-id'}, 'client-id.42', 'and returned to the client');
 

@@ -17,6 +17,7 @@ struct head_ctx {
     struct ks_fields fields;
     size_t max_request_line;
     size_t max_header_bytes;
+    const char *via_name;       /* our Via pseudonym */
     int status;                 /* set by a callback that stops the parser */
     bool head_done;
     size_t parsed;              /* bytes http-parser has taken */
@@ -544,9 +545,21 @@ static int absolute_target(struct ks_request *r)
     return 0;
 }
 
+/* How many times word appears in v[0..n). */
+static size_t count_in(const char *v, size_t n, const char *word)
+{
+    const char *end = v + n, *p;
+    size_t count = 0, wl = strlen(word);
+    while (wl > 0 && (p = memmem(v, (size_t)(end - v), word, wl)) != NULL) {
+        count++;
+        v = p + wl;
+    }
+    return count;
+}
+
 /* The framing and semantic rules http-parser leaves to us.  Returns 0 or
  * the status to answer (r->error says why). */
-static int finish_head(struct ks_request *r)
+static int finish_head(struct ks_request *r, const char *via_name)
 {
     http_parser *p = &r->parser;
     r->method = http_method_str((enum http_method)p->method);
@@ -585,7 +598,7 @@ static int finish_head(struct ks_request *r)
         return 501;
     }
 
-    size_t nhost = 0, nte = 0, nexpect = 0;
+    size_t nhost = 0, nte = 0, nexpect = 0, passes = 0;
     const struct ks_header *te = NULL, *expect = NULL, *mf = NULL;
     for (size_t i = 0; i < r->nheaders; i++) {
         const struct ks_header *h = &r->headers[i];
@@ -603,6 +616,8 @@ static int finish_head(struct ks_request *r)
             expect = h;
         } else if (p->method == HTTP_OPTIONS && ks_http_name_is(h->name, h->name_len, "max-forwards")) {
             mf = h;
+        } else if (ks_http_name_is(h->name, h->name_len, "via")) {
+            passes += count_in(h->value, h->value_len, via_name);
         }
     }
     r->max_forwards = mf != NULL ? max_forwards_of(mf->value, mf->value_len) : -1;
@@ -621,6 +636,12 @@ static int finish_head(struct ks_request *r)
     if (r->host_value != NULL && !normalise_host(r, r->host_value, r->host_value_len)) {
         r->error = "Host name longer than 255 bytes";
         return 400;
+    }
+    if (passes >= KS_MAX_PASSES) {
+        /* an upstream or a script's http.request that leads back here:
+         * every pass would hold a worker until all are taken */
+        r->error = "request loop: it came back through this gateway too often (Via)";
+        return 508;
     }
     if (nte > 0) {
         if (r->http_minor == 0) {
@@ -682,6 +703,7 @@ static void head_begin(struct head_ctx *h, const struct ks_t_settings *s, struct
         .fields = { .h = headers, .max = (size_t)s->max_headers },
         .max_request_line = s->max_request_line,
         .max_header_bytes = s->max_header_bytes,
+        .via_name = s->via_name,
     };
     /* The parser's own limit (80KB) must not cut in before ours.  It is
      * one setting for the whole process, so it is also the one of the
@@ -799,7 +821,7 @@ static int head_step(struct head_ctx *h, const char *buf, size_t len)
             return 400;
         }
         r->error = ks_http_check_head(buf, parsed);
-        return r->error != NULL ? 400 : finish_head(r);
+        return r->error != NULL ? 400 : finish_head(r, h->via_name);
     }
     if (e != HPE_OK)
         return h->status;       /* set with r->error by the callback */

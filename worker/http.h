@@ -34,6 +34,9 @@
 
 #define KS_HOST_MAX 256
 #define KS_REQUEST_ID_MAX 64
+/* A request may pass through the same gateway this many times (a script
+ * calling another tenant of its own gateway is two); one more is 508. */
+#define KS_MAX_PASSES 3
 
 struct ks_header {
     const char *name;

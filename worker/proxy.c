@@ -430,6 +430,9 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
     if (last_edit(e, ne, "x-request-id", 12) == NULL)
         ks_out_field(o, "X-Request-ID", 12, r->id, r->id_len);
     put_edits(o, e, ne, "host");
+    ks_out_str(o, "Via: 1.1 ");
+    ks_out_str(o, t->settings.via_name);
+    ks_out_put(o, "\r\n", 2);
 
     char num[32];
     if (r->max_forwards > 0)    /* one hop fewer (RFC 9110 7.6.2) */

@@ -576,6 +576,11 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
             count_response(w, NULL, status);
             ks_worker_set_state(w, KS_WS_WRITING);
             ks_respond_error(&c, &r, status, r.error ? r.error : head_error_message(status), NULL, false);
+            if (status == 508)  /* a configuration mistake, not a client's */
+                ks_log_warn("loop", "%.*s %s%.*s (request %s) came back through this gateway %d times: "
+                            "an upstream or a script's http.request leads back to it; answered 508",
+                            (int)r.method_len, r.method, r.host, (int)(r.target_len > 200 ? 200 : r.target_len),
+                            r.target, r.id, KS_MAX_PASSES);
             reopen_logs(w);
             ks_accesslog_write(w, &c, &r, NULL, c.len, c.bytes_out - out0);
             may_be_sending = true;

@@ -76,6 +76,7 @@ static void setup(void)
     s->max_header_bytes = 4096;
     s->max_body_bytes = 1 << 20;
     s->max_response_header_bytes = 8192;
+    strcpy(s->via_name, "keystoned-0badcafe");
     struct ks_t_tenant *tn = ks_table_tenant(&b, 0);
     tn->name = ks_table_str(&b, "t");
     tn->base_path = ks_table_str(&b, "/");
@@ -294,6 +295,7 @@ START_TEST(test_edits_and_path)
                      "X-Added: 1\r\n"
                      "x-twice: second\r\n"
                      "X-Forwarded-Proto: https\r\n"
+                     "Via: 1.1 keystoned-0badcafe\r\n"
                      "Connection: close\r\n\r\n");
     const char *a = answer();
     ck_assert_msg(strcmp(a, "HTTP/1.1 200 OK\r\nX-Up: 1\r\nX-Request-ID: rid\r\nContent-Length: 2\r\n"

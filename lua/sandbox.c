@@ -130,12 +130,26 @@ static void join_args(lua_State *L, int first, luaL_Buffer *b)
     }
 }
 
+/* A script's text goes to the log as one line of printable text: line
+ * breaks become spaces and other control bytes (a NUL, a terminal's ESC)
+ * \xHH; a line holds at most about 2000 bytes (keystoned/log.c). */
 static void write_log(lua_State *L, enum ks_log_level level, const char *text, size_t len)
 {
     struct ks_lua *lx = ks_lua_of(L);
     if (lx->quiet || level > ks_log_get_level())
         return;
-    ks_log(level, "lua-log", "tenant %s: %.*s", lx->tenant, (int)(len > 4000 ? 4000 : len), text);
+    char line[2048];
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 4 < sizeof(line); i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == '\n' || c == '\r')
+            line[n++] = ' ';
+        else if ((c < 0x20 && c != '\t') || c == 0x7f)
+            n += (size_t)snprintf(line + n, sizeof(line) - n, "\\x%02x", c);
+        else
+            line[n++] = (char)c;
+    }
+    ks_log(level, "lua-log", "tenant %s: %.*s", lx->tenant, (int)n, line);
 }
 
 /* Log the arguments from first on, as print would show them. */

@@ -78,6 +78,7 @@ end})
 router:add_route("GET", "/misc", {handler = function(req, res)
     log("warn", "misc handler", req:request_id())
     print("printed", 42)
+    log("info", "two\\nlines, a NUL \\0 here, an ESC \\27[31m there")
     res:json({now = keystone.now(), time = keystone.time(), year = keystone.date("!%Y", 0),
               ok = pcall(keystone.env, "HOME") == false, version = keystone.version})
 end})
@@ -313,6 +314,8 @@ ok($r->{json}{ok}, 'keystone.env refuses names not in lua.allowed_env');
 like($r->{json}{version}, qr/^\d+\.\d+/, 'keystone.version');
 ok($t->wait_log(qr/\[warn\] \d+ lua-log: tenant demo: misc handler\t[0-9a-f]{32}/), 'log() writes to the error log');
 ok($t->wait_log(qr/lua-log: tenant demo: printed\t42/), 'print() too');
+ok($t->wait_log(qr/lua-log: tenant demo: two lines, a NUL \\x00 here, an ESC \\x1b\[31m there$/m),
+   'a line break becomes a space, other control bytes \\xHH, nothing is cut at a NUL');
 
 # ---- 405 --------------------------------------------------------------------------------
 $r = $t->request($port, GET => '/only-put');

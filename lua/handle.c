@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "keystoned/log.h"
 #include "keystoned/util.h"
@@ -182,7 +183,7 @@ static void proxy(lua_State *L, struct ks_lua_req *q, const struct ks_route *rt)
         for (size_t i = 0; i < rt->nheaders && q->nedits < KS_LUA_MAX_EDITS; i++)
             q->edits[q->nedits++] = (struct ks_header_edit){
                 rt->headers[2 * i], strlen(rt->headers[2 * i]),
-                rt->headers[2 * i + 1], strlen(rt->headers[2 * i + 1]),
+                rt->headers[2 * i + 1], strlen(rt->headers[2 * i + 1]), false,
             };
     }
     set_upstream_path(L, q, rt);
@@ -280,11 +281,14 @@ static int on_response(struct ks_exchange *x, struct ks_response_head *h)
 {
     struct ks_lua_req *q = x->on_response_arg;
     struct ks_lua *lx = q->lx;
-    for (size_t i = 0; i < q->res.nheaders && h->nedits < h->max_edits; i++)
-        h->edits[h->nedits++] = (struct ks_header_edit){
-            q->res.headers[i].name, q->res.headers[i].name_len,
-            q->res.headers[i].value, q->res.headers[i].value_len,
-        };
+    for (size_t i = 0; i < q->res.nheaders && h->nedits < h->max_edits; i++) {
+        const struct ks_lua_resp_header *rh = &q->res.headers[i];
+        bool again = false;     /* a list's later values add lines */
+        for (size_t j = 0; j < i && !again; j++)
+            again = q->res.headers[j].name_len == rh->name_len &&
+                    strncasecmp(q->res.headers[j].name, rh->name, rh->name_len) == 0;
+        h->edits[h->nedits++] = (struct ks_header_edit){ rh->name, rh->name_len, rh->value, rh->value_len, again };
+    }
     if (lx->non_response == 0 || lx->dead)
         return lx->dead ? -1 : 0;
     enum ks_lua_phase saved = lx->phase;

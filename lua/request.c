@@ -328,6 +328,7 @@ static void add_edit(lua_State *L, struct ks_lua_req *q, const char *name, size_
     e->name_len = nl;
     e->value = value != NULL ? ks_lua_arena_copy(L, q, value, vl) : NULL;
     e->value_len = vl;
+    e->append = false;
     q->nedits++;
 }
 

@@ -257,17 +257,19 @@ static int l_status(lua_State *L)
     return 0;
 }
 
-static void set_header(lua_State *L, struct ks_lua_req *q, const char *name, size_t nl,
-                       const char *value, size_t vl)
+static void remove_header(struct ks_lua_resp *res, const char *name, size_t nl)
 {
-    struct ks_lua_resp *res = &q->res;
     size_t k = 0;
     for (size_t i = 0; i < res->nheaders; i++)
         if (!(res->headers[i].name_len == nl && strncasecmp(res->headers[i].name, name, nl) == 0))
             res->headers[k++] = res->headers[i];
     res->nheaders = k;
-    if (value == NULL)
-        return;
+}
+
+static void add_header(lua_State *L, struct ks_lua_req *q, const char *name, size_t nl,
+                       const char *value, size_t vl)
+{
+    struct ks_lua_resp *res = &q->res;
     if (res->nheaders == KS_LUA_MAX_RESP_HEADERS)
         luaL_error(L, "res:header: more than %d headers", KS_LUA_MAX_RESP_HEADERS);
     size_t bytes = nl + vl + 4;
@@ -280,28 +282,63 @@ static void set_header(lua_State *L, struct ks_lua_req *q, const char *name, siz
     };
 }
 
+static void set_header(lua_State *L, struct ks_lua_req *q, const char *name, size_t nl,
+                       const char *value, size_t vl)
+{
+    remove_header(&q->res, name, nl);
+    if (value != NULL)
+        add_header(L, q, name, nl, value, vl);
+}
+
+/* res:header(name, value): value nil (remove), a string, or a list of
+ * strings, one line each (several Set-Cookie).  Every value is checked
+ * before anything changes. */
 static int l_header(lua_State *L)
 {
     struct ks_lua_req *q = cur(L);
-    size_t nl, vl = 0;
+    size_t nl;
     const char *name = luaL_checklstring(L, 2, &nl);
-    const char *value = lua_isnoneornil(L, 3) ? NULL : luaL_checklstring(L, 3, &vl);
     check_name(L, "res:header", name, nl);
-    if (value != NULL)
-        check_value(L, "res:header", value, vl);
+    lua_settop(L, 3);
+    bool list = lua_type(L, 3) == LUA_TTABLE;
+    lua_Integer nv = list ? luaL_len(L, 3) : !lua_isnil(L, 3);
+    if (nv > KS_LUA_MAX_RESP_HEADERS)
+        return luaL_error(L, "res:header: more than %d values", KS_LUA_MAX_RESP_HEADERS);
+    luaL_checkstack(L, (int)nv, "res:header");
+    for (lua_Integer i = 1; i <= nv; i++) {
+        if (list && lua_geti(L, 3, i) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+            return luaL_error(L, "res:header: value %d of the list is not a string", (int)i);
+        if (!list) {
+            luaL_checkstring(L, 3);
+            lua_pushvalue(L, 3);
+        }
+        size_t vl;
+        const char *v = lua_tolstring(L, -1, &vl);
+        check_value(L, "res:header", v, vl);
+    }
+
     if (ks_lua_of(L)->phase == KS_LUA_RESPONSE) {
         struct ks_response_head *h = q->head;
-        if (h->nedits >= h->max_edits)
+        if (h->nedits + (size_t)(nv > 0 ? nv : 1) > h->max_edits)
             return luaL_error(L, "res:header: too many header changes (at most %d)", (int)h->max_edits);
-        h->edits[h->nedits++] = (struct ks_header_edit){
-            ks_lua_arena_copy(L, q, name, nl), nl,
-            value ? ks_lua_arena_copy(L, q, value, vl) : NULL, vl,
-        };
+        const char *n = ks_lua_arena_copy(L, q, name, nl);
+        if (nv == 0)
+            h->edits[h->nedits++] = (struct ks_header_edit){ n, nl, NULL, 0, false };
+        for (lua_Integer i = 1; i <= nv; i++) {
+            size_t vl;
+            const char *v = lua_tolstring(L, 3 + (int)i, &vl);
+            h->edits[h->nedits++] = (struct ks_header_edit){ n, nl, ks_lua_arena_copy(L, q, v, vl), vl, i > 1 };
+        }
         return 0;
     }
     ks_lua_check_phase(L, KS_LUA_MIDDLEWARE | KS_LUA_HANDLER, "res:header");
     not_sent(L, q, "res:header");
-    set_header(L, q, name, nl, value, vl);
+    remove_header(&q->res, name, nl);
+    for (lua_Integer i = 1; i <= nv; i++) {
+        size_t vl;
+        const char *v = lua_tolstring(L, 3 + (int)i, &vl);
+        add_header(L, q, name, nl, v, vl);
+    }
     return 0;
 }
 
@@ -404,8 +441,9 @@ static int l_get_header(lua_State *L)
     const char *name = luaL_checklstring(L, 2, &n);
     if (ks_lua_of(L)->phase == KS_LUA_RESPONSE) {
         const struct ks_response_head *h = q->head;
-        for (size_t i = h->nedits; i-- > 0;)
-            if (h->edits[i].name_len == n && strncasecmp(h->edits[i].name, name, n) == 0) {
+        for (size_t i = h->nedits; i-- > 0;)     /* the edit that decides: a list's first */
+            if (!h->edits[i].append && h->edits[i].name_len == n &&
+                strncasecmp(h->edits[i].name, name, n) == 0) {
                 if (h->edits[i].value == NULL)
                     lua_pushnil(L);
                 else

@@ -154,7 +154,27 @@ router:on_response(function(req, res)
     res:header("X-Hook", "status=" .. res:get_status() .. " name=" .. tostring(res:get_header("x-backend")))
     if req:path() == "/up/teapot" then res:status(299) end
     if req:path() == "/up/hook-error" then error("the hook broke") end
+    if req:path() == "/up/cookies" then
+        res:header("Set-Cookie", {"s=1", "t=2"})
+        res:header("X-Seen", res:get_header("Set-Cookie"))
+        res:header("X-Backend", {})
+    end
 end)
+
+-- several lines of one header: a list of values
+router:add_route("GET", "/cookies", {handler = function(req, res)
+    res:header("Set-Cookie", "old=1")
+    res:header("Set-Cookie", {"a=1; Path=/", "b=2"})
+    res:header("X-Gone", "x")
+    res:header("X-Gone", {})
+    local ok, err = pcall(res.header, res, "X-Bad", {"fine", {}})
+    res:write(tostring(ok) .. " " .. err)
+end})
+router:middleware("cookies", function(req, res, next)
+    res:header("Set-Cookie", {"m=1", "n=2"})
+    next()
+end)
+router:create_group("/mwc", {middleware = {"cookies"}}):add_route("GET", "/*", {upstream = "app"})
 
 -- http.request
 router:add_route("GET", "/fetch", {handler = function(req, res)
@@ -407,6 +427,21 @@ is($r->{status}, 299, 'the response hook may change the status');
 $r = $t->request($port, GET => '/up/hook-error');
 is($r->{status}, 500, 'a response hook that fails: 500');
 is($r->{json}{error}{message}, 'Lua script error', 'saying so');
+$r = $t->request($port, GET => '/up/cookies?header=Set-Cookie:up%3D1&header=Set-Cookie:up%3D2');
+is_deeply([ map { $_->[1] } grep { lc $_->[0] eq 'set-cookie' } @{ $r->{header_list} } ], [ 's=1', 't=2' ],
+          'a response hook replaces the upstream\'s Set-Cookie lines with a list')
+    or diag explain $r->{header_list};
+is($r->{headers}{'x-seen'}, 's=1', 'res:get_header gives the first of them');
+ok(!exists $r->{headers}{'x-backend'}, 'an empty list removes a header');
+$r = $t->request($port, GET => '/cookies');
+is_deeply([ map { $_->[1] } grep { lc $_->[0] eq 'set-cookie' } @{ $r->{header_list} } ], [ 'a=1; Path=/', 'b=2' ],
+          'a handler sends a list as one line per value, replacing earlier ones');
+ok(!exists $r->{headers}{'x-gone'}, 'an empty list removes');
+like($r->{body}, qr/^false .*res:header: value 2 of the list is not a string/, 'a list of other things: an error');
+ok(!exists $r->{headers}{'x-bad'}, 'and nothing of it is set');
+$r = $t->request($port, GET => '/mwc/x?header=Set-Cookie:up%3D1');
+is_deeply([ map { $_->[1] } grep { lc $_->[0] eq 'set-cookie' } @{ $r->{header_list} } ], [ 'm=1', 'n=2' ],
+          'a list set by middleware before next() reaches the client of a proxied route');
 $r = $t->request($port, GET => '/up/slow?delay=1500');
 is($r->{status}, 504, 'timeout = "300ms": the route\'s response timeout');
 $r = $t->request($port, GET => '/other/1');

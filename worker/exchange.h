@@ -30,6 +30,8 @@ struct ks_header_edit {
     size_t name_len;
     const char *value;
     size_t value_len;
+    bool append;                /* one more line besides the edit before it
+                                 * (a list of values), not instead of it */
 };
 
 /* The upstream's response head, as on_response may edit it. */

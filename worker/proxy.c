@@ -274,11 +274,22 @@ static const struct ks_header_edit *last_edit(const struct ks_header_edit *e, si
     return NULL;
 }
 
-/* The edits that survive: the last per name, with a valid value. */
+/* Is edit i replaced by a later one (not just added to)? */
+static bool superseded(const struct ks_header_edit *e, size_t n, size_t i)
+{
+    for (size_t j = i + 1; j < n; j++)
+        if (!e[j].append && e[j].name_len == e[i].name_len &&
+            strncasecmp(e[j].name, e[i].name, e[i].name_len) == 0)
+            return true;
+    return false;
+}
+
+/* The edits that survive: the last per name and the lines added to it,
+ * with a valid value. */
 static void put_edits(struct ks_out *o, const struct ks_header_edit *e, size_t n, const char *skip)
 {
     for (size_t i = 0; i < n; i++) {
-        if (e[i].value == NULL || last_edit(e, n, e[i].name, e[i].name_len) != &e[i])
+        if (e[i].value == NULL || superseded(e, n, i))
             continue;
         if (ks_http_edit_protected(e[i].name, e[i].name_len) ||
             (skip != NULL && ks_http_name_is(e[i].name, e[i].name_len, skip)))

@@ -268,16 +268,18 @@ START_TEST(test_edits_and_path)
     struct ks_exchange x = exchange("GET /orig?q=1 HTTP/1.1\r\nHost: front\r\nUser-Agent: t\r\n"
                                     "X-Keep: k\r\nX-Twice: old\r\n\r\n");
     struct ks_header_edit e[] = {
-        { "X-Added", 7, "1", 1 },
-        { "user-agent", 10, NULL, 0 },                 /* delete */
-        { "X-Twice", 7, "first", 5 },
-        { "x-twice", 7, "second", 6 },                 /* the last edit of a name wins */
-        { "X-Gone", 6, "v", 1 },
-        { "X-Gone", 6, NULL, 0 },                      /* set, then deleted */
-        { "X-Forwarded-Proto", 17, "https", 5 },       /* ours can be overridden */
-        { "X-Evil", 6, "a\r\nInjected: 1", 15 },       /* never a second line */
-        { "Content-Length", 14, "99", 2 },             /* framing is ours */
-        { "Host", 4, "rewritten.example", 17 },
+        { "X-Added", 7, "1", 1, false },
+        { "user-agent", 10, NULL, 0, false },          /* delete */
+        { "X-Twice", 7, "first", 5, false },
+        { "x-twice", 7, "second", 6, false },          /* the last edit of a name wins */
+        { "X-Gone", 6, "v", 1, false },
+        { "X-Gone", 6, NULL, 0, false },               /* set, then deleted */
+        { "X-Forwarded-Proto", 17, "https", 5, false }, /* ours can be overridden */
+        { "X-Evil", 6, "a\r\nInjected: 1", 15, false }, /* never a second line */
+        { "Content-Length", 14, "99", 2, false },      /* framing is ours */
+        { "Host", 4, "rewritten.example", 17, false },
+        { "X-List", 6, "one", 3, false },
+        { "X-List", 6, "two", 3, true },               /* a list: both lines */
     };
     x.edits = e;
     x.nedits = KS_ARRAY_LEN(e);
@@ -295,6 +297,8 @@ START_TEST(test_edits_and_path)
                      "X-Added: 1\r\n"
                      "x-twice: second\r\n"
                      "X-Forwarded-Proto: https\r\n"
+                     "X-List: one\r\n"
+                     "X-List: two\r\n"
                      "Via: 1.1 keystoned-0badcafe\r\n"
                      "Connection: close\r\n\r\n");
     const char *a = answer();
@@ -385,8 +389,8 @@ static int hook(struct ks_exchange *x, struct ks_response_head *h)
     ck_assert_uint_eq(h->nheaders, 2);
     ck_assert(h->max_edits >= 2);
     h->status = 201;
-    h->edits[h->nedits++] = (struct ks_header_edit){ "X-Hook", 6, "yes", 3 };
-    h->edits[h->nedits++] = (struct ks_header_edit){ "X-Up", 4, NULL, 0 };
+    h->edits[h->nedits++] = (struct ks_header_edit){ "X-Hook", 6, "yes", 3, false };
+    h->edits[h->nedits++] = (struct ks_header_edit){ "X-Up", 4, NULL, 0, false };
     return 0;
 }
 

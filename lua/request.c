@@ -166,7 +166,14 @@ static int l_query(lua_State *L)
     return 1;
 }
 
-/* req:headers() -> {lower-case name = value}, repeated headers joined by ", " */
+/* Repeated fields are joined by ", " (RFC 9110 5.3), Cookie by "; ", the
+ * one a cookie list is made of (RFC 6265 5.4). */
+static const char *joiner(const char *name, size_t n)
+{
+    return name_is(name, n, "cookie", 6) ? "; " : ", ";
+}
+
+/* req:headers() -> {lower-case name = value}, repeated headers joined */
 static int l_headers(lua_State *L)
 {
     struct ks_lua_req *q = cur(L);
@@ -179,7 +186,7 @@ static int l_headers(lua_State *L)
         push_lower(L, h->name, h->name_len);
         lua_pushvalue(L, -1);
         if (lua_rawget(L, -3) == LUA_TSTRING) {
-            lua_pushliteral(L, ", ");
+            lua_pushstring(L, joiner(h->name, h->name_len));
             lua_pushlstring(L, h->value, h->value_len);
             lua_concat(L, 3);
         } else {
@@ -233,7 +240,7 @@ static int l_header(lua_State *L)
             if (!name_is(h->name, h->name_len, name, n))
                 continue;
             if (sep)
-                luaL_addlstring(&b, ", ", 2);
+                luaL_addlstring(&b, joiner(name, n), 2);
             luaL_addlstring(&b, h->value, h->value_len);
             sep = true;
         }

@@ -31,6 +31,7 @@ router:add_route("*", "/echo/{a}/*", {handler = function(req, res)
         query_string = req:query_string(),
         params = req:params(), a = req:param("a"), star = req:param("*"), none = req:param("zz"),
         headers = req:headers(), test = req:header("x-TEST"), missing = req:header("X-None"),
+        cookie = req:header("Cookie"),
         client_ip = req:client_ip(), request_id = req:request_id(), tenant = req:tenant(),
     })
 end})
@@ -250,7 +251,8 @@ is($r->{headers}{'content-length'}, 11, 'HEAD: the length of the GET body');
 is($r->{body}, '', 'HEAD: no body');
 
 $r = $t->request($port, PATCH => '/echo/aa/b/c?x=1&x=2&y=a%20b+c&flag',
-                 headers => [ 'X-Test' => 'one', 'X-Test' => 'two', 'X-Other' => 'o' ]);
+                 headers => [ 'X-Test' => 'one', 'X-Test' => 'two', 'X-Other' => 'o',
+                              Cookie => 'a=1', Cookie => 'b=2; c=3' ]);
 is($r->{status}, 200, 'method * route');
 my $j = $r->{json};
 is($j->{method}, 'PATCH', 'req:method()');
@@ -268,6 +270,8 @@ is($j->{headers}{'x-test'}, 'one, two', 'req:headers(): lower-case names, repeat
 is($j->{headers}{'x-other'}, 'o', 'req:headers(): other headers');
 is($j->{test}, 'one, two', 'req:header() is case-insensitive');
 ok(!exists $j->{missing}, 'req:header(missing) is nil');
+is($j->{cookie}, 'a=1; b=2; c=3', 'req:header("Cookie"): several Cookie fields joined by "; "');
+is($j->{headers}{cookie}, 'a=1; b=2; c=3', 'req:headers() too');
 is($j->{client_ip}, '127.0.0.1', 'req:client_ip()');
 is($j->{request_id}, $r->{headers}{'x-request-id'}, 'req:request_id() is the X-Request-ID');
 is($j->{tenant}, 'demo', 'req:tenant()');

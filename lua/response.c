@@ -38,9 +38,17 @@ bool ks_lua_res_open(const struct ks_lua_req *q)
     return !q->proxied && !q->res.started;
 }
 
+/* 1xx, 204 and 304 have no body by their framing (RFC 9112 6.3); 205
+ * has an empty one (RFC 9110 15.3.6): Content-Length: 0, whatever the
+ * script writes. */
 static bool no_body_status(int status)
 {
     return status < 200 || status == 204 || status == 304;
+}
+
+static bool no_content_status(int status)
+{
+    return no_body_status(status) || status == 205;
 }
 
 static bool is_head(const struct ks_lua_req *q)
@@ -67,6 +75,7 @@ static int send_head(struct ks_lua_req *q, bool stream, size_t content_length, c
     struct ks_exchange *x = q->x;
     int status = res->status > 0 ? res->status : 200;
     bool nobody = no_body_status(status);
+    bool empty = status == 205;
     char head[HEAD_MAX];
     struct ks_out o = { .buf = head, .cap = sizeof(head) };
     const char *reason = ks_status_reason(status);
@@ -87,9 +96,11 @@ static int send_head(struct ks_lua_req *q, bool stream, size_t content_length, c
         const char *date = ks_date_header(x->w, &date_len);
         ks_out_put(&o, date, date_len);
     }
-    if (!has_type && !nobody && (res->written || content_length > 0))
+    if (!has_type && !nobody && !empty && (res->written || content_length > 0))
         ks_out_str(&o, "Content-Type: text/plain; charset=utf-8\r\n");
-    if (stream) {
+    if (empty) {
+        ks_out_str(&o, "Content-Length: 0\r\n");
+    } else if (stream) {
         if (x->r->http_major == 1 && x->r->http_minor == 0)
             res->until_close = true;
         else
@@ -121,7 +132,7 @@ static int send_head(struct ks_lua_req *q, bool stream, size_t content_length, c
     x->status = status;
     x->r->status = status;
     x->responded = true;
-    bool skip = nobody || is_head(q);
+    bool skip = nobody || empty || is_head(q);
     struct iovec iov[2] = {
         { .iov_base = head, .iov_len = o.len },
         { .iov_base = (void *)body, .iov_len = skip || body == NULL ? 0 : body_len },
@@ -133,7 +144,7 @@ static int send_chunk(struct ks_lua_req *q, const char *s, size_t n)
 {
     struct ks_lua_resp *res = &q->res;
     int status = res->status > 0 ? res->status : 200;
-    if (n == 0 || is_head(q) || no_body_status(status))
+    if (n == 0 || is_head(q) || no_content_status(status))
         return 0;
     if (res->until_close) {
         struct iovec iov = { .iov_base = (void *)s, .iov_len = n };

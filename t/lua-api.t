@@ -59,6 +59,10 @@ router:add_route("GET", "/status", {handler = function(req, res)
     res:write("tea") res:write("pot")
 end})
 router:add_route("GET", "/empty", {handler = function(req, res) res:status(204) res:write("ignored") end})
+router:add_route("GET", "/reset", {handler = function(req, res)
+    res:status(205)
+    res:write(string.rep("x", tonumber(req:query("n")) or 3))
+end})
 router:add_route("GET", "/nothing", {handler = function(req, res) end})
 router:add_route("GET", "/error", {handler = function(req, res) local x = nil; return x.field end})
 router:add_route("GET", "/error-table", {handler = function(req, res) error({code = 1}) end})
@@ -326,6 +330,17 @@ $r = $t->request($port, GET => '/empty');
 is($r->{status}, 204, 'res:status(204)');
 is($r->{body}, '', 'without a body');
 ok(!exists $r->{headers}{'content-length'}, 'nor a length');
+$c = $t->conn($port);
+for my $n (3, 100000) {
+    $r = $c->request(GET => "/reset?n=$n", headers => [ Connection => 'keep-alive' ]);
+    is($r->{status}, 205, "res:status(205), $n bytes written");
+    is($r->{headers}{'content-length'}, '0', 'Content-Length: 0 (RFC 9110 15.3.6)');
+    ok(!exists $r->{headers}{'transfer-encoding'} && !exists $r->{headers}{'content-type'}, 'nothing else of a body');
+    is($r->{body}, '', 'and none is sent');
+}
+is($c->request(GET => '/hello', headers => [ Connection => 'keep-alive' ])->{body}, 'Hello World',
+   'the connection goes on');
+$c->close;
 $r = $t->request($port, GET => '/nothing');
 is($r->{status}, 200, 'a handler that writes nothing: 200');
 is($r->{headers}{'content-length'}, 0, 'empty');

@@ -140,6 +140,14 @@ static void check_limits(lua_State *L, int level)
     lua_error(L);
 }
 
+size_t ks_lua_memory_left(lua_State *L)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    const struct ks_lua_mem *m = ud;
+    return m->breached || m->used >= m->limit ? 0 : m->limit - m->used;
+}
+
 void ks_lua_check_limits(lua_State *L)
 {
     check_limits(L, 1);

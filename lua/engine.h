@@ -175,6 +175,8 @@ struct ks_lua_pause {
  * the wrappers of C functions that can run long without a Lua
  * instruction in between. */
 void ks_lua_check_limits(lua_State *L);
+/* Bytes the state may still allocate under its memory cap. */
+size_t ks_lua_memory_left(lua_State *L);
 
 void ks_lua_pause(struct ks_lua *lx, struct ks_lua_pause *p);
 void ks_lua_resume(struct ks_lua *lx, const struct ks_lua_pause *p);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "keystoned/log.h"
 #include "keystoned/util.h"
 #include "lua/api.h"
 #include "lua/reqctx.h"
@@ -249,11 +250,26 @@ static int l_header(lua_State *L)
     return 1;
 }
 
+/* The body becomes a Lua string: one the state has no room for is a 413
+ * for the client, not a memory error that would discard the state. */
+static int body_too_large(lua_State *L, struct ks_lua_req *q, uint64_t len)
+{
+    size_t left = ks_lua_memory_left(L);
+    if (len + 64 < left)
+        return 0;
+    ks_log_warn("lua-body", "tenant %s, request %s: a request body of %llu bytes does not fit in the "
+                "%zu bytes of Lua memory left (lua_limits.memory): answered 413", q->lx->tenant,
+                q->x->r->id, (unsigned long long)len, left);
+    return ks_lua_abort(L, q, 413, "the request body is larger than the script may hold");
+}
+
 static int l_body(lua_State *L)
 {
     struct ks_lua_req *q = cur(L);
     ks_lua_check_phase(L, KS_LUA_MIDDLEWARE | KS_LUA_HANDLER, "req:body");
     struct ks_exchange *x = q->x;
+    if (!x->body_read && x->r->has_content_length)
+        body_too_large(L, q, x->r->content_length);
     if (!x->body_read) {
         struct ks_lua_pause p;
         ks_lua_pause(q->lx, &p);
@@ -263,6 +279,7 @@ static int l_body(lua_State *L)
             return ks_lua_abort(L, q, x->status > 0 ? x->status : 400, "cannot read the request body");
         q->keep_alive = q->keep_input;
     }
+    body_too_large(L, q, x->body ? x->body_len : 0);
     lua_pushlstring(L, x->body ? x->body : "", x->body ? x->body_len : 0);
     return 1;
 }

@@ -278,10 +278,7 @@ static bool json_measure(struct json_measure *jm, lua_State *L, int idx, int dep
 static int l_json_encode(lua_State *L)
 {
     luaL_checkany(L, 1);
-    void *ud;
-    lua_getallocf(L, &ud);
-    const struct ks_lua_mem *m = ud;
-    struct json_measure jm = { 0, m->limit > m->used ? m->limit - m->used : 0, 0 };
+    struct json_measure jm = { 0, ks_lua_memory_left(L), 0 };
     if (!json_measure(&jm, L, 1, 0))
         return luaL_error(L, "json.encode: the text would take more than the %d kB of Lua memory left",
                           (int)(jm.room / 1024));

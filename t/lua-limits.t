@@ -47,6 +47,9 @@ router:add_route("GET", "/bomb", {handler = function(req, res)
     local t = {}
     for i = 1, 1e6 do t[i] = string.rep("x", 1 << 20) .. i end
 end})
+router:add_route("POST", "/body-len", {handler = function(req, res)
+    res:write(tostring(#req:body()))
+end})
 router:add_route("GET", "/json-bomb", {handler = function(req, res)
     -- 1 MB of Lua memory, 500 MB of JSON text
     local s, t = string.rep("x", 1 << 20), {}
@@ -155,6 +158,20 @@ ok($t->wait_log(qr/lua-discard: tenant limited: Lua state discarded after a memo
 is($t->request($port, GET => '/count')->{body}, '1', 'the next request gets a fresh state');
 is(lua_stats('limited')->{memory}, 1, 'counted');
 is_deeply([ worker_pids() ], \@pids, 'still the same worker');
+
+# ---- a request body the state has no room for: 413, the state lives on -----------------------
+is($t->request($port, GET => '/count')->{body}, '2', 'the state counts');
+$mark = $t->log_mark;
+$r = $t->request($port, POST => '/body-len', body => 'b' x (5 << 20));
+is($r->{status}, 413, 'req:body() of 5 MB under a 4 MB Lua memory limit: 413');
+ok($t->wait_log(qr/\[warn\] \d+ lua-body: tenant limited, request \S+: a request body of 5242880 bytes does not fit in the \d+ bytes of Lua memory left \(lua_limits.memory\): answered 413/,
+                from => $mark), 'logged with the reason');
+$r = $t->request($port, POST => '/body-len', body => 'b' x (5 << 20), chunked => 1);
+is($r->{status}, 413, 'chunked: 413 too');
+$r = $t->request($port, POST => '/body-len', body => 'b' x (1 << 20));
+is($r->{body}, 1 << 20, 'one that fits is read');
+is($t->request($port, GET => '/count')->{body}, '3', 'the state was kept');
+is(lua_stats('limited')->{memory}, 1, 'no memory error counted');
 
 # ---- json.encode measures its text against the memory left --------------------------------
 $r = $t->request($port, GET => '/json-bomb');

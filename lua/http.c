@@ -346,11 +346,26 @@ static int l_request(lua_State *L)
     struct ks_lua *lx = ks_lua_of(L);
     ks_lua_check_phase(L, KS_LUA_MIDDLEWARE | KS_LUA_HANDLER, "http.request");
     struct ks_lua_req *q = lx->req;
-    luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_type(L, 1) != LUA_TTABLE)
+        return luaL_error(L, "http.request: takes a table: http.request{url = \"http://...\", ...}");
     lua_settop(L, 1);
     struct outbound o = { .w = q->x->w };
     char err[512];
 
+    /* each option's type, with a message naming it */
+    static const struct { const char *name; int type; } opts[] = {
+        { "method", LUA_TSTRING }, { "url", LUA_TSTRING }, { "body", LUA_TSTRING },
+        { "headers", LUA_TTABLE },
+    };
+    for (size_t i = 0; i < KS_ARRAY_LEN(opts); i++) {
+        int t = lua_getfield(L, 1, opts[i].name);
+        if (t != LUA_TNIL && t != opts[i].type && !(opts[i].type == LUA_TSTRING && t == LUA_TNUMBER))
+            return luaL_error(L, "http.request: %s must be a %s, not a %s", opts[i].name,
+                              lua_typename(L, opts[i].type), luaL_typename(L, -1));
+        if (t == LUA_TNIL && strcmp(opts[i].name, "url") == 0)
+            return luaL_error(L, "http.request: url is missing");
+        lua_pop(L, 1);
+    }
     lua_getfield(L, 1, "method");
     o.method = luaL_optstring(L, -1, "GET");
     if (!token(o.method) || strlen(o.method) > 16)

@@ -210,6 +210,15 @@ router:add_route("GET", "/fetch-trailers", {handler = function(req, res)
     res:json({body = r.body, trailer = r.headers["x-trailer"] or false, te = r.headers["transfer-encoding"],
               cl_ok = ok, cl_err = err})
 end})
+router:add_route("GET", "/fetch-misuse", {handler = function(req, res)
+    local msgs = {}
+    for _, args in ipairs({ {}, {url = 5.5, method = {}}, {url = "http://x/", headers = "a"} }) do
+        local ok, err = pcall(http.request, args)
+        msgs[#msgs + 1] = err
+    end
+    msgs[#msgs + 1] = select(2, pcall(http.request, "http://x/"))
+    res:write(table.concat(msgs, "\\n"))
+end})
 router:add_route("GET", "/fetch-https", {handler = function(req, res)
     local r, err = http.request{url = "https://" .. APP .. "/"}
     res:json({ok = r ~= nil, err = err})
@@ -497,6 +506,11 @@ is($r->{json}{body}, 'abcdefghij', 'http.request de-chunks a body');
 ok(!$r->{json}{trailer}, 'and drops its trailer fields (not headers)');
 ok(!$r->{json}{cl_ok}, 'a Content-Length from the script is refused');
 like($r->{json}{cl_err} // '', qr/Content-Length is set by keystoned/, 'saying why');
+$r = $t->request($port, GET => '/fetch-misuse');
+is_deeply([ map { s/^.*?http\.request: //r } split /\n/, $r->{body} ],
+          [ 'url is missing', 'method must be a string, not a table', 'headers must be a table, not a string',
+            'takes a table: http.request{url = "http://...", ...}' ], 'http.request misused: what is wrong, by name')
+    or diag $r->{body};
 $r = $t->request($port, GET => '/fetch-https');
 like($r->{json}{err}, qr/https is not supported/, 'https is refused');
 

@@ -285,6 +285,33 @@ static int l_json_encode(lua_State *L)
     return call_wrapped(L, 1);
 }
 
+/* Every call into string, table, utf8 and json checks the limits first:
+ * the count hook sees VM instructions only, so a loop around a library
+ * call that runs long in C (table.sort of a big table, string.upper of
+ * megabytes) was checked once per thousand calls, seconds past the
+ * timeout.  One single call that runs long is still the watchdog's. */
+static int l_guarded(lua_State *L)
+{
+    ks_lua_check_limits(L);
+    return call_wrapped(L, LUA_MULTRET);
+}
+
+/* Guard every C function of the library table at the top. */
+static void guard_library(lua_State *L)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        if (lua_iscfunction(L, -1) && lua_type(L, -2) == LUA_TSTRING) {
+            lua_pushcclosure(L, l_guarded, 1);
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -4);      /* an existing field: allowed while traversing */
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+}
+
 /* Replace t[name] (t at the top) by a C closure over the old value. */
 static void wrap_field(lua_State *L, const char *name, lua_CFunction f)
 {
@@ -362,17 +389,21 @@ int ks_lua_open_sandbox(lua_State *L)
     lua_pop(L, 1);
 
     luaL_requiref(L, "string", luaopen_string, 1);
+    guard_library(L);
     drop_field(L, "dump");
     wrap_field(L, "rep", l_rep);
     lua_pop(L, 1);
     luaL_requiref(L, "table", luaopen_table, 1);
+    guard_library(L);
     wrap_field(L, "move", l_move);
     lua_pop(L, 1);
     luaL_requiref(L, "math", luaopen_math, 1);
     lua_pop(L, 1);
     luaL_requiref(L, "utf8", luaopen_utf8, 1);
+    guard_library(L);
     lua_pop(L, 1);
     luaL_requiref(L, "json", luaopen_cjson, 1);
+    guard_library(L);
     wrap_field(L, "encode", l_json_encode);
     wrap_field(L, "encode_max_depth", l_json_depth);
     wrap_field(L, "decode_max_depth", l_json_depth);

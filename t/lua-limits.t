@@ -31,6 +31,12 @@ router:add_route("GET", "/caught", {handler = function(req, res)
     pcall(function() while true do end end)
     res:write("survived")
 end})
+router:add_route("GET", "/c-loop", {handler = function(req, res)
+    -- a few VM instructions around a call that runs for milliseconds in C
+    local t = {}
+    for i = 1, 100000 do t[i] = i end
+    while true do table.sort(t) end
+end})
 router:add_route("GET", "/churn", {handler = function(req, res)
     -- near the memory cap, garbage made in a loop: the cap refuses blocks
     -- that a collection then finds room for, until the timeout
@@ -114,7 +120,7 @@ my @pids = worker_pids();
 is(scalar @pids, 1, 'one worker');
 
 # ---- timeouts -------------------------------------------------------------------------
-for my $path (qw(/loop /pcall-loop /caught /churn)) {
+for my $path (qw(/loop /pcall-loop /caught /churn /c-loop)) {
     my $mark = $t->log_mark;
     my $t0 = Time::HiRes::time();
     my $c = $t->conn($port);
@@ -134,7 +140,7 @@ for my $path (qw(/loop /pcall-loop /caught /churn)) {
 }
 is_deeply([ worker_pids() ], \@pids, 'the worker lived through every timeout');
 is($t->request($port, GET => '/count', host => 'other.test')->{body}, '2', 'the other tenant kept its state');
-is(lua_stats('limited')->{timeouts}, 4, 'timeouts counted per tenant');
+is(lua_stats('limited')->{timeouts}, 5, 'timeouts counted per tenant');
 is(lua_stats('limited')->{memory}, 0, 'none of them as a memory error');
 is(lua_stats('other')->{timeouts}, 0, 'not for the other tenant');
 

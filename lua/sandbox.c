@@ -33,6 +33,13 @@ static int call_wrapped(lua_State *L, int nresults)
     return lua_gettop(L);
 }
 
+/* The same for a wrapped function without upvalues, run in the wrapper's
+ * own frame (see l_guarded). */
+static int call_in_frame(lua_State *L)
+{
+    return lua_tocfunction(L, lua_upvalueindex(1))(L);
+}
+
 static int l_load(lua_State *L)
 {
     int n = lua_gettop(L);
@@ -193,7 +200,7 @@ static int l_rep(lua_State *L)
         lua_pushliteral(L, "");
         return 1;
     }
-    return call_wrapped(L, 1);
+    return call_in_frame(L);
 }
 
 /* table.move over 2^60 nil slots would loop in C for ever too */
@@ -203,7 +210,7 @@ static int l_move(lua_State *L)
     lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
     if (e >= f && (lua_Unsigned)e - (lua_Unsigned)f >= (lua_Unsigned)MOVE_MAX)
         return luaL_error(L, "table.move: more than %d elements", (int)MOVE_MAX);
-    return call_wrapped(L, 1);
+    return call_in_frame(L);
 }
 
 /* json.encode_max_depth and json.decode_max_depth: cjson recurses on the
@@ -275,8 +282,15 @@ static bool json_measure(struct json_measure *jm, lua_State *L, int idx, int dep
     return jm->bound <= jm->room;
 }
 
+static int l_json_decode(lua_State *L)
+{
+    ks_lua_check_limits(L);
+    return call_wrapped(L, 1);
+}
+
 static int l_json_encode(lua_State *L)
 {
+    ks_lua_check_limits(L);
     luaL_checkany(L, 1);
     struct json_measure jm = { 0, ks_lua_memory_left(L), 0 };
     if (!json_measure(&jm, L, 1, 0))
@@ -289,19 +303,31 @@ static int l_json_encode(lua_State *L)
  * the count hook sees VM instructions only, so a loop around a library
  * call that runs long in C (table.sort of a big table, string.upper of
  * megabytes) was checked once per thousand calls, seconds past the
- * timeout.  One single call that runs long is still the watchdog's. */
+ * timeout.  One single call that runs long is still the watchdog's.
+ *
+ * The guard runs the library function in its own frame, a plain C call
+ * rather than lua_call: to the function and to its error messages it is
+ * still the function the script called ("test.lua:3: bad argument #1 to
+ * 'sub'"), not one called from C ("bad argument #1 to '?'").  That is
+ * only right for functions without upvalues, which are all the
+ * standard libraries have; cjson's keep their settings in one and are
+ * wrapped by lua_call below. */
 static int l_guarded(lua_State *L)
 {
     ks_lua_check_limits(L);
-    return call_wrapped(L, LUA_MULTRET);
+    return call_in_frame(L);
 }
 
-/* Guard every C function of the library table at the top. */
+/* Guard every C function without upvalues of the library table at the
+ * top (the ones wrap_field wrapped check for themselves). */
 static void guard_library(lua_State *L)
 {
     lua_pushnil(L);
     while (lua_next(L, -2) != 0) {
-        if (lua_iscfunction(L, -1) && lua_type(L, -2) == LUA_TSTRING) {
+        bool upvalues = lua_getupvalue(L, -1, 1) != NULL;
+        if (upvalues)
+            lua_pop(L, 1);
+        if (lua_tocfunction(L, -1) != NULL && !upvalues && lua_type(L, -2) == LUA_TSTRING) {
             lua_pushcclosure(L, l_guarded, 1);
             lua_pushvalue(L, -2);
             lua_insert(L, -2);
@@ -389,13 +415,13 @@ int ks_lua_open_sandbox(lua_State *L)
     lua_pop(L, 1);
 
     luaL_requiref(L, "string", luaopen_string, 1);
-    guard_library(L);
     drop_field(L, "dump");
     wrap_field(L, "rep", l_rep);
+    guard_library(L);
     lua_pop(L, 1);
     luaL_requiref(L, "table", luaopen_table, 1);
-    guard_library(L);
     wrap_field(L, "move", l_move);
+    guard_library(L);
     lua_pop(L, 1);
     luaL_requiref(L, "math", luaopen_math, 1);
     lua_pop(L, 1);
@@ -403,8 +429,8 @@ int ks_lua_open_sandbox(lua_State *L)
     guard_library(L);
     lua_pop(L, 1);
     luaL_requiref(L, "json", luaopen_cjson, 1);
-    guard_library(L);
     wrap_field(L, "encode", l_json_encode);
+    wrap_field(L, "decode", l_json_decode);
     wrap_field(L, "encode_max_depth", l_json_depth);
     wrap_field(L, "decode_max_depth", l_json_depth);
     drop_field(L, "new");       /* a fresh instance would have no cap */

@@ -188,7 +188,8 @@ $r = $t->request($port, GET => '/json-bomb-res');
 is($r->{status}, 500, 'res:json of such a text: 500');
 open(my $st, '<', "/proc/$pids[0]/status") or die "status of worker $pids[0]: $!";
 my ($hwm) = join('', <$st>) =~ /^VmHWM:\s+(\d+) kB/m;
-cmp_ok($hwm, '<', 64 * 1024, "the worker never grew past 64 MB ($hwm kB)");
+# (ASan's shadow memory alone takes tens of MB; without the measure: 500 MB)
+cmp_ok($hwm, '<', 256 * 1024, "the worker never grew past 256 MB ($hwm kB)");
 is_deeply([ worker_pids() ], \@pids, 'still the same worker');
 
 # ---- stuck in C: the watchdog -------------------------------------------------------------

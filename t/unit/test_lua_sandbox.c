@@ -409,6 +409,9 @@ START_TEST(registration_errors_with_lines)
     FAILS("router:add_route('GET', '/a', {middleware = {'missing'}})",
           "/scripts/test.lua:1: unknown middleware \"missing\"");
     FAILS("router:use(1)", "/scripts/test.lua:1: bad argument #1 to 'use'");
+    FAILS("string.sub()", "/scripts/test.lua:1: bad argument #1 to 'sub'");
+    FAILS("local s = 'x'; s:rep()", "/scripts/test.lua:1: bad argument #1 to 'rep'");
+    FAILS("table.concat({}, 1, 2, 3)", "/scripts/test.lua:1: invalid value (nil) at index 2 in table for 'concat'");
     FAILS("for i = 1, 21 do router:add_route('GET', '/r' .. i) end", "more than 20 routes");
     FAILS("for i = 1, 6 do router:use(function() end) end", "more than 5 middlewares");
     FAILS("router:handler('h', function() end) router:handler('h', function() end)",

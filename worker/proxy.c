@@ -1000,6 +1000,29 @@ static enum attempt_result refuse_upgrade(struct ks_exchange *x, struct attempt 
     return AT_DONE;
 }
 
+/* The next bytes of the response body, by the upstream's idle deadline.
+ * Meanwhile the client is looked at every CLIENT_CHECK_MS, as while the
+ * head is awaited: a stalled stream (a long poll, server-sent events)
+ * must not hold the worker for a client that has left, nor count
+ * against an upstream that did nothing wrong. */
+static enum ks_io_result read_body_bytes(struct ks_worker *w, int fd, int client_fd, char *buf, size_t cap,
+                                         int64_t idle_ms, size_t *got, bool *client_left)
+{
+    int64_t deadline = ks_now_ms() + idle_ms;
+    *client_left = false;
+    for (;;) {
+        int64_t now = ks_now_ms();
+        int64_t until = deadline - now > CLIENT_CHECK_MS ? now + CLIENT_CHECK_MS : deadline;
+        enum ks_io_result io = ks_read_some(w, fd, buf, cap, until, got);
+        if (io != KS_IO_TIMEOUT || until >= deadline)
+            return io;
+        if (client_gone(client_fd)) {
+            *client_left = true;
+            return io;
+        }
+    }
+}
+
 /* What a failed read of the response body says about the upstream. */
 static enum ks_upstream_outcome upstream_body_trouble(enum ks_io_result io, const char **trouble)
 {
@@ -1083,8 +1106,15 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
             break;
         }
         size_t got;
-        enum ks_io_result io = ks_read_some(w, a->fd, P->up_buf, P->up_cap,
-                                            ks_now_ms() + a->up->idle_timeout_ms, &got);
+        bool client_left;
+        ks_worker_set_state(w, KS_WS_PROXYING);
+        enum ks_io_result io = read_body_bytes(w, a->fd, x->c->fd, P->up_buf, P->up_cap, a->up->idle_timeout_ms,
+                                               &got, &client_left);
+        ks_worker_set_state(w, KS_WS_WRITING);
+        if (client_left) {
+            trouble = "client closed the connection while the body was relayed";
+            break;
+        }
         if (io == KS_IO_OK) {
             rp->len = got;
             continue;

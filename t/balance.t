@@ -292,10 +292,15 @@ my $served = served('solo');
 is($t->request($port, GET => '/admin/tenants/brk/health')->{status}, 503, '/admin/tenants/brk/health: 503');
 ok($t->wait_for(sub { upstream('brk', 'solo')->{breaker} eq 'half-open' }, timeout => 15),
    'after fail_timeout the breaker is half-open');
-$r = $t->request($port, GET => '/brk/x');
-is($r->{status}, 200, 'one request probes it and succeeds');
-is(served('solo'), $served + 1, 'that request reached solo');
-ok($t->wait_for(sub { upstream('brk', 'solo')->{breaker} eq 'closed' }), 'the breaker is closed again');
+# the probe is a stream whose body does not end soon: its head decides
+my $probe = $t->conn($port);
+$probe->send("GET /brk/x?hang=1&size=10 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+like($probe->read_until(qr/\r\n\r\n/, timeout => 5) // '', qr{^HTTP/1\.1 200 }, 'one request probes it: a 200 head');
+ok($t->wait_for(sub { upstream('brk', 'solo')->{breaker} eq 'closed' }),
+   'which closes the breaker while its body still streams');
+is($t->request($port, GET => '/brk/y')->{status}, 200, 'so the next request is served meanwhile');
+is(served('solo'), $served + 2, 'both reached solo');
+$probe->close;
 ok($t->wait_log(qr{breaker: upstream brk/solo is half-open}, from => $mark), 'half-open logged');
 ok($t->wait_log(qr{breaker: upstream brk/solo: circuit closed}, from => $mark), 'closing logged');
 

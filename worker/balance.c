@@ -305,6 +305,26 @@ static bool count_failure(struct ks_health *h, const struct ks_t_upstream *u, in
     return (int64_t)(next & WINDOW_COUNT_MASK) >= u->max_fails;
 }
 
+/* Close a half-open (or open past its time) breaker: the probe answered. */
+static void close_half_open(struct ks_worker *w, uint32_t upstream, struct ks_health *h, int64_t now)
+{
+    int64_t ou = atomic_load_explicit(&h->open_until_ms, memory_order_relaxed);
+    bool half_open = ou < 0 || (ou > 0 && now >= ou);
+    char lb[160];
+    if (half_open && atomic_compare_exchange_strong_explicit(&h->open_until_ms, &ou, 0, memory_order_acq_rel,
+                                                             memory_order_relaxed)) {
+        atomic_store_explicit(&h->fail_window, 0, memory_order_relaxed);
+        ks_log_info("breaker", "upstream %s: circuit closed, the probe request succeeded",
+                    label(w, upstream, lb, sizeof(lb)));
+    }
+}
+
+void ks_balance_answered(struct ks_worker *w, uint32_t upstream)
+{
+    if (ks_t_upstreams(w->table)[upstream].max_fails > 0)
+        close_half_open(w, upstream, record_of(w, upstream), ks_now_ms());
+}
+
 void ks_balance_end(struct ks_worker *w, uint32_t upstream, enum ks_upstream_outcome outcome)
 {
     const struct ks_t_upstream *u = &ks_t_upstreams(w->table)[upstream];
@@ -326,13 +346,7 @@ void ks_balance_end(struct ks_worker *w, uint32_t upstream, enum ks_upstream_out
     if (outcome == KS_UO_OK) {
         /* The probe (or any request finishing while half-open) answered:
          * close.  Successes never close an open breaker early. */
-        if (half_open && atomic_compare_exchange_strong_explicit(&h->open_until_ms, &ou, 0,
-                                                                 memory_order_acq_rel,
-                                                                 memory_order_relaxed)) {
-            atomic_store_explicit(&h->fail_window, 0, memory_order_relaxed);
-            ks_log_info("breaker", "upstream %s: circuit closed, the probe request succeeded",
-                        label(w, upstream, lb, sizeof(lb)));
-        }
+        close_half_open(w, upstream, h, now);
         return;
     }
     if (half_open) {

@@ -52,6 +52,9 @@ void ks_balance_begin(struct ks_worker *w, uint32_t upstream);
 /* Every outcome but KS_UO_OK counts toward the passive breaker:
  * max_fails within fail_window open it for fail_timeout. */
 void ks_balance_end(struct ks_worker *w, uint32_t upstream, enum ks_upstream_outcome outcome);
+/* The upstream sent a good response head (not 5xx): a half-open breaker
+ * closes now, not when a long body (a download, an event stream) ends. */
+void ks_balance_answered(struct ks_worker *w, uint32_t upstream);
 /* Seconds a client should wait before retrying when ks_balance_pick()
  * said all_down, or ks_balance_take() refused (the Retry-After of the
  * 503): the soonest any upstream with a weight of the tenant (upstream

@@ -1234,6 +1234,8 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
                             AT_FAIL);
     x->status = rh.status;
     x->responded = true;
+    if (a->outcome == KS_UO_OK)
+        ks_balance_answered(w, a->u);
     return relay_body(x, a, rp, kind, cf, hlen);
 }
 

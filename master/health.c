@@ -30,7 +30,6 @@
 #include "worker/http.h"
 
 #define MAX_INFLIGHT 256        /* probes at once; the rest wait their turn */
-#define MAX_HEAD 16384          /* response head bytes a probe reads */
 #define FIRST_PROBE_SPREAD_MS 500
 #define LOCAL_ERROR_RETRY_MS 1000
 #define EVENTS_PER_WAIT 64
@@ -57,7 +56,8 @@ struct target {
     int64_t next_ms;            /* IDLE: when the next probe starts */
     int64_t start_ms, deadline_ms, start_us;
     size_t sent;
-    char *head;                 /* P_READING: what arrived, MAX_HEAD + 1 bytes */
+    char *head;                 /* P_READING: what arrived, head_max + 1 bytes */
+    size_t head_max;            /* the largest head, as when the read began */
     size_t head_len, parsed, head_start;   /* head_start: of the head being parsed */
     http_parser parser;
     int status;                 /* final status once the head is parsed, else 0 */
@@ -73,6 +73,7 @@ struct ks_health_checker {
     size_t ntargets;
     size_t inflight;
     uint64_t rng;               /* xorshift64 state, for jitter */
+    size_t max_head;            /* limits.max_response_header_bytes: the proxy's own */
     bool local_error_logged;
 };
 
@@ -342,11 +343,11 @@ static int parse_heads(struct target *t)
 static void do_read(struct ks_health_checker *hc, struct target *t)
 {
     for (;;) {
-        if (t->head_len > MAX_HEAD) {   /* read one byte past MAX_HEAD and no final head */
+        if (t->head_len > t->head_max) {    /* one byte past the limit and no final head */
             finish(hc, t, false, KS_HR_BAD_RESPONSE);
             return;
         }
-        ssize_t n = read(t->fd, t->head + t->head_len, MAX_HEAD + 1 - t->head_len);
+        ssize_t n = read(t->fd, t->head + t->head_len, t->head_max + 1 - t->head_len);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -361,7 +362,7 @@ static void do_read(struct ks_health_checker *hc, struct target *t)
         }
         t->head_len += (size_t)n;
         int r = parse_heads(t);
-        if (r > 0 && t->parsed > MAX_HEAD)
+        if (r > 0 && t->parsed > t->head_max)
             r = -1;
         if (r > 0) {
             judge(hc, t);
@@ -388,7 +389,8 @@ static void do_send(struct ks_health_checker *hc, struct target *t)
         }
         t->sent += (size_t)n;
     }
-    t->head = malloc(MAX_HEAD + 1);
+    t->head_max = hc->max_head;
+    t->head = malloc(t->head_max + 1);
     if (t->head == NULL) {
         finish(hc, t, false, KS_HR_CONNECT_ERROR);
         return;
@@ -502,6 +504,10 @@ struct ks_health_checker *ks_health_new(struct ks_shm *shm, char *err, size_t er
 
 int ks_health_configure(struct ks_health_checker *hc, const struct ks_config *cfg)
 {
+    /* a head the proxy takes is one a probe takes (http-parser's own limit
+     * is per process: the master's is set here) */
+    hc->max_head = cfg->limits.max_response_header_bytes;
+    http_parser_set_max_header_size((uint32_t)(hc->max_head + 4096));
     size_t n = 0;
     for (size_t i = 0; i < cfg->ntenants; i++)
         n += cfg->tenants[i].nupstreams;

@@ -62,7 +62,8 @@ $extra
       - { name: bad-response, url: "http://127.0.0.1:$p3", health_path: "/health?malformed=1" }
       - { name: bare-lf, url: "http://127.0.0.1:$p3",
           health_path: "/health?raw=HTTP%2F1.1%20200%20OK%0AContent-Length%3A%200%0A%0A" }
-      - { name: big-head, url: "http://127.0.0.1:$p3", health_path: "/health?bigheader=17000" }
+      - { name: big-head, url: "http://127.0.0.1:$p3", health_path: "/health?bigheader=70000" }
+      - { name: large-head, url: "http://127.0.0.1:$p3", health_path: "/health?bigheader=40000" }
       - { name: status-099, url: "http://127.0.0.1:$p3",
           health_path: "/health?raw=HTTP%2F1.1%20099%20X%0D%0AContent-Length%3A%200%0D%0A%0D%0A" }
       - { name: reset, url: "http://127.0.0.1:$p3", health_path: "/health?reset=1" }
@@ -182,12 +183,14 @@ for my $name (sort keys %want) {
 }
 my $u = wait_upstream('reasons', 'expect-418', sub { $_[0]{checks_ok} >= 1 });
 is($u && $u->{state}, 'up', 'health_expect: a 418 that is expected is healthy');
+$u = wait_upstream('reasons', 'large-head', sub { $_[0]{checks_ok} >= 1 });
+is($u && $u->{state}, 'up', 'a 40 KB head, which the proxy takes too (max_response_header_bytes 64KB), is healthy');
 $u = wait_upstream('reasons', 'tcp', sub { $_[0]{checks_ok} >= 1 });
 is($u && $u->{state}, 'up', 'TCP check: up when the port accepts');
 is($u && $u->{last_status}, 0, 'TCP check: no HTTP status');
 my ($code, $out) = $t->ctl('-s', $state, 'health');
 is($code, 0, 'keystonectl health exits 0');
-like($out, qr{^reasons: 2/11 upstreams healthy$}m, 'keystonectl health: tenant line');
+like($out, qr{^reasons: 3/12 upstreams healthy$}m, 'keystonectl health: tenant line');
 like($out, qr{^\s+bad-status\s+http://127\.0\.0\.1:\d+\s+down\s+since \d+s ago\s+[\d.]+ ms\s+bad status 503$}m,
      'keystonectl health: state, since, latency, reason');
 like($out, qr{^\s+connect-timeout\s+\S+\s+down\s.*\bconnect timeout$}m, 'keystonectl health: connect timeout');
@@ -195,7 +198,7 @@ like($out, qr{^\s+tcp\s+\S+\s+up\s+since \d+s ago\s+[\d.]+ ms\s*$}m, 'keystonect
 like($out, qr{^lua-only: no upstreams$}m, 'keystonectl health: a tenant without upstreams');
 unlike($out, qr/^workers:|^keystoned /m, 'keystonectl health shows only health');
 ($code, $out) = $t->ctl('-s', $state, 'status');
-like($out, qr{^  reasons\s+base /r\s+2/11 upstreams healthy}m, 'keystonectl status: tenant line');
+like($out, qr{^  reasons\s+base /r\s+3/12 upstreams healthy}m, 'keystonectl status: tenant line');
 like($out, qr{^\s+refused\s+\S+\s+down\s+since \d+s ago\s+[\d.]+ ms\s+connect refused$}m,
      'keystonectl status: upstream lines');
 

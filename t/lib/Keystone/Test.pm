@@ -68,7 +68,9 @@ C<backend>, C<loadgen> or C<mandoc>; the source directory.
 
 =item C<< $t->free_port >>
 
-A free port on 127.0.0.1, never the same twice in one test.
+A free port on 127.0.0.1, never the same twice in one test, picked at
+random below the kernel's ephemeral range (so that no outgoing
+connection can be using it as its source port).
 
 =item C<< $t->write_file($name, $content) >>, C<< $t->write_config($yaml) >>
 
@@ -293,18 +295,35 @@ sub free_port {
     return $port;
 }
 
+# Ports come from below the kernel's ephemeral range: a port bound with
+# port 0 lies inside it, and an outgoing connection (keystoned to an
+# upstream, a test client) may take that very port as its source before
+# the test gets to listen on it.
+sub _port_window {
+    my $low = 32768;
+    if (open my $fh, '<', '/proc/sys/net/ipv4/ip_local_port_range') {
+        ($low) = split ' ', scalar <$fh>;
+        close $fh;
+    }
+    return (10000, $low - 1) if $low > 11000;
+    return (1024, 65535);    # an odd range: fall back to the whole space
+}
+
 sub _pick_port {
     my ($self) = @_;
-    for (1 .. 200) {
+    my ($lo, $hi) = _port_window();
+    for (1 .. 500) {
+        my $port = $lo + int(rand($hi - $lo + 1));
+        next if $self->{seen}{$port};
         my $s = IO::Socket::IP->new(
-            LocalHost => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
-        ) or die "cannot bind 127.0.0.1:0: $@";
-        my $port = $s->sockport;
+            LocalHost => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
+            ReuseAddr => 1,
+        ) or next;
         close $s;
-        next if $self->{seen}{$port}++;
+        $self->{seen}{$port} = 1;
         return $port;
     }
-    die "no free port found";
+    die "no free port found in $lo..$hi";
 }
 
 sub write_file {

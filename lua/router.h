@@ -31,6 +31,8 @@
 
 #define KS_ROUTE_MAX_SEGS 32
 #define KS_ROUTE_MAX_PARAMS 16
+/* captures of one match: the named parameters and the trailing "*" */
+#define KS_ROUTE_MAX_CAPTURES (KS_ROUTE_MAX_PARAMS + 1)
 #define KS_ROUTE_PATTERN_MAX 1024
 #define KS_METHOD_MAX 24            /* including the NUL */
 #define KS_ROUTE_ID_MAX 24          /* including the NUL */
@@ -73,8 +75,8 @@ struct ks_param {
     size_t value_len;
 };
 
-/* Does path (starting with "/") match?  Captures into params (may be NULL)
- * and *nparams. */
+/* Does path (starting with "/") match?  Captures into params (may be NULL;
+ * room for KS_ROUTE_MAX_CAPTURES) and *nparams. */
 bool ks_pattern_match(const struct ks_pattern *p, const char *path, size_t len,
                       struct ks_param *params, size_t *nparams);
 
@@ -154,7 +156,7 @@ enum ks_match_kind {
 
 struct ks_match {
     const struct ks_route *route;
-    struct ks_param params[KS_ROUTE_MAX_PARAMS];
+    struct ks_param params[KS_ROUTE_MAX_CAPTURES];
     size_t nparams;
     char allow[KS_ROUTER_ALLOW_MAX]; /* "GET, HEAD, POST" */
 };

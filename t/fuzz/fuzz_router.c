@@ -109,7 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(m.allow[0] != '\0', "405 without Allow");
         if (k == KS_MATCH_FOUND) {
             FUZZ_CHECK(accepts(m.route->method, method), "the match does not accept %s", method);
-            FUZZ_CHECK(m.nparams <= KS_ROUTE_MAX_PARAMS, "%zu params", m.nparams);
+            FUZZ_CHECK(m.nparams <= KS_ROUTE_MAX_CAPTURES, "%zu params", m.nparams);
             for (size_t i = 0; i < m.nparams; i++) {
                 const struct ks_param *pa = &m.params[i];
                 FUZZ_CHECK(pa->value >= path && pa->value + pa->value_len <= path + plen,

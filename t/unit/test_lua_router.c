@@ -69,7 +69,7 @@ END_TEST
 START_TEST(pattern_matching)
 {
     struct ks_pattern p;
-    struct ks_param prm[KS_ROUTE_MAX_PARAMS];
+    struct ks_param prm[KS_ROUTE_MAX_CAPTURES];
     size_t n = 0;
 
     ck_assert_int_eq(ks_pattern_compile("/users/{id}/posts/{post}", &p, err, sizeof(err)), 0);
@@ -111,6 +111,30 @@ START_TEST(pattern_matching)
     ck_assert_int_eq(ks_pattern_compile("/a", &p, err, sizeof(err)), 0);
     ck_assert(!ks_pattern_match(&p, "/a/", 3, NULL, NULL));
     ks_pattern_free(&p);
+}
+END_TEST
+
+/* The most a pattern may capture: 16 parameters and a trailing "*". */
+START_TEST(sixteen_params_and_wildcard)
+{
+    struct ks_router r;
+    struct ks_match m;
+    char pat[256] = "", path[256] = "";
+    for (int i = 0; i < KS_ROUTE_MAX_PARAMS; i++) {
+        snprintf(pat + strlen(pat), sizeof(pat) - strlen(pat), "/{p%d}", i);
+        snprintf(path + strlen(path), sizeof(path) - strlen(path), "/v%d", i);
+    }
+    strcat(pat, "/*");
+    strcat(path, "/rest/of/it");
+    ks_router_init(&r, -1, -1);
+    memset(&m, 0x5a, sizeof(m));
+    ck_assert_ptr_nonnull(add(&r, "GET", pat, 1));
+    ck_assert_int_eq(match(&r, "GET", path, &m), KS_MATCH_FOUND);
+    ck_assert_uint_eq(m.nparams, KS_ROUTE_MAX_PARAMS + 1);
+    ck_assert(m.params[15].value_len == 3 && memcmp(m.params[15].value, "v15", 3) == 0);
+    ck_assert(m.params[16].name_len == 1 && m.params[16].name[0] == '*');
+    ck_assert(m.params[16].value_len == 10 && memcmp(m.params[16].value, "rest/of/it", 10) == 0);
+    ks_router_free(&r);
 }
 END_TEST
 
@@ -313,6 +337,7 @@ int main(void)
     TCase *tc = tcase_create("router");
     tcase_add_test(tc, compile_errors);
     tcase_add_test(tc, pattern_matching);
+    tcase_add_test(tc, sixteen_params_and_wildcard);
     tcase_add_test(tc, precedence);
     tcase_add_test(tc, method_not_allowed);
     tcase_add_test(tc, conflicts_and_limits);

@@ -116,6 +116,8 @@ $r = $t->request($port, GET => 'http://shop.test:81/api/abs', host => 'shop.test
 is($r->{status}, 400, 'a port in the target and none in Host: 400 too');
 $r = $t->request($port, OPTIONS => 'http://shop.test', host => 'shop.test');
 is($r->{json}{target}, '*', 'OPTIONS with an absolute-form target without a path goes upstream as "*"');
+$r = $t->request($port, GET => 'http://shop.test?x=1', host => 'shop.test');
+is($r->{json}{target}, '/?x=1', 'absolute-form with a query and no path: the path is "/"');
 $r = $t->request($port, OPTIONS => '*', host => 'shop.test');
 is($r->{json}{target}, '*', 'as OPTIONS * does');
 

@@ -529,8 +529,12 @@ static int absolute_target(struct ks_request *r)
         r->origin = r->path;
         r->origin_len = (size_t)(r->target + r->target_len - r->path);
     } else if (u.field_set & (1 << UF_QUERY)) {
-        r->error = "absolute-form target with a query but no path";
-        return 400;
+        /* "http://h?q": the path is "/" (RFC 3986 section 6.2.3); the
+         * origin is "?q" and the proxy puts the "/" before it */
+        r->path = "/";
+        r->path_len = 1;
+        r->origin = r->target + u.field_data[UF_QUERY].off - 1;
+        r->origin_len = (size_t)(r->target + r->target_len - r->origin);
     } else {
         /* no path: "/", or for OPTIONS "*" (RFC 9112 section 3.2.4) */
         r->path = r->origin = r->parser.method == HTTP_OPTIONS ? "*" : "/";

@@ -56,7 +56,8 @@ struct ks_request {
     size_t path_len;
     const char *query;          /* after '?', NULL when there is none */
     size_t query_len;
-    const char *origin;         /* origin-form target to forward: path[?query], or "*" */
+    const char *origin;         /* origin-form target to forward: path[?query], or "*";
+                                 * "?query" for an absolute-form URL without a path */
     size_t origin_len;
     unsigned short http_major, http_minor;
     bool absolute_form;

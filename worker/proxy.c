@@ -376,6 +376,8 @@ static size_t build_request_head(struct ks_exchange *x, const struct ks_t_upstre
             ks_out_put(o, r->query, r->query_len);
         }
     } else {
+        if (r->origin[0] == '?')
+            ks_out_put(o, "/", 1);
         ks_out_put(o, r->origin, r->origin_len);
     }
     ks_out_str(o, " HTTP/1.1\r\n");

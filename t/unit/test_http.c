@@ -276,7 +276,10 @@ START_TEST(test_read_forms)
     ck_assert_int_eq(head(&r, "GET http://Example.com.:81/p HTTP/1.0\r\n\r\n"), 0);
     ck_assert_str_eq(r.host, "example.com");
     ck_assert(r.host_value_len == 15 && memcmp(r.host_value, "Example.com.:81", 15) == 0);
-    ck_assert_int_eq(head(&r, "GET http://[::1]?q HTTP/1.0\r\n\r\n"), 400);  /* query, no path */
+    ck_assert_int_eq(head(&r, "GET http://[::1]?q HTTP/1.0\r\n\r\n"), 0);  /* query, no path: "/" */
+    ck_assert(r.path_len == 1 && r.path[0] == '/');
+    ck_assert(r.origin_len == 2 && memcmp(r.origin, "?q", 2) == 0);
+    ck_assert(r.query_len == 1 && r.query[0] == 'q');
     ck_assert_int_eq(head(&r, "GET http://[::1]:8080 HTTP/1.0\r\n\r\n"), 0);
     ck_assert_str_eq(r.host, "[::1]");
     ck_assert(r.origin_len == 1 && r.origin[0] == '/');

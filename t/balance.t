@@ -16,8 +16,8 @@ use Keystone::Test;
 my $t = Keystone::Test->new;
 my $port = $t->free_port;
 my $state = "$t->{dir}/keystoned.state";
-my %b = map { $_ => $t->backend(name => $_) } qw(a b p1 p2 solo alive z1 ok1 ok2 ok0 s1 s2 s3 v1 v2);
-my ($dead1, $dead2, @dead) = map { $t->free_port } 1 .. 8;
+my %b = map { $_ => $t->backend(name => $_) } qw(a b p1 p2 solo alive z1 ok1 ok2 ok0 s1 s2 s3 v1 v2 f1 f2 f3);
+my ($dead1, $dead2, @dead) = map { $t->free_port } 1 .. 10;
 sub url { "http://" . $b{ $_[0] }->addr }
 
 sub config {
@@ -76,6 +76,23 @@ tenants:
       - { name: d1, url: "http://127.0.0.1:$dead[0]" }
       - { name: d2, url: "http://127.0.0.1:$dead[1]" }
       - { name: ok1, url: "@{[ url('ok1') ]}" }
+  # a retry takes no position from the next request: the dead one still
+  # gets only its share of first attempts
+  - name: fair2
+    base_path: /fair2
+    retries: 1
+    health_defaults: { interval: 24h, max_fails: 0 }
+    upstreams:
+      - { name: d1, url: "http://127.0.0.1:$dead[6]" }
+      - { name: f1, url: "@{[ url('f1') ]}" }
+  - name: fair3
+    base_path: /fair3
+    retries: 1
+    health_defaults: { interval: 24h, max_fails: 0 }
+    upstreams:
+      - { name: d1, url: "http://127.0.0.1:$dead[7]" }
+      - { name: f2, url: "@{[ url('f2') ]}" }
+      - { name: f3, url: "@{[ url('f3') ]}" }
   - name: retry2
     base_path: /retry2
     retries: 2
@@ -376,6 +393,15 @@ $r = $t->request($port, GET => '/retry0/x');
 is($r->{status}, 502, 'retries 0: a refused connection is not retried');
 is(upstream('retry0', 'd1')->{failures}, 1, 'one attempt');
 is($t->request($port, GET => '/retry0/x')->{json}{name}, 'ok0', 'the next request goes to ok0');
+
+my @fair = map { $t->request($port, GET => '/fair2/x') } 1 .. 20;
+is(scalar(grep { ($_->{status} // 0) == 200 } @fair), 20, '1:1 with one dead: every request served');
+is(upstream('fair2', 'd1')->{failures}, 10, 'the dead one got its share of first attempts, 10 of 20, not all');
+@fair = map { $t->request($port, GET => '/fair3/x') } 1 .. 30;
+is(scalar(grep { ($_->{status} // 0) == 200 } @fair), 30, '1:1:1 with one dead: every request served');
+is(upstream('fair3', 'd1')->{failures}, 10, 'the dead one got 10 of 30 first attempts, not 15');
+is(served('f2') + served('f3'), 30, 'the live ones served all');
+ok(abs(served('f2') - served('f3')) <= 1, 'evenly') or diag(served('f2') . ' ' . served('f3'));
 
 # a POST whose body went out is never sent again
 $r = $t->request($port, POST => '/post/x?reset=1', body => 'hello');

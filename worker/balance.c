@@ -9,14 +9,15 @@
  * draw is the whole choice: no lock, no scan.
  *
  * A position whose upstream cannot take the request (down, open breaker,
- * its half-open probe taken, already tried by this request) must not go
- * to the next usable position of the schedule: that neighbour would get
- * the down one's share on top of its own (10:1:1:1 with the 10 down gave
- * the light ones 2:1:1).  Drawing again until a usable position comes up
- * would keep the proportions but costs draws in proportion to the down
- * weight (a thousand for 1000:1:1:1).  So such a request spills: a second
+ * its half-open probe taken) must not go to the next usable position of
+ * the schedule: that neighbour would get the down one's share on top of
+ * its own (10:1:1:1 with the 10 down gave the light ones 2:1:1).  Drawing
+ * again until a usable position comes up would keep the proportions but
+ * costs draws in proportion to the down weight (a thousand for
+ * 1000:1:1:1).  So such a request spills, and so does every retry (it
+ * draws no position: that would take the next request's): a second
  * shared counter of the tenant (ks_rr_cursor.spill) numbers the spilled
- * requests, and the k-th goes to the usable upstreams in proportion to
+ * attempts, and the k-th goes to the usable upstreams in proportion to
  * their shares of the schedule:
  *
  *     W = the shares of the usable, untried upstreams (one pass over the
@@ -237,13 +238,18 @@ uint32_t ks_balance_pick(struct ks_worker *w, uint32_t tenant, const uint32_t *t
     const uint16_t *sched = ks_t_schedule(t) + tn->schedule;
     struct ks_rr_cursor *c = ks_shm_rr_cursor(w->shm, w->table_buf, tenant);
     int64_t now = ks_now_ms();
-    /* the common case: one draw, and its upstream takes the request */
-    uint64_t pos = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
-    uint32_t u = tn->upstreams + sched[pos % tn->nschedule];
-    if (!was_tried(u, tried, ntried) && take_at(w, u, now))
-        return u;
+    /* The common case: one draw, and its upstream takes the request.  A
+     * retry spills: had it drawn, an upstream failing every attempt would
+     * get every first attempt (1:1 with one dead gave it all of them). */
+    uint64_t pos = 0;
+    if (ntried == 0) {
+        pos = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+        uint32_t first = tn->upstreams + sched[pos % tn->nschedule];
+        if (take_at(w, first, now))
+            return first;
+    }
     bool any_usable;
-    u = spill(w, tn, c, tried, ntried, now, &any_usable);
+    uint32_t u = spill(w, tn, c, tried, ntried, now, &any_usable);
     if (u != KS_NONE || any_usable)
         return u;           /* KS_NONE: the usable ones were all tried */
     if (tn->flags & KS_TF_ALL_DOWN_TRY)

@@ -2,7 +2,8 @@
 # A client that leaves while a response body is relayed from a stalled
 # upstream (a long poll, server-sent events): the worker sees it within
 # about a second, closes the upstream connection and serves others; the
-# upstream is not blamed (no failure, no open breaker).  While it waits
+# upstream is not blamed (no failure, no open breaker); a large body
+# moved by splice(2) too.  While it waits
 # for the upstream, the worker shows as proxying.
 use strict;
 use warnings;
@@ -44,21 +45,24 @@ sub upstream {
     return $tn->{upstreams}[0];
 }
 
-my $mark = $t->log_mark;
-my @conns;
-for my $i (1 .. 3) {
-    my $c = $t->conn($port);
-    $c->send("GET /events?hang=1&size=10 HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    like($c->read_until(qr/\r\n\r\n/, timeout => 5) // '', qr{^HTTP/1\.1 200 }, "stream $i: the head is relayed");
-    push @conns, $c;
+# a small body is read into the worker; one of 64 KB or more is spliced
+for my $size (10, 1_000_000) {
+    my @conns;
+    for my $i (1 .. 3) {
+        my $c = $t->conn($port);
+        $c->send("GET /events?hang=1&size=$size HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        like($c->read_until(qr/\r\n\r\n/, timeout => 5) // '', qr{^HTTP/1\.1 200 },
+             "size $size, stream $i: the head is relayed");
+        push @conns, $c;
+    }
+    ok($t->wait_for(sub { (grep { $_ eq 'proxying' } states()) == 3 }, timeout => 5),
+       "size $size: the workers waiting for the upstream show as proxying") or diag join ' ', states();
+    $_->close for @conns;
+    ok($t->wait_for(sub { !grep { $_ eq 'proxying' || $_ eq 'writing' } states() }, timeout => 5),
+       "size $size: once the clients have left the workers are free, long before the upstream idle_timeout")
+        or diag join ' ', states();
+    is($t->request($port, GET => '/next')->{status}, 200, "size $size: and serve");
 }
-ok($t->wait_for(sub { (grep { $_ eq 'proxying' } states()) == 3 }, timeout => 5),
-   'the workers waiting for the upstream show as proxying') or diag join ' ', states();
-$_->close for @conns;
-ok($t->wait_for(sub { !grep { $_ eq 'proxying' || $_ eq 'writing' } states() }, timeout => 5),
-   'once the clients have left the workers are free, long before the upstream idle_timeout')
-    or diag join ' ', states();
-is($t->request($port, GET => '/next')->{status}, 200, 'and serve');
 my $u = upstream();
 is($u->{failures}, 0, 'the upstream is not blamed');
 is($u->{state}, 'up', 'and stays up');

@@ -366,6 +366,33 @@ static enum ks_io_result splice_out(struct ks_worker *w, int out, int pipe_r, si
     return KS_IO_OK;
 }
 
+bool ks_peer_left(int fd)
+{
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* splice_in() by read_ms, looking at the client every KS_CLIENT_CHECK_MS
+ * meanwhile: KS_IO_EOF with *client_left when it has gone. */
+static enum ks_io_result splice_in_watching(struct ks_conn *c, int in, int pipe_w, size_t max,
+                                            int64_t read_ms, size_t *got, bool *client_left)
+{
+    int64_t deadline = ks_now_ms() + read_ms;
+    *client_left = false;
+    for (;;) {
+        int64_t now = ks_now_ms();
+        int64_t until = deadline - now > KS_CLIENT_CHECK_MS ? now + KS_CLIENT_CHECK_MS : deadline;
+        enum ks_io_result r = splice_in(c->w, in, pipe_w, max, until, got);
+        if (r != KS_IO_TIMEOUT || until >= deadline)
+            return r;
+        if (ks_peer_left(c->fd)) {
+            *client_left = true;
+            return KS_IO_EOF;
+        }
+    }
+}
+
 enum ks_io_result ks_conn_splice_from(struct ks_conn *c, int in, const int pipe_fd[2], uint64_t n,
                                       int64_t read_ms, int64_t write_ms, char *buf, size_t cap,
                                       bool *in_failed)
@@ -375,11 +402,15 @@ enum ks_io_result ks_conn_splice_from(struct ks_conn *c, int in, const int pipe_
     *in_failed = false;
     while (n > 0) {
         size_t got, sent;
-        r = splice_in(w, in, pipe_fd[1], n < SIZE_MAX ? (size_t)n : SIZE_MAX, ks_now_ms() + read_ms, &got);
+        bool client_left;
+        ks_worker_set_state(w, KS_WS_PROXYING);
+        r = splice_in_watching(c, in, pipe_fd[1], n < SIZE_MAX ? (size_t)n : SIZE_MAX, read_ms, &got,
+                               &client_left);
         if (r != KS_IO_OK) {
-            *in_failed = true;
+            *in_failed = !client_left;
             break;
         }
+        ks_worker_set_state(w, KS_WS_WRITING);
         r = splice_out(w, c->fd, pipe_fd[0], got, ks_now_ms() + write_ms, buf, cap, &sent);
         c->bytes_out += sent;
         atomic_fetch_add_explicit(&w->score->bytes_out, sent, memory_order_relaxed);

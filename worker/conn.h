@@ -78,6 +78,14 @@ enum ks_io_result ks_read_some(struct ks_worker *w, int fd, void *buf, size_t le
 enum ks_io_result ks_write_all_iov(struct ks_worker *w, int fd, struct iovec *iov, int iovcnt,
                                    int64_t deadline_ms, size_t *written);
 
+/* How often a worker waiting on an upstream looks at its client. */
+#define KS_CLIENT_CHECK_MS 1000
+
+/* Has the peer closed its connection (or its sending half: the two look
+ * the same, and nginx takes both for an abort) or reset it?  Bytes it
+ * pipelined are left where they are. */
+bool ks_peer_left(int fd);
+
 /* Client side conveniences (count bytes in the scoreboard and conn). */
 enum ks_io_result ks_conn_fill(struct ks_conn *c, int64_t deadline_ms, bool interruptible);
 enum ks_io_result ks_conn_writev(struct ks_conn *c, struct iovec *iov, int iovcnt,
@@ -90,8 +98,11 @@ enum ks_io_result ks_conn_write(struct ks_conn *c, const void *buf, size_t len,
  * read from in has read_ms to bring something, each write write_ms to
  * get it out, as ks_read_some() and ks_conn_writev() calls in a loop
  * would; buf (cap bytes, free) is for the last stretch before a write
- * deadline.  Counts what was sent.  On failure *in_failed tells whether
- * in or the client failed; the pipe may then hold data (close it). */
+ * deadline.  While in is silent the client is looked at every
+ * KS_CLIENT_CHECK_MS (ks_peer_left(): KS_IO_EOF, the client failed).
+ * The worker shows as proxying while it reads, writing while it writes.
+ * Counts what was sent.  On failure *in_failed tells whether in or the
+ * client failed; the pipe may then hold data (close it). */
 enum ks_io_result ks_conn_splice_from(struct ks_conn *c, int in, const int pipe_fd[2], uint64_t n,
                                       int64_t read_ms, int64_t write_ms, char *buf, size_t cap,
                                       bool *in_failed);

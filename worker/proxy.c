@@ -600,24 +600,11 @@ static void resp_start(struct resp *rp, struct ks_proxy *P, bool head_request)
 
 enum head_result { HR_OK, HR_EMPTY, HR_TIMEOUT, HR_BAD, HR_CLIENT_GONE };
 
-/* How often a worker waiting for a response head looks at its client. */
-#define CLIENT_CHECK_MS 1000
-
-/* Has the client closed its connection (or its sending half: the two look
- * the same, and nginx takes both for an abort) or reset it?  Bytes it
- * pipelined are left where they are. */
-static bool client_gone(int fd)
-{
-    char byte;
-    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
 /* Read and parse one response head into up_buf, whole by deadline (an
  * upstream trickling its head gets no more time per byte).  Bytes
  * already in up_buf[0..rp->len) are parsed first (what followed an
  * interim head).  While the upstream is silent, the client is looked at
- * every CLIENT_CHECK_MS: a worker is not held for a client that has left. */
+ * every KS_CLIENT_CHECK_MS: a worker is not held for a client that has left. */
 static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struct resp *rp, int fd,
                                   int client_fd, int64_t deadline, const char **why)
 {
@@ -659,10 +646,10 @@ static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struc
         }
         size_t got;
         int64_t now = ks_now_ms();
-        int64_t until = deadline - now > CLIENT_CHECK_MS ? now + CLIENT_CHECK_MS : deadline;
+        int64_t until = deadline - now > KS_CLIENT_CHECK_MS ? now + KS_CLIENT_CHECK_MS : deadline;
         enum ks_io_result io = ks_read_some(w, fd, P->up_buf + rp->len, P->up_cap - rp->len, until, &got);
         if (io == KS_IO_TIMEOUT && until < deadline) {
-            if (client_gone(client_fd)) {
+            if (ks_peer_left(client_fd)) {
                 *why = "client closed the connection before the upstream answered";
                 return HR_CLIENT_GONE;
             }
@@ -1003,7 +990,7 @@ static enum attempt_result refuse_upgrade(struct ks_exchange *x, struct attempt 
 }
 
 /* The next bytes of the response body, by the upstream's idle deadline.
- * Meanwhile the client is looked at every CLIENT_CHECK_MS, as while the
+ * Meanwhile the client is looked at every KS_CLIENT_CHECK_MS, as while the
  * head is awaited: a stalled stream (a long poll, server-sent events)
  * must not hold the worker for a client that has left, nor count
  * against an upstream that did nothing wrong. */
@@ -1014,11 +1001,11 @@ static enum ks_io_result read_body_bytes(struct ks_worker *w, int fd, int client
     *client_left = false;
     for (;;) {
         int64_t now = ks_now_ms();
-        int64_t until = deadline - now > CLIENT_CHECK_MS ? now + CLIENT_CHECK_MS : deadline;
+        int64_t until = deadline - now > KS_CLIENT_CHECK_MS ? now + KS_CLIENT_CHECK_MS : deadline;
         enum ks_io_result io = ks_read_some(w, fd, buf, cap, until, got);
         if (io != KS_IO_TIMEOUT || until >= deadline)
             return io;
-        if (client_gone(client_fd)) {
+        if (ks_peer_left(client_fd)) {
             *client_left = true;
             return io;
         }

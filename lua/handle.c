@@ -372,7 +372,14 @@ int ks_lua_handle(struct ks_exchange *x)
 
     int rc;
     if (q.abort_status < 0) {
-        rc = -1;                        /* the client is gone */
+        /* the client is gone; a script that caught that and then failed
+         * otherwise (ran out of time looping over failed writes) is
+         * still logged and counted */
+        if (res != KS_LUA_OK && (res != KS_LUA_ERR_RUNTIME || strstr(msg, q.abort_why) == NULL))
+            log_failure(&q, res, phase, msg);
+        if (x->error == NULL)
+            x->error = "client gone";
+        rc = -1;
     } else if (q.abort_status > 0) {
         /* the body could not be read (413, 400, 408) */
         rc = q.proxied || q.res.started ? -1
@@ -401,6 +408,10 @@ int ks_lua_handle(struct ks_exchange *x)
         q.scratch->cap = 0;
     }
     if (lx->dead) {
+        /* the access log names the route after the state (and its
+         * router) is gone */
+        if (x->route != NULL)
+            x->route = ks_lua_arena_strdup(q.arena, x->route);
         ks_log_warn("lua-discard", "tenant %s: Lua state discarded after a %s; it is rebuilt "
                     "for the next request", lx->tenant, res == KS_LUA_ERR_MEMORY ? "memory error"
                                                                                   : "timeout");

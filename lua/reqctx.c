@@ -112,5 +112,6 @@ char *ks_lua_arena_copy(lua_State *L, struct ks_lua_req *q, const char *s, size_
 int ks_lua_abort(lua_State *L, struct ks_lua_req *q, int status, const char *why)
 {
     q->abort_status = status;
+    q->abort_why = why;
     return luaL_error(L, "%s", why);
 }

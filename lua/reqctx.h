@@ -75,6 +75,7 @@ struct ks_lua_req {
     bool proxied;
     int proxy_rc;
     int abort_status;               /* > 0: end with this status (body trouble); -1: connection lost */
+    const char *abort_why;          /* the error ks_lua_abort raised (static text) */
     bool failure_logged;
 };
 

@@ -83,10 +83,15 @@ static int l_xpcall(lua_State *L)
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     luaL_checkany(L, 1);
+    /* A C function is only sure of LUA_MINSTACK free slots, and the copies
+     * of f and its arguments below take n - 1: grow the stack first (the
+     * true in front of the results takes one more, checked after). */
+    luaL_checkstack(L, n, "too many arguments to xpcall");
     lua_pushvalue(L, 1);
     for (int i = 3; i <= n; i++)
         lua_pushvalue(L, i);
     if (lua_pcall(L, n - 2, LUA_MULTRET, 0) == LUA_OK) {
+        luaL_checkstack(L, 1, "too many results from xpcall");
         lua_pushboolean(L, 1);
         lua_insert(L, n + 1);
         return lua_gettop(L) - n;

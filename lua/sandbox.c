@@ -368,7 +368,9 @@ static int l_now(lua_State *L)
 static int l_env(lua_State *L)
 {
     struct ks_lua *lx = ks_lua_of(L);
-    const char *name = luaL_checkstring(L, 1);
+    /* compared and looked up as a C string: "ALLOWED\0junk" is refused,
+     * not taken for ALLOWED */
+    const char *name = ks_lua_checkcstring(L, 1);
     for (size_t i = 0; i < lx->nallowed_env; i++)
         if (strcmp(lx->allowed_env[i], name) == 0) {
             const char *v = getenv(name);

@@ -47,6 +47,7 @@ router:add_route("GET", "/escape", {handler = function(req, res)
     r.global_io = _G.io ~= nil or _G.os ~= nil or _G.debug ~= nil or _G.package ~= nil
     r.secret = try(function() return keystone.env("KS_SECRET_FOR_TEST") end)
     r.allowed = keystone.env("KS_ALLOWED_FOR_TEST")
+    r.env_nul = try(function() return keystone.env("KS_ALLOWED_FOR_TEST\\0junk") end)
     res:json(r)
 end})
 
@@ -107,6 +108,9 @@ ok(!$j->{global_io}, 'no io, os, debug or package in _G');
 ok(!$j->{secret}{ok}, 'keystone.env outside lua.allowed_env: refused');
 like($j->{secret}{err}, qr/not in lua\.allowed_env/, 'saying why');
 is($j->{allowed}, 'visible', 'keystone.env of an allowed name');
+ok(!$j->{env_nul}{ok}, 'keystone.env of an allowed name with a NUL and more after it: refused')
+    or diag($j->{env_nul}{err});
+like($j->{env_nul}{err}, qr/bad argument #1 to 'env' \(a NUL byte in the string\)/, 'saying why');
 ok(!-e $marker, 'no file was written');
 
 $r = $t->request($port, GET => '/intact');

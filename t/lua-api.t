@@ -227,6 +227,23 @@ router:add_route("GET", "/fetch-trailers", {handler = function(req, res)
     res:json({body = r.body, trailer = r.headers["x-trailer"] or false, te = r.headers["transfer-encoding"],
               cl_ok = ok, cl_err = err})
 end})
+-- interim 1xx answers before the final one: skipped
+local function pct(s) return (s:gsub("[^%w]", function(c) return string.format("%%%02X", c:byte()) end)) end
+router:add_route("GET", "/fetch-interim", {handler = function(req, res)
+    local out = {}
+    local hints = "HTTP/1.1 103 Early Hints\\r\\nLink: </style.css>; rel=preload\\r\\n\\r\\n" ..
+                  "HTTP/1.1 100 Continue\\r\\nX-Interim: yes\\r\\n\\r\\n"
+    local final = "HTTP/1.1 201 Created\\r\\nX-Final: yes\\r\\nContent-Length: 5\\r\\n\\r\\nhello"
+    for _, q in ipairs({"raw=" .. pct(hints .. final) .. "&close=1",
+                        "raw=" .. pct(hints) .. "&later=" .. pct(final) .. "&later_ms=200&close=1",
+                        "status=103"}) do
+        local r, err = http.request{url = "http://" .. APP .. "/i?" .. q}
+        out[#out + 1] = r and {status = r.status, final = r.headers["x-final"] or false,
+                               link = r.headers["link"] or false, interim = r.headers["x-interim"] or false,
+                               backend = r.headers["x-backend"] or false, body = r.body} or {err = err}
+    end
+    res:json(out)
+end})
 router:add_route("GET", "/fetch-misuse", {handler = function(req, res)
     local msgs = {}
     for _, args in ipairs({ {}, {url = 5.5, method = {}}, {url = "http://x/", headers = "a"} }) do
@@ -539,6 +556,15 @@ is($r->{json}{body}, 'abcdefghij', 'http.request de-chunks a body');
 ok(!$r->{json}{trailer}, 'and drops its trailer fields (not headers)');
 ok(!$r->{json}{cl_ok}, 'a Content-Length from the script is refused');
 like($r->{json}{cl_err} // '', qr/Content-Length is set by keystoned/, 'saying why');
+$r = $t->request($port, GET => '/fetch-interim');
+my $fin = { status => 201, final => 'yes', link => JSON::PP::false, interim => JSON::PP::false,
+            backend => JSON::PP::false, body => 'hello' };
+is_deeply($r->{json}[0], $fin, 'http.request skips 103 and 100 answers: the final status, headers and body')
+    or diag explain $r->{json}[0];
+is_deeply($r->{json}[1], $fin, 'also when the final answer comes in a later read') or diag explain $r->{json}[1];
+is($r->{json}[2]{status}, 200, 't/backend ?status=103: the final 200');
+is($r->{json}[2]{backend}, 'app', 'with its headers');
+like($r->{json}[2]{body} // '', qr/"target":"\/i\?status=103"/, 'and its body');
 $r = $t->request($port, GET => '/fetch-misuse');
 is_deeply([ map { s/^.*?http\.request: //r } split /\n/, $r->{body} ],
           [ 'url is missing', 'method must be a string, not a table', 'headers must be a table, not a string',

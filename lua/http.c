@@ -128,9 +128,20 @@ static int resolve(const struct outbound *o, struct sockaddr_storage *ss, sockle
 
 /* ---- the exchange -------------------------------------------------------------- */
 
+/* An interim response (100 Continue, 103 Early Hints, ...) comes before
+ * the final one, on the same request (RFC 9110 15.2): http-parser sees
+ * it as a whole message without a body and goes on with the next one.
+ * 101 is not interim: the connection is then no longer HTTP, and the 101
+ * is what the script gets. */
+static bool interim(const http_parser *p)
+{
+    return p->status_code >= 100 && p->status_code < 200 && p->status_code != 101;
+}
+
 static int on_complete_mark(http_parser *p)
 {
-    *(bool *)p->data = true;
+    if (!interim(p))
+        *(bool *)p->data = true;
     return 0;
 }
 
@@ -285,8 +296,20 @@ static int tl_value(http_parser *p, const char *at, size_t len)
 static int tl_headers_done(http_parser *p)
 {
     struct to_lua *t = p->data;
+    if (interim(p)) {
+        /* its fields are not the response's: start again with the next head */
+        lua_newtable(t->L);
+        lua_replace(t->L, t->headers);
+        return 0;
+    }
     t->in_trailers = true;
     return t->head ? 1 : 0;
+}
+
+/* The final response ends here: stop, whatever the buffer holds after. */
+static int tl_complete(http_parser *p)
+{
+    return interim(p) ? 0 : 1;
 }
 
 static int tl_body(http_parser *p, const char *at, size_t len)
@@ -311,6 +334,7 @@ static void push_response(lua_State *L, char *buf, size_t len, bool head)
         .on_header_value = tl_value,
         .on_headers_complete = tl_headers_done,
         .on_body = tl_body,
+        .on_message_complete = tl_complete,
     };
     /* headers are copied into Lua as they come, so the body can then be
      * moved to the front of the buffer, behind where the parser reads */

@@ -232,7 +232,10 @@ static void check_name(lua_State *L, const char *what, const char *s, size_t n)
 {
     if (n > 256 || !ks_http_is_token(s, n))
         luaL_error(L, "%s: bad header name", what);
-    if (ks_http_edit_protected(s, n) || ks_http_name_is(s, n, "x-request-id"))
+    /* as for the request, but the Via of a response is the upstream's
+     * (loop detection counts only a request's): a script may change or
+     * hide it */
+    if (ks_http_edit_protected(s, n) && !ks_http_name_is(s, n, "via"))
         luaL_error(L, "%s: %s is set by keystoned", what, s);
 }
 

@@ -83,10 +83,15 @@ static int l_xpcall(lua_State *L)
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     luaL_checkany(L, 1);
+    /* A C function is only sure of LUA_MINSTACK free slots, and the copies
+     * of f and its arguments below take n - 1: grow the stack first (the
+     * true in front of the results takes one more, checked after). */
+    luaL_checkstack(L, n, "too many arguments to xpcall");
     lua_pushvalue(L, 1);
     for (int i = 3; i <= n; i++)
         lua_pushvalue(L, i);
     if (lua_pcall(L, n - 2, LUA_MULTRET, 0) == LUA_OK) {
+        luaL_checkstack(L, 1, "too many results from xpcall");
         lua_pushboolean(L, 1);
         lua_insert(L, n + 1);
         return lua_gettop(L) - n;
@@ -363,7 +368,9 @@ static int l_now(lua_State *L)
 static int l_env(lua_State *L)
 {
     struct ks_lua *lx = ks_lua_of(L);
-    const char *name = luaL_checkstring(L, 1);
+    /* compared and looked up as a C string: "ALLOWED\0junk" is refused,
+     * not taken for ALLOWED */
+    const char *name = ks_lua_checkcstring(L, 1);
     for (size_t i = 0; i < lx->nallowed_env; i++)
         if (strcmp(lx->allowed_env[i], name) == 0) {
             const char *v = getenv(name);

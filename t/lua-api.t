@@ -73,7 +73,7 @@ router:add_route("GET", "/header-limits", {handler = function(req, res)
     local big = {}
     for i = 1, 16 do big[i] = refused(res.header, "X-Big-" .. i, string.rep("b", 1000)) end
     res:json({s100 = refused(res.status, 100), s199 = refused(res.status, 199),
-              id = refused(res.header, "X-Request-ID", "mine"),
+              id = refused(res.header, "X-Request-ID", "mine"), via = refused(res.header, "Via", "1.1 hidden"),
               del = refused(res.header, "X-Del", "a\\127b"), big = big[16], big15 = big[15]})
 end})
 router:add_route("GET", "/late-status", {handler = function(req, res)
@@ -151,6 +151,23 @@ router:middleware("argcheck", function(req, res, next)
               class_ok = class_ok, class_err = class_err, del_err = del_err,
               up_err = up_err, conn_err = conn_err, ka_err = ka_err})
 end)
+-- X-Request-ID (tracing) and Via (loop detection) of the request sent
+-- upstream are keystoned's, like the framing fields
+router:middleware("forge", function(req, res, next)
+    local errs = {}
+    for _, f in ipairs({
+        function() req:set_header("X-Request-ID", "forged") end,
+        function() req:set_header("via", "1.1 forged") end,
+        function() req:del_header("Via") end,
+        function() req:del_header("x-request-id") end,
+    }) do
+        local ok, e = pcall(f)
+        errs[#errs + 1] = ok and "accepted" or e
+    end
+    res:header("X-Edit-Errors", table.concat(errs, " | "))
+    next()
+end)
+router:create_group("/forge", {middleware = {"forge"}}):add_route("GET", "/*", {upstream = "app"})
 router:create_group("/argcheck", {middleware = {"argcheck"}}):add_route("GET", "/x", {handler = function(req, res) res:write("x") end})
 router:add_route("GET", "/set-path-in-handler", {handler = function(req, res) req:set_path("/x") end})
 
@@ -209,6 +226,23 @@ router:add_route("GET", "/fetch-trailers", {handler = function(req, res)
                                          headers = {["Content-Length"] = "3"}, body = "abcdef"})
     res:json({body = r.body, trailer = r.headers["x-trailer"] or false, te = r.headers["transfer-encoding"],
               cl_ok = ok, cl_err = err})
+end})
+-- interim 1xx answers before the final one: skipped
+local function pct(s) return (s:gsub("[^%w]", function(c) return string.format("%%%02X", c:byte()) end)) end
+router:add_route("GET", "/fetch-interim", {handler = function(req, res)
+    local out = {}
+    local hints = "HTTP/1.1 103 Early Hints\\r\\nLink: </style.css>; rel=preload\\r\\n\\r\\n" ..
+                  "HTTP/1.1 100 Continue\\r\\nX-Interim: yes\\r\\n\\r\\n"
+    local final = "HTTP/1.1 201 Created\\r\\nX-Final: yes\\r\\nContent-Length: 5\\r\\n\\r\\nhello"
+    for _, q in ipairs({"raw=" .. pct(hints .. final) .. "&close=1",
+                        "raw=" .. pct(hints) .. "&later=" .. pct(final) .. "&later_ms=200&close=1",
+                        "status=103"}) do
+        local r, err = http.request{url = "http://" .. APP .. "/i?" .. q}
+        out[#out + 1] = r and {status = r.status, final = r.headers["x-final"] or false,
+                               link = r.headers["link"] or false, interim = r.headers["x-interim"] or false,
+                               backend = r.headers["x-backend"] or false, body = r.body} or {err = err}
+    end
+    res:json(out)
 end})
 router:add_route("GET", "/fetch-misuse", {handler = function(req, res)
     local msgs = {}
@@ -399,6 +433,7 @@ $r = $t->request($port, GET => '/header-limits');
 like($r->{json}{s100} || '', qr/res:status: 100 is not a final HTTP status/, 'res:status refuses 100');
 like($r->{json}{s199} || '', qr/not a final HTTP status/, 'and 199');
 like($r->{json}{id} || '', qr/X-Request-ID is set by keystoned/i, 'res:header refuses X-Request-ID');
+ok(!$r->{json}{via}, 'res:header may set Via (a response\'s is the upstream\'s)') or diag($r->{json}{via});
 like($r->{json}{del} || '', qr/control characters/, 'and DEL in a value');
 ok(!$r->{json}{big15}, '15 KB of script headers are accepted');
 like($r->{json}{big} || '', qr/headers would take more than 15360 bytes/, 'the 16th KB is refused');
@@ -482,6 +517,21 @@ ok(!exists $up{'x-secret'}, 'req:del_header removes a header upstream');
 is($up{'x-kept'}, 'k', 'others stay');
 is($up{host}, 'rewritten.example', 'req:set_header can set Host');
 is($r->{headers}{'x-from-middleware'}, 'yes', 'res:header before next() reaches a proxied response');
+$r = $t->request($port, GET => '/forge/x', headers => [ Via => '1.0 client-proxy', 'X-Request-ID' => 'client.1' ]);
+is($r->{status}, 200, 'a middleware that tries to change X-Request-ID and Via: proxied');
+is_deeply([ map { s/^\S+api\.lua:\d+: //r } split / \| /, $r->{headers}{'x-edit-errors'} // '' ],
+          [ 'req:set_header: X-Request-ID is set by keystoned', 'req:set_header: via is set by keystoned',
+            'req:del_header: Via is set by keystoned', 'req:del_header: x-request-id is set by keystoned' ],
+          'req:set_header and req:del_header refuse X-Request-ID and Via, saying why');
+my @seen = @{ $r->{json}{headers} || [] };
+is_deeply([ map { $_->[1] } grep { lc $_->[0] eq 'x-request-id' } @seen ], [ 'client.1' ],
+          'the upstream gets the request id of the gateway, once');
+is($r->{headers}{'x-request-id'}, 'client.1', 'the one the client sees');
+my @via = map { $_->[1] } grep { lc $_->[0] eq 'via' } @seen;
+is(scalar @via, 2, 'the upstream gets the Via lines: the client\'s and the gateway\'s') or diag explain \@via;
+is($via[0], '1.0 client-proxy', "the client's, as sent");
+like($via[1] // '', qr/^1\.1 keystoned-[0-9a-f]{8}$/, "then the gateway's");
+
 $r = $t->request($port, GET => '/no/route/here');
 is($r->{json}{target}, '/no/route/here', 'no Lua route: proxied as before');
 like($r->{headers}{'x-hook'}, qr/^status=200/, 'through the response hook too');
@@ -506,6 +556,15 @@ is($r->{json}{body}, 'abcdefghij', 'http.request de-chunks a body');
 ok(!$r->{json}{trailer}, 'and drops its trailer fields (not headers)');
 ok(!$r->{json}{cl_ok}, 'a Content-Length from the script is refused');
 like($r->{json}{cl_err} // '', qr/Content-Length is set by keystoned/, 'saying why');
+$r = $t->request($port, GET => '/fetch-interim');
+my $fin = { status => 201, final => 'yes', link => JSON::PP::false, interim => JSON::PP::false,
+            backend => JSON::PP::false, body => 'hello' };
+is_deeply($r->{json}[0], $fin, 'http.request skips 103 and 100 answers: the final status, headers and body')
+    or diag explain $r->{json}[0];
+is_deeply($r->{json}[1], $fin, 'also when the final answer comes in a later read') or diag explain $r->{json}[1];
+is($r->{json}[2]{status}, 200, 't/backend ?status=103: the final 200');
+is($r->{json}[2]{backend}, 'app', 'with its headers');
+like($r->{json}[2]{body} // '', qr/"target":"\/i\?status=103"/, 'and its body');
 $r = $t->request($port, GET => '/fetch-misuse');
 is_deeply([ map { s/^.*?http\.request: //r } split /\n/, $r->{body} ],
           [ 'url is missing', 'method must be a string, not a table', 'headers must be a table, not a string',
@@ -513,6 +572,17 @@ is_deeply([ map { s/^.*?http\.request: //r } split /\n/, $r->{body} ],
     or diag $r->{body};
 $r = $t->request($port, GET => '/fetch-https');
 like($r->{json}{err}, qr/https is not supported/, 'https is refused');
+
+# ---- a route's headers option: refused at load for the fields keystoned sets ----------------
+for my $h ('X-Request-ID', 'via', 'Content-Length') {
+    $t->write_file('scripts/bad.lua', qq{router:add_route("GET", "/x", {upstream = "app", headers = {["$h"] = "forged"}})\n});
+    (my $cfg = config()) =~ s/api\.lua/bad.lua/;
+    $t->write_file('bad.yaml', $cfg);
+    my ($code, undef, $err) = $t->run([$t->bin('keystoned'), '-t', '-c', "$t->{dir}/bad.yaml"]);
+    is($code, 1, "-t refuses a route with headers = {[\"$h\"] = ...}");
+    like($err, qr/bad\.lua:1: .*header \Q$h\E is set by keystoned/, 'naming the script line and the header')
+        or diag($err);
+}
 
 # ---- expose_errors ---------------------------------------------------------------------------
 $t->write_config(config("  expose_errors: true"));

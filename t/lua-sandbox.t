@@ -47,7 +47,21 @@ router:add_route("GET", "/escape", {handler = function(req, res)
     r.global_io = _G.io ~= nil or _G.os ~= nil or _G.debug ~= nil or _G.package ~= nil
     r.secret = try(function() return keystone.env("KS_SECRET_FOR_TEST") end)
     r.allowed = keystone.env("KS_ALLOWED_FOR_TEST")
+    r.env_nul = try(function() return keystone.env("KS_ALLOWED_FOR_TEST\\0junk") end)
     res:json(r)
+end})
+
+-- xpcall passes on any number of arguments (the C version copies them:
+-- it must grow the stack first)
+router:add_route("GET", "/xpcall-many", {handler = function(req, res)
+    local t = {}
+    for i = 1, 5000 do t[i] = i end
+    local function count(...) return select("#", ...), (select(select("#", ...), ...)) end
+    local function handler(e) return "handled: " .. tostring(e) end
+    local ok, n, last = xpcall(count, handler, table.unpack(t, 1, 5000))
+    local eok, emsg = xpcall(function(...) error("boom " .. select("#", ...), 0) end, handler,
+                             table.unpack(t, 1, 5000))
+    res:json({ok = ok, n = n, last = last, eok = eok, emsg = emsg})
 end})
 
 router:add_route("GET", "/intact", {handler = function(req, res)
@@ -94,10 +108,27 @@ ok(!$j->{global_io}, 'no io, os, debug or package in _G');
 ok(!$j->{secret}{ok}, 'keystone.env outside lua.allowed_env: refused');
 like($j->{secret}{err}, qr/not in lua\.allowed_env/, 'saying why');
 is($j->{allowed}, 'visible', 'keystone.env of an allowed name');
+ok(!$j->{env_nul}{ok}, 'keystone.env of an allowed name with a NUL and more after it: refused')
+    or diag($j->{env_nul}{err});
+like($j->{env_nul}{err}, qr/bad argument #1 to 'env' \(a NUL byte in the string\)/, 'saying why');
 ok(!-e $marker, 'no file was written');
 
 $r = $t->request($port, GET => '/intact');
 is($r->{body}, 'GET function 3', 'the API is intact after the attempts');
+
+# xpcall with 5000 arguments: all reach the function, results come back
+my $mark = $t->log_mark;
+for (1 .. 3) {
+    $r = $t->request($port, GET => '/xpcall-many');
+    is($r->{status}, 200, 'xpcall with 5000 arguments answered') or diag($r->{body});
+    is_deeply($r->{json}, { ok => JSON::PP::true, n => 5000, last => 5000, eok => JSON::PP::false,
+                            emsg => 'handled: boom 5000' },
+              'every argument reached the function, its results and the handler\'s came back')
+        or diag explain $r->{json};
+}
+is($t->request($port, GET => '/intact')->{body}, 'GET function 3', 'the worker goes on');
+ok(!$t->wait_log(qr/worker \d+ exited/, from => $mark, timeout => 0.5),
+   'no worker died');
 
 # ---- at load: the master's check refuses the script, with file:line ------------------------
 for my $case (

@@ -157,10 +157,14 @@ static inline bool ks_http_hop_by_hop(const char *n, size_t len)
 }
 
 /* Fields a script's or a route's edit may not set: the framing and the
- * connection are keystoned's, and so is Expect (answered by keystoned). */
+ * connection are keystoned's, and so is Expect (answered by keystoned),
+ * X-Request-ID (what ties the upstream's logs to ours) and Via (what loop
+ * detection counts: a script that replaced or removed it would let a
+ * request loop through the gateway without the 508). */
 static inline bool ks_http_edit_protected(const char *n, size_t len)
 {
-    return ks_http_hop_by_hop(n, len) || ks_http_name_is(n, len, "expect");
+    return ks_http_hop_by_hop(n, len) || ks_http_name_is(n, len, "expect") ||
+           ks_http_name_is(n, len, "x-request-id") || ks_http_name_is(n, len, "via");
 }
 
 /* ---- the grammar checks (pure; exposed for the unit tests) ----------- */

@@ -175,6 +175,8 @@ router:add_route("GET", "/set-path-in-handler", {handler = function(req, res) re
 router:on_response(function(req, res)
     res:header("X-Hook", "status=" .. res:get_status() .. " name=" .. tostring(res:get_header("x-backend")))
     if req:path() == "/up/teapot" then res:status(299) end
+    if req:path() == "/up/to-200" then res:status(200) end
+    if req:path() == "/up/to-205" then res:status(205) end
     if req:path() == "/up/hook-error" then error("the hook broke") end
     if req:path() == "/up/cookies" then
         res:header("Set-Cookie", {"s=1", "t=2"})
@@ -487,6 +489,21 @@ is($up{'x-route'}, 'up', 'route headers are added upstream');
 is($r->{headers}{'x-hook'}, 'status=200 name=app', 'the response hook sees the proxied head');
 $r = $t->request($port, GET => '/up/teapot');
 is($r->{status}, 299, 'the response hook may change the status');
+# a hook that gives a status a body where the upstream's had none, or
+# takes it away (205): framed, so that the connection goes on
+{
+    my $c = $t->conn($port);
+    for my $case ([ 204, 200 ], [ 304, 200 ], [ 200, 205 ]) {
+        my ($from, $to) = @$case;
+        my $path = $to == 205 ? '/up/to-205?size=10' : "/up/to-200?status=$from";
+        my $res = $c->request(GET => $path, timeout => 5);
+        is($res->{status}, $to, "a hook making the upstream's $from a $to");
+        is($res->{headers}{'content-length'}, '0', '... says Content-Length: 0');
+        is($res->{body}, '', '... with no body');
+    }
+    is($c->request(GET => '/hello', timeout => 5)->{body}, 'Hello World', 'and the connection goes on');
+    $c->close;
+}
 $r = $t->request($port, GET => '/up/hook-error');
 is($r->{status}, 500, 'a response hook that fails: 500');
 is($r->{json}{error}{message}, 'Lua script error', 'saying so');

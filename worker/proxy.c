@@ -680,7 +680,9 @@ static bool skip_response_field(const struct resp *rp, const struct ks_header *h
            last_edit(rh->edits, rh->nedits, h->name, h->name_len) != NULL;
 }
 
-enum client_framing { CF_NONE, CF_LENGTH, CF_CHUNKED, CF_CLOSE };
+/* CF_EMPTY: "Content-Length: 0" for a status that may have a body where
+ * the upstream's had none (a response hook made a 204 a 200). */
+enum client_framing { CF_NONE, CF_EMPTY, CF_LENGTH, CF_CHUNKED, CF_CLOSE };
 
 static size_t build_response_head(struct ks_exchange *x, const struct resp *rp,
                                   const struct ks_response_head *rh, enum client_framing cf,
@@ -715,6 +717,8 @@ static size_t build_response_head(struct ks_exchange *x, const struct resp *rp,
         ks_out_field(o, "Content-Length", 14, line, ks_fmt_dec(line, rp->p.content_length));
     } else if (cf == CF_CHUNKED || (head_req && (rp->p.flags & F_CHUNKED) && x->r->http_minor >= 1)) {
         ks_out_str(o, "Transfer-Encoding: chunked\r\n");
+    } else if (cf == CF_EMPTY) {
+        ks_out_str(o, "Content-Length: 0\r\n");
     }
     if (upgrade)
         ks_out_str(o, "Connection: upgrade\r\n");
@@ -1207,13 +1211,19 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
     if (response_kind(x, rp, &kind) < 0)
         return fail_attempt(a, KS_UO_BAD_RESPONSE, 502, "unsupported transfer coding from the upstream",
                             AT_FAIL);
-    if ((rh.status == 204 || rh.status == 304) && kind != KS_BODY_NONE) {
+    bool body_allowed = rh.status != 204 && rh.status != 304 && rh.status != 205;
+    if (!body_allowed && kind != KS_BODY_NONE && !(kind == KS_BODY_LENGTH && rp->p.content_length == 0)) {
         /* on_response made it a status without a body: the upstream's is
          * dropped, with the connection it is still on */
         kind = KS_BODY_NONE;
         rp->keep_alive = false;
     }
     enum client_framing cf = client_framing(x, kind);
+    /* a 205 says it has no body; a status with one where the upstream's
+     * (a 204 or 304) had none gets an empty one: either way
+     * "Content-Length: 0", or the client would read until the close */
+    if (cf == CF_NONE && !x->r->head_method && (rh.status == 205 || body_allowed))
+        cf = CF_EMPTY;
     if (cf == CF_CLOSE || (x->in != NULL && ks_body_pending(x->in)))
         x->close = true;
     struct ks_out o = { .buf = P->head_buf, .cap = P->head_cap };

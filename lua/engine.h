@@ -127,8 +127,12 @@ struct ks_lua {
     char **load_errors;             /* registrations refused while loading */
     size_t nload_errors;
 
-    /* the request being handled (lua/handle.c), NULL between requests */
+    /* the request being handled (lua/handle.c), NULL between requests;
+     * stage is the chain position of the running middleware.  pcall and
+     * xpcall put phase and stage back when they catch an error, so that
+     * a middleware catching pcall(next) runs as itself again. */
     enum ks_lua_phase phase;
+    size_t stage;
     void *req;
     ks_lua_runtime_fn runtime;
     void *runtime_arg;

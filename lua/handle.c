@@ -91,13 +91,13 @@ static int l_next(lua_State *L)
     struct ks_lua_req *q = lx->req;
     if (q == NULL || lx->phase != KS_LUA_MIDDLEWARE)
         return luaL_error(L, "next() is only valid in the middleware it was given to");
-    size_t pos = q->pos;
+    size_t pos = lx->stage;
     if (q->entered != pos)
         return luaL_error(L, "next() may be called once per middleware");
     if (q->res.written || q->res.started)
         return luaL_error(L, "next(): this middleware already wrote a response (return instead)");
     run_stage(L, q, pos + 1);
-    q->pos = pos;
+    lx->stage = pos;
     lx->phase = KS_LUA_MIDDLEWARE;
     return 0;
 }
@@ -106,7 +106,7 @@ static void call_middleware(lua_State *L, struct ks_lua_req *q, int ref, size_t 
 {
     struct ks_lua *lx = q->lx;
     lx->phase = KS_LUA_MIDDLEWARE;
-    q->pos = pos;
+    lx->stage = pos;
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
     push_args(L, lx);
     lua_pushcfunction(L, l_next);

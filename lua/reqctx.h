@@ -63,7 +63,6 @@ struct ks_lua_req {
     bool path_changed;
     bool routed;
     enum ks_match_kind mk;
-    size_t pos;                     /* chain stage of the running middleware */
     size_t entered;                 /* last chain stage entered */
     struct ks_match m;              /* set by ks_router_match (read only once routed) */
     struct ks_header_edit edits[KS_LUA_MAX_EDITS];  /* request headers, in order */

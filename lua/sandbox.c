@@ -72,6 +72,38 @@ static int l_setmetatable(lua_State *L)
     return call_wrapped(L, 1);
 }
 
+/* A caught error leaves the request where the pcall was (struct ks_lua). */
+struct caught_at {
+    enum ks_lua_phase phase;
+    size_t stage;
+};
+
+static struct caught_at catch_point(lua_State *L)
+{
+    const struct ks_lua *lx = ks_lua_of(L);
+    return (struct caught_at){ lx->phase, lx->stage };
+}
+
+static void caught(lua_State *L, struct caught_at at)
+{
+    struct ks_lua *lx = ks_lua_of(L);
+    lx->phase = at.phase;
+    lx->stage = at.stage;
+}
+
+static int l_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    struct caught_at at = catch_point(L);
+    int ok = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0) == LUA_OK;
+    if (!ok)
+        caught(L, at);
+    luaL_checkstack(L, 1, "too many results from pcall");
+    lua_pushboolean(L, ok);
+    lua_insert(L, 1);
+    return lua_gettop(L);
+}
+
 /* xpcall(f, handler, ...): Lua calls a message handler before unwinding,
  * and when the error came from the count hook it does so with hooks still
  * off (they are restored only by the pcall that catches the error), so a
@@ -90,12 +122,14 @@ static int l_xpcall(lua_State *L)
     lua_pushvalue(L, 1);
     for (int i = 3; i <= n; i++)
         lua_pushvalue(L, i);
+    struct caught_at at = catch_point(L);
     if (lua_pcall(L, n - 2, LUA_MULTRET, 0) == LUA_OK) {
         luaL_checkstack(L, 1, "too many results from xpcall");
         lua_pushboolean(L, 1);
         lua_insert(L, n + 1);
         return lua_gettop(L) - n;
     }
+    caught(L, at);
     lua_pushvalue(L, 2);
     lua_insert(L, -2);
     lua_pcall(L, 1, 1, 0);      /* the handler's result, or its own error */
@@ -413,6 +447,8 @@ int ks_lua_open_sandbox(lua_State *L)
     wrap_field(L, "setmetatable", l_setmetatable);
     wrap_field(L, "rawset", l_rawset);
     wrap_field(L, "collectgarbage", l_collectgarbage);
+    lua_pushcfunction(L, l_pcall);
+    lua_setfield(L, -2, "pcall");
     lua_pushcfunction(L, l_xpcall);
     lua_setfield(L, -2, "xpcall");
     lua_pushcfunction(L, l_print);

@@ -170,6 +170,20 @@ end)
 router:create_group("/forge", {middleware = {"forge"}}):add_route("GET", "/*", {upstream = "app"})
 router:create_group("/argcheck", {middleware = {"argcheck"}}):add_route("GET", "/x", {handler = function(req, res) res:write("x") end})
 router:add_route("GET", "/set-path-in-handler", {handler = function(req, res) req:set_path("/x") end})
+-- a middleware that catches the rest of the chain's error goes on as middleware
+router:middleware("catch-next", function(req, res, next)
+    local ok, err = pcall(next)
+    local again = select(2, pcall(next))
+    if req:path() == "/catch/fail-after" then error("the middleware broke after") end
+    res:json({ok = ok, err = type(err) == "table" and err.code or err, again = again})
+end)
+local catching = router:create_group("/catch", {middleware = {"catch-next"}})
+catching:add_route("GET", "/x", {handler = function(req, res) error("handler broke") end})
+catching:add_route("GET", "/table", {handler = function(req, res) error({code = 7}) end})
+catching:add_route("GET", "/fail-after", {handler = function(req, res) error("handler broke") end})
+router:middleware("guard-fails", function(req, res, next) error("the guard refused") end)
+router:create_group("/catch2", {middleware = {"catch-next", "guard-fails"}})
+    :add_route("GET", "/x", {handler = function(req, res) res:header("X-Bypassed", "yes") end})
 
 -- response hook on every proxied response
 router:on_response(function(req, res)
@@ -440,6 +454,21 @@ like($r->{json}{del} || '', qr/control characters/, 'and DEL in a value');
 ok(!$r->{json}{big15}, '15 KB of script headers are accepted');
 like($r->{json}{big} || '', qr/headers would take more than 15360 bytes/, 'the 16th KB is refused');
 is(scalar(() = $r->{raw} =~ /^X-Request-ID:/mig), 1, 'one X-Request-ID in the answer');
+$r = $t->request($port, GET => '/catch/x');
+is($r->{status}, 200, 'a middleware may catch the error of the rest of the chain');
+like($r->{json}{err} // '', qr/handler broke$/, 'and sees it');
+like($r->{json}{again} // '', qr/next\(\) may be called once per middleware/, 'it is middleware again afterwards');
+is($t->request($port, GET => '/catch/table')->{json}{err}, 7, 'an error table comes through as it was raised');
+$r = $t->request($port, GET => '/catch2/x');
+like($r->{json}{err} // '', qr/the guard refused$/, 'an inner middleware that fails is caught too');
+like($r->{json}{again} // '', qr/next\(\) may be called once per middleware/,
+     'and a second next() does not run the chain past it');
+ok(!exists $r->{headers}{'x-bypassed'}, 'the handler behind it never ran');
+my $mark_catch = $t->log_mark;
+$r = $t->request($port, GET => '/catch/fail-after');
+is($r->{status}, 500, 'its own error after that: 500');
+ok($t->wait_log(qr{runtime error in middleware \(request \Q$r->{headers}{'x-request-id'}\E\): \S+: the middleware broke after},
+                from => $mark_catch), 'logged as a middleware error');
 $r = $t->request($port, GET => '/argcheck/x');
 is($r->{status}, 200, 'argument checks answered');
 ok(!$r->{json}{req_ok} && !$r->{json}{res_ok}, 'a NUL byte in a header name is refused by req:set_header and res:header');

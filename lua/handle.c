@@ -180,7 +180,7 @@ static void proxy(lua_State *L, struct ks_lua_req *q, const struct ks_route *rt)
             x->upstream = tn->upstreams + rt->upstream;
         if (rt->timeout_ms > 0)
             x->timeout_ms = rt->timeout_ms;
-        for (size_t i = 0; i < rt->nheaders && q->nedits < KS_LUA_MAX_EDITS; i++)
+        for (size_t i = 0; i < rt->nheaders && q->nedits < KS_ARRAY_LEN(q->edits); i++)
             q->edits[q->nedits++] = (struct ks_header_edit){
                 rt->headers[2 * i], strlen(rt->headers[2 * i]),
                 rt->headers[2 * i + 1], strlen(rt->headers[2 * i + 1]), false,
@@ -190,7 +190,7 @@ static void proxy(lua_State *L, struct ks_lua_req *q, const struct ks_route *rt)
     if (q->nedits > 0) {
         x->edits = q->edits;
         x->nedits = q->nedits;
-        x->max_edits = KS_LUA_MAX_EDITS;
+        x->max_edits = KS_ARRAY_LEN(q->edits);
     }
     if (lx->non_response > 0 || q->res.nheaders > 0) {
         x->on_response = on_response;

@@ -17,6 +17,7 @@
 
 #include "lua/engine.h"
 #include "lua/router.h"
+#include "lua/routespec.h"
 #include "worker/exchange.h"
 
 #define KS_LUA_MAX_EDITS 64
@@ -65,7 +66,9 @@ struct ks_lua_req {
     enum ks_match_kind mk;
     size_t entered;                 /* last chain stage entered */
     struct ks_match m;              /* set by ks_router_match (read only once routed) */
-    struct ks_header_edit edits[KS_LUA_MAX_EDITS];  /* request headers, in order */
+    /* request header edits in order: the script's (at most
+     * KS_LUA_MAX_EDITS), then the route's `headers`, which always fit */
+    struct ks_header_edit edits[KS_LUA_MAX_EDITS + KS_SPEC_HEADERS_MAX];
     size_t nedits;
     struct ks_lua_resp res;
     struct ks_response_head *head;  /* the upstream's, in a response hook */

@@ -110,6 +110,14 @@ router:middleware("two", function(req, res, next)
     req:set_header("X-Order", req:header("X-Order") .. "2")
     next()
 end)
+router:middleware("many-edits", function(req, res, next)
+    -- 63 here and the global middleware's X-Order: the most a request may have
+    for i = 1, 63 do req:set_header("X-E" .. i, tostring(i)) end
+    res:header("X-Edit-65", select(2, pcall(req.set_header, req, "X-E64", "x")))
+    next()
+end)
+router:create_group("/edits", {middleware = {"many-edits"}})
+    :add_route("GET", "/*", {upstream = "app", headers = {["X-Route-H"] = "kept"}})
 router:middleware("deny", function(req, res, next)
     if req:header("X-Let-In") ~= "yes" then
         res:status(403)
@@ -516,6 +524,12 @@ is($r->{json}{target}, '/a/b?q=1', 'strip_prefix = true: the literal prefix is r
 %up = map { lc($_->[0]) => $_->[1] } @{ $r->{json}{headers} };
 is($up{'x-route'}, 'up', 'route headers are added upstream');
 is($r->{headers}{'x-hook'}, 'status=200 name=app', 'the response hook sees the proxied head');
+$r = $t->request($port, GET => '/edits/x');
+is($r->{status}, 200, 'GET through middleware making 64 header changes') or diag $r->{raw};
+%up = map { lc($_->[0]) => $_->[1] } @{ $r->{json}{headers} };
+is("$up{'x-e1'} $up{'x-e63'}", '1 63', 'the scripts may change 64 request headers');
+like($r->{headers}{'x-edit-65'} // '', qr/too many header changes \(at most 64\)/, 'not a 65th');
+is($up{'x-route-h'}, 'kept', "and the route's headers are still added after them");
 $r = $t->request($port, GET => '/up/teapot');
 is($r->{status}, 299, 'the response hook may change the status');
 # a hook that gives a status a body where the upstream's had none, or

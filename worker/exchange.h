@@ -65,7 +65,7 @@ struct ks_exchange {
 
     /* called with the upstream's response head before it goes to the
      * client (router:on_response); returns 0, or -1 to answer 500.  It may
-     * change the status (200..599; 204 and 304 drop the upstream's body,
+     * change the status (200..599; 204, 304 and 205 drop the upstream's body,
      * other values are answered 500), add edits (the proxy provides
      * max_edits slots) and shorten nheaders. */
     int (*on_response)(struct ks_exchange *x, struct ks_response_head *h);

@@ -40,6 +40,52 @@ static int call_in_frame(lua_State *L)
     return lua_tocfunction(L, lua_upvalueindex(1))(L);
 }
 
+/* Whether calling the wrapped function again does what one call would
+ * have done: no argument can run Lua code, as a callback (gsub's
+ * replacement function) or through a metamethod (a table with a
+ * metatable, a userdata).  Only for the functions that do not change
+ * their arguments (not table.insert, remove, sort or move). */
+static bool runs_no_lua(lua_State *L)
+{
+    for (int i = lua_gettop(L); i >= 1; i--) {
+        int t = lua_type(L, i);
+        if (t == LUA_TTABLE && lua_getmetatable(L, i)) {
+            lua_pop(L, 1);
+            return false;
+        }
+        if (t == LUA_TFUNCTION || t == LUA_TUSERDATA || t == LUA_TLIGHTUSERDATA || t == LUA_TTHREAD)
+            return false;
+    }
+    return true;
+}
+
+/* call_in_frame, for a function that only reads its arguments, with
+ * the second chance Lua gives its own allocations: a lauxlib buffer
+ * (string.rep, string.format, table.concat, gsub ...) that the memory cap
+ * refused gets a full collection and, if the block then fits, one more
+ * try; refused again, the script is out of memory.  The first call is
+ * protected, to catch the refusal, which costs the error messages their
+ * names ("bad argument #1 to '?'"), so a call that failed otherwise is
+ * simply made again, in the frame: it fails the same way, named.  It ran
+ * no Lua code (runs_no_lua), so the repetition is not seen. */
+static int call_retried(lua_State *L)
+{
+    if (!runs_no_lua(L))
+        return call_in_frame(L);
+    int n = lua_gettop(L);
+    uint64_t refusals = ks_lua_of(L)->mem.refusals;
+    luaL_checkstack(L, n + 1, "too many arguments");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    for (int i = 1; i <= n; i++)
+        lua_pushvalue(L, i);
+    if (lua_pcall(L, n, LUA_MULTRET, 0) == LUA_OK)
+        return lua_gettop(L) - n;
+    lua_settop(L, n);
+    ks_lua_collect_for_retry(L, refusals);
+    ks_lua_check_limits(L);     /* still out of memory (or past the deadline): raised here */
+    return call_in_frame(L);
+}
+
 static int l_load(lua_State *L)
 {
     int n = lua_gettop(L);
@@ -200,7 +246,7 @@ static int l_rep(lua_State *L)
         lua_pushliteral(L, "");
         return 1;
     }
-    return call_in_frame(L);
+    return call_retried(L);
 }
 
 /* table.move over 2^60 nil slots would loop in C for ever too */
@@ -315,12 +361,20 @@ static int l_json_encode(lua_State *L)
 static int l_guarded(lua_State *L)
 {
     ks_lua_check_limits(L);
+    return call_retried(L);
+}
+
+/* The same for a function that changes a table it is given: not retried. */
+static int l_guarded_mutator(lua_State *L)
+{
+    ks_lua_check_limits(L);
     return call_in_frame(L);
 }
 
 /* Guard every C function without upvalues of the library table at the
- * top (the ones wrap_field wrapped check for themselves). */
-static void guard_library(lua_State *L)
+ * top (the ones wrap_field wrapped check for themselves); mutators
+ * (NULL-terminated) names those that change their arguments. */
+static void guard_library(lua_State *L, const char *const *mutators)
 {
     lua_pushnil(L);
     while (lua_next(L, -2) != 0) {
@@ -328,7 +382,10 @@ static void guard_library(lua_State *L)
         if (upvalues)
             lua_pop(L, 1);
         if (lua_tocfunction(L, -1) != NULL && !upvalues && lua_type(L, -2) == LUA_TSTRING) {
-            lua_pushcclosure(L, l_guarded, 1);
+            bool mutator = false;
+            for (size_t i = 0; mutators[i] != NULL; i++)
+                mutator |= strcmp(lua_tostring(L, -2), mutators[i]) == 0;
+            lua_pushcclosure(L, mutator ? l_guarded_mutator : l_guarded, 1);
             lua_pushvalue(L, -2);
             lua_insert(L, -2);
             lua_rawset(L, -4);      /* an existing field: allowed while traversing */
@@ -414,19 +471,21 @@ int ks_lua_open_sandbox(lua_State *L)
     lua_setfield(L, -2, "log");
     lua_pop(L, 1);
 
+    static const char *const none[] = { NULL };
+    static const char *const table_mutators[] = { "insert", "remove", "sort", NULL };
     luaL_requiref(L, "string", luaopen_string, 1);
     drop_field(L, "dump");
     wrap_field(L, "rep", l_rep);
-    guard_library(L);
+    guard_library(L, none);
     lua_pop(L, 1);
     luaL_requiref(L, "table", luaopen_table, 1);
     wrap_field(L, "move", l_move);
-    guard_library(L);
+    guard_library(L, table_mutators);
     lua_pop(L, 1);
     luaL_requiref(L, "math", luaopen_math, 1);
     lua_pop(L, 1);
     luaL_requiref(L, "utf8", luaopen_utf8, 1);
-    guard_library(L);
+    guard_library(L, none);
     lua_pop(L, 1);
     luaL_requiref(L, "json", luaopen_cjson, 1);
     wrap_field(L, "encode", l_json_encode);

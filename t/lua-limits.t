@@ -3,6 +3,8 @@
 # timeout (a plain loop, a loop around pcall, a response hook) and a memory
 # bomb answer 500 within the timeout, the state is rebuilt for the next
 # request while the worker lives on and other tenants keep theirs; a
+# library buffer (string.rep, table.concat) refused while the state holds
+# garbage gets a collection and a second try; a
 # worker stuck inside a C function (a pathological pattern) is killed by
 # the master's watchdog after hard_timeout and replaced.
 use strict;
@@ -70,6 +72,32 @@ router:add_route("GET", "/json-bomb-res", {handler = function(req, res)
 end})
 router:add_route("GET", "/slow-pattern", {handler = function(req, res)
     res:write(tostring(string.find(string.rep("a", 40), string.rep("a*", 40) .. "b")))
+end})
+-- Fill the state to about 3.3 MB of its 4 MB with garbage that no
+-- collection has freed yet (it is all reachable until the return).
+local function garbage()
+    local t = {}
+    for i = 1, 1e6 do
+        t[i] = string.rep("g", 4000) .. i
+        if collectgarbage("count") > 3300 then return end
+    end
+end
+router:add_route("GET", "/rep-garbage", {handler = function(req, res)
+    -- string.rep's buffer of 1 MB fits only once the garbage is collected
+    garbage()
+    res:write(#string.rep("x", 1 << 20))
+end})
+router:add_route("GET", "/concat-garbage", {handler = function(req, res)
+    local parts = {}
+    for i = 1, 64 do parts[i] = string.rep("p", 16384) end
+    garbage()
+    res:write(#table.concat(parts))
+end})
+router:add_route("GET", "/rep-overflow", {handler = function(req, res)
+    -- 3 MB that stay reachable: no collection makes room for 1 MB more
+    local keep = {}
+    for i = 1, 6 do keep[i] = string.rep("k", 1 << 19) end
+    res:write(#string.rep("x", 1 << 20) + #keep)
 end})
 router:on_response(function(req, res)
     if req:path() == "/hook-loop" then while true do end end
@@ -190,6 +218,25 @@ open(my $st, '<', "/proc/$pids[0]/status") or die "status of worker $pids[0]: $!
 my ($hwm) = join('', <$st>) =~ /^VmHWM:\s+(\d+) kB/m;
 # (ASan's shadow memory alone takes tens of MB; without the measure: 500 MB)
 cmp_ok($hwm, '<', 256 * 1024, "the worker never grew past 256 MB ($hwm kB)");
+is_deeply([ worker_pids() ], \@pids, 'still the same worker');
+
+# ---- a library buffer refused by the cap gets a collection and one more try -----------
+for my $path (qw(/rep-garbage /concat-garbage)) {
+    my $before = lua_stats('limited')->{memory};
+    $r = $t->request($port, GET => $path);
+    is($r->{status}, 200, "$path: a buffer that fits after a collection: 200");
+    is($r->{body}, 1 << 20, "$path: with the whole result");
+    is(lua_stats('limited')->{memory}, $before, "$path: no memory error counted");
+}
+is($t->request($port, GET => '/count')->{body}, '4', 'the state was kept');
+$mark = $t->log_mark;
+my $before = lua_stats('limited')->{memory};
+$r = $t->request($port, GET => '/rep-overflow');
+is($r->{status}, 500, 'a buffer that does not fit after a collection: 500');
+is($r->{json}{error}{message}, 'Lua script ran out of memory', 'says so');
+ok($t->wait_log(qr/lua-error: tenant limited, \S+ \S+: memory error in handler/, from => $mark), 'logged');
+is(lua_stats('limited')->{memory}, $before + 1, 'counted as a memory error');
+is($t->request($port, GET => '/count')->{body}, '1', 'the next request gets a fresh state');
 is_deeply([ worker_pids() ], \@pids, 'still the same worker');
 
 # ---- stuck in C: the watchdog -------------------------------------------------------------

@@ -274,10 +274,11 @@ static int l_json_depth(lua_State *L)
  * the Lua memory cap, before handing it to Lua: a table holding the same
  * 1 MB string 500 times costs the script a few kB but would cost the
  * worker 500 MB.  So the value is measured first, bounding the text from
- * above, and refused when that is more than the script has left.  The
- * walk stops as soon as the bound passes what is left (every value adds
- * at least a byte, so it visits at most that many) and checks the time
- * limit as it goes; a depth past the cap is left for cjson to refuse. */
+ * above, and refused when that is more than the script has left, even
+ * after a full collection.  The walk stops as soon as the bound passes
+ * what is left (every value adds at least a byte, so it visits at most
+ * that many) and checks the time limit as it goes; a depth past the cap
+ * is left for cjson to refuse. */
 struct json_measure {
     size_t bound, room;
     unsigned visits;
@@ -339,7 +340,14 @@ static int l_json_encode(lua_State *L)
     ks_lua_check_limits(L);
     luaL_checkany(L, 1);
     struct json_measure jm = { 0, ks_lua_memory_left(L), 0 };
-    if (!json_measure(&jm, L, 1, 0))
+    bool fits = json_measure(&jm, L, 1, 0);
+    if (!fits) {
+        /* what is left does not count the garbage yet to be collected */
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        jm = (struct json_measure){ 0, ks_lua_memory_left(L), 0 };
+        fits = json_measure(&jm, L, 1, 0);
+    }
+    if (!fits)
         return luaL_error(L, "json.encode: the text would take more than the %d kB of Lua memory left",
                           (int)(jm.room / 1024));
     return call_wrapped(L, 1);

@@ -4,7 +4,8 @@
 # bomb answer 500 within the timeout, the state is rebuilt for the next
 # request while the worker lives on and other tenants keep theirs; a
 # library buffer (string.rep, table.concat) refused while the state holds
-# garbage gets a collection and a second try; a
+# garbage gets a collection and a second try, and so do req:body() and
+# json.encode before they refuse for want of memory; a
 # worker stuck inside a C function (a pathological pattern) is killed by
 # the master's watchdog after hard_timeout and replaced.
 use strict;
@@ -98,6 +99,17 @@ router:add_route("GET", "/rep-overflow", {handler = function(req, res)
     local keep = {}
     for i = 1, 6 do keep[i] = string.rep("k", 1 << 19) end
     res:write(#string.rep("x", 1 << 20) + #keep)
+end})
+router:add_route("POST", "/body-garbage", {handler = function(req, res)
+    -- a body that fits once the garbage is collected
+    garbage()
+    res:write(tostring(#req:body()))
+end})
+router:add_route("GET", "/json-garbage", {handler = function(req, res)
+    -- a text of 1 MB that fits once the garbage is collected
+    local s = string.rep("j", 1 << 19)
+    garbage()
+    res:write(tostring(#json.encode({ s, s })))
 end})
 router:on_response(function(req, res)
     if req:path() == "/hook-loop" then while true do end end
@@ -238,6 +250,18 @@ ok($t->wait_log(qr/lua-error: tenant limited, \S+ \S+: memory error in handler/,
 is(lua_stats('limited')->{memory}, $before + 1, 'counted as a memory error');
 is($t->request($port, GET => '/count')->{body}, '1', 'the next request gets a fresh state');
 is_deeply([ worker_pids() ], \@pids, 'still the same worker');
+
+# ---- req:body() and json.encode measure what is left after a collection ------------------
+$before = lua_stats('limited')->{memory};
+$r = $t->request($port, POST => '/body-garbage', body => 'b' x (1 << 20));
+is($r->{status}, 200, 'req:body() of 1 MB after 3.3 MB of garbage under 4 MB: 200');
+is($r->{body}, 1 << 20, 'with the body');
+$r = $t->request($port, POST => '/body-garbage', body => 'b' x (1 << 20), chunked => 1);
+is($r->{body}, 1 << 20, 'chunked too');
+$r = $t->request($port, GET => '/json-garbage');
+is($r->{status}, 200, 'json.encode of a 1 MB text after 3.3 MB of garbage: 200');
+is($r->{body}, 2 * ((1 << 19) + 2) + 3, 'with the whole text');
+is(lua_stats('limited')->{memory}, $before, 'no memory error counted');
 
 # ---- stuck in C: the watchdog -------------------------------------------------------------
 $mark = $t->log_mark;

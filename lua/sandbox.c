@@ -86,8 +86,14 @@ static int call_retried(lua_State *L)
     return call_in_frame(L);
 }
 
+/* load() and collectgarbage() do much work in C for the few instructions
+ * around them (compiling megabytes of source, a full collection of a big
+ * heap): the count hook alone would let a loop of them run on into the
+ * watchdog, so they check the limits before and after, like the guarded
+ * libraries below. */
 static int l_load(lua_State *L)
 {
+    ks_lua_check_limits(L);
     int n = lua_gettop(L);
     const char *mode = luaL_optstring(L, 3, "t");
     if (strcmp(mode, "t") != 0) {
@@ -103,6 +109,7 @@ static int l_load(lua_State *L)
     if (n >= 4)
         lua_pushvalue(L, 4);    /* an explicit env, even nil */
     lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
+    ks_lua_check_limits(L);
     return lua_gettop(L) - 4;
 }
 
@@ -167,7 +174,10 @@ static int l_collectgarbage(lua_State *L)
 {
     static const char *const allowed[] = { "collect", "count", "step", "isrunning", NULL };
     luaL_checkoption(L, 1, "collect", allowed);
-    return call_wrapped(L, LUA_MULTRET);
+    ks_lua_check_limits(L);     /* (see l_load) */
+    int nresults = call_wrapped(L, LUA_MULTRET);
+    ks_lua_check_limits(L);
+    return nresults;
 }
 
 /* Concatenate the arguments as print does, tab-separated. */

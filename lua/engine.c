@@ -42,6 +42,7 @@ static void latch_out_of_memory(struct ks_lua_mem *m)
     if (m->breached)
         return;
     m->breached = true;
+    m->latched_size = m->refused_size;
     if (m->L != NULL)
         lua_sethook(m->L, count_hook, LUA_MASKCOUNT, 1);
 }
@@ -62,7 +63,9 @@ static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
          * it raises "not enough memory".  lauxlib's buffers do not ask
          * again: they raise "not enough memory for buffer allocation".
          * So the next growth after a refusal means the script is out of
-         * memory unless it is that retry and it succeeds. */
+         * memory unless it is that retry and it succeeds.  (The sandbox's
+         * guards of string, table and utf8 catch a buffer's refusal and
+         * ask ks_lua_collect_for_retry whether to undo the latch.) */
         bool retry = m->refusal_pending && m->refused_ptr == ptr && m->refused_size == nsize;
         if (m->refusal_pending && !retry)
             latch_out_of_memory(m);
@@ -146,6 +149,28 @@ size_t ks_lua_memory_left(lua_State *L)
     lua_getallocf(L, &ud);
     const struct ks_lua_mem *m = ud;
     return m->breached || m->used >= m->limit ? 0 : m->limit - m->used;
+}
+
+bool ks_lua_collect_for_retry(lua_State *L, uint64_t refusals)
+{
+    struct ks_lua *lx = ks_lua_of(L);
+    struct ks_lua_mem *m = &lx->mem;
+    if (m->refusals == refusals || (!m->breached && !m->refusal_pending))
+        return false;           /* it failed for another reason, or after a refusal served */
+    /* The first block refused in the call: once latched, every later
+     * growth (the error message's) was refused too.  The buffer was freed
+     * when the error was raised, so the retry needs all of it again. */
+    size_t need = m->breached ? m->latched_size : m->refused_size;
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    if (need > m->limit || m->used > m->limit - need) {
+        latch_out_of_memory(m); /* live data: out of memory for good */
+        return false;
+    }
+    m->breached = false;
+    m->refusal_pending = false;
+    if (!lx->breached)          /* (a latched deadline keeps its hook) */
+        lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    return true;
 }
 
 void ks_lua_check_limits(lua_State *L)

@@ -74,10 +74,12 @@ struct ks_route_spec;
 typedef int (*ks_lua_runtime_fn)(void *arg, const struct ks_route_spec *spec, bool del,
                                  char *id_out, size_t idlen, char *err, size_t errlen);
 
-/* The counting allocator's books (the allocator is the only writer).  The
- * cap latches: once a refusal stands (Lua's retry after an emergency
- * collection failed too, or the caller gave up: lauxlib's buffers do),
- * every growth is refused until the state is closed. */
+/* The counting allocator's books (the allocator is the only writer, but
+ * for ks_lua_collect_for_retry).  The cap latches: once a refusal stands
+ * (Lua's retry after an emergency collection failed too, or the caller
+ * gave up: lauxlib's buffers do), every growth is refused until the state
+ * is closed, unless the sandbox's guard of the library call that gave up
+ * finds room for the block after a collection. */
 struct ks_lua_mem {
     lua_State *L;                   /* to latch the hook too (NULL: no hook) */
     size_t used, limit, peak;
@@ -86,6 +88,7 @@ struct ks_lua_mem {
     bool refusal_pending;           /* the last growth asked for was refused: */
     const void *refused_ptr;        /* this block, */
     size_t refused_size;            /* to this size */
+    size_t latched_size;            /* the size refused when the cap latched */
 };
 
 /* A route group (router:create_group): a prefix and middleware. */
@@ -181,6 +184,12 @@ struct ks_lua_pause {
 void ks_lua_check_limits(lua_State *L);
 /* Bytes the state may still allocate under its memory cap. */
 size_t ks_lua_memory_left(lua_State *L);
+/* A call of a library function that failed after the cap refused it a
+ * block (refusals: lx->mem.refusals before the call): true if, after a
+ * full collection, that block fits, in which case the refusal and its
+ * latch are undone and the caller may call once more.  Lua does that for
+ * its own allocations; lauxlib's buffers do not ask again. */
+bool ks_lua_collect_for_retry(lua_State *L, uint64_t refusals);
 
 void ks_lua_pause(struct ks_lua *lx, struct ks_lua_pause *p);
 void ks_lua_resume(struct ks_lua *lx, const struct ks_lua_pause *p);

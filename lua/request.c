@@ -255,6 +255,11 @@ static int l_header(lua_State *L)
 static int body_too_large(lua_State *L, struct ks_lua_req *q, uint64_t len)
 {
     size_t left = ks_lua_memory_left(L);
+    if (len + 64 >= left) {
+        /* what is left does not count the garbage yet to be collected */
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        left = ks_lua_memory_left(L);
+    }
     if (len + 64 < left)
         return 0;
     ks_log_warn("lua-body", "tenant %s, request %s: a request body of %llu bytes does not fit in the "

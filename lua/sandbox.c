@@ -40,8 +40,60 @@ static int call_in_frame(lua_State *L)
     return lua_tocfunction(L, lua_upvalueindex(1))(L);
 }
 
+/* Whether calling the wrapped function again does what one call would
+ * have done: no argument can run Lua code, as a callback (gsub's
+ * replacement function) or through a metamethod (a table with a
+ * metatable, a userdata).  Only for the functions that do not change
+ * their arguments (not table.insert, remove, sort or move). */
+static bool runs_no_lua(lua_State *L)
+{
+    for (int i = lua_gettop(L); i >= 1; i--) {
+        int t = lua_type(L, i);
+        if (t == LUA_TTABLE && lua_getmetatable(L, i)) {
+            lua_pop(L, 1);
+            return false;
+        }
+        if (t == LUA_TFUNCTION || t == LUA_TUSERDATA || t == LUA_TLIGHTUSERDATA || t == LUA_TTHREAD)
+            return false;
+    }
+    return true;
+}
+
+/* call_in_frame, for a function that only reads its arguments, with
+ * the second chance Lua gives its own allocations: a lauxlib buffer
+ * (string.rep, string.format, table.concat, gsub ...) that the memory cap
+ * refused gets a full collection and, if the block then fits, one more
+ * try; refused again, the script is out of memory.  The first call is
+ * protected, to catch the refusal, which costs the error messages their
+ * names ("bad argument #1 to '?'"), so a call that failed otherwise is
+ * simply made again, in the frame: it fails the same way, named.  It ran
+ * no Lua code (runs_no_lua), so the repetition is not seen. */
+static int call_retried(lua_State *L)
+{
+    if (!runs_no_lua(L))
+        return call_in_frame(L);
+    int n = lua_gettop(L);
+    uint64_t refusals = ks_lua_of(L)->mem.refusals;
+    luaL_checkstack(L, n + 1, "too many arguments");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    for (int i = 1; i <= n; i++)
+        lua_pushvalue(L, i);
+    if (lua_pcall(L, n, LUA_MULTRET, 0) == LUA_OK)
+        return lua_gettop(L) - n;
+    lua_settop(L, n);
+    ks_lua_collect_for_retry(L, refusals);
+    ks_lua_check_limits(L);     /* still out of memory (or past the deadline): raised here */
+    return call_in_frame(L);
+}
+
+/* load() and collectgarbage() do much work in C for the few instructions
+ * around them (compiling megabytes of source, a full collection of a big
+ * heap): the count hook alone would let a loop of them run on into the
+ * watchdog, so they check the limits before and after, like the guarded
+ * libraries below. */
 static int l_load(lua_State *L)
 {
+    ks_lua_check_limits(L);
     int n = lua_gettop(L);
     const char *mode = luaL_optstring(L, 3, "t");
     if (strcmp(mode, "t") != 0) {
@@ -57,6 +109,7 @@ static int l_load(lua_State *L)
     if (n >= 4)
         lua_pushvalue(L, 4);    /* an explicit env, even nil */
     lua_call(L, n >= 4 ? 4 : 3, LUA_MULTRET);
+    ks_lua_check_limits(L);
     return lua_gettop(L) - 4;
 }
 
@@ -160,7 +213,10 @@ static int l_collectgarbage(lua_State *L)
 {
     static const char *const allowed[] = { "collect", "count", "step", "isrunning", NULL };
     luaL_checkoption(L, 1, "collect", allowed);
-    return call_wrapped(L, LUA_MULTRET);
+    ks_lua_check_limits(L);     /* (see l_load) */
+    int nresults = call_wrapped(L, LUA_MULTRET);
+    ks_lua_check_limits(L);
+    return nresults;
 }
 
 /* Concatenate the arguments as print does, tab-separated. */
@@ -239,7 +295,7 @@ static int l_rep(lua_State *L)
         lua_pushliteral(L, "");
         return 1;
     }
-    return call_in_frame(L);
+    return call_retried(L);
 }
 
 /* table.move over 2^60 nil slots would loop in C for ever too */
@@ -267,10 +323,11 @@ static int l_json_depth(lua_State *L)
  * the Lua memory cap, before handing it to Lua: a table holding the same
  * 1 MB string 500 times costs the script a few kB but would cost the
  * worker 500 MB.  So the value is measured first, bounding the text from
- * above, and refused when that is more than the script has left.  The
- * walk stops as soon as the bound passes what is left (every value adds
- * at least a byte, so it visits at most that many) and checks the time
- * limit as it goes; a depth past the cap is left for cjson to refuse. */
+ * above, and refused when that is more than the script has left, even
+ * after a full collection.  The walk stops as soon as the bound passes
+ * what is left (every value adds at least a byte, so it visits at most
+ * that many) and checks the time limit as it goes; a depth past the cap
+ * is left for cjson to refuse. */
 struct json_measure {
     size_t bound, room;
     unsigned visits;
@@ -332,7 +389,14 @@ static int l_json_encode(lua_State *L)
     ks_lua_check_limits(L);
     luaL_checkany(L, 1);
     struct json_measure jm = { 0, ks_lua_memory_left(L), 0 };
-    if (!json_measure(&jm, L, 1, 0))
+    bool fits = json_measure(&jm, L, 1, 0);
+    if (!fits) {
+        /* what is left does not count the garbage yet to be collected */
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        jm = (struct json_measure){ 0, ks_lua_memory_left(L), 0 };
+        fits = json_measure(&jm, L, 1, 0);
+    }
+    if (!fits)
         return luaL_error(L, "json.encode: the text would take more than the %d kB of Lua memory left",
                           (int)(jm.room / 1024));
     return call_wrapped(L, 1);
@@ -354,12 +418,20 @@ static int l_json_encode(lua_State *L)
 static int l_guarded(lua_State *L)
 {
     ks_lua_check_limits(L);
+    return call_retried(L);
+}
+
+/* The same for a function that changes a table it is given: not retried. */
+static int l_guarded_mutator(lua_State *L)
+{
+    ks_lua_check_limits(L);
     return call_in_frame(L);
 }
 
 /* Guard every C function without upvalues of the library table at the
- * top (the ones wrap_field wrapped check for themselves). */
-static void guard_library(lua_State *L)
+ * top (the ones wrap_field wrapped check for themselves); mutators
+ * (NULL-terminated) names those that change their arguments. */
+static void guard_library(lua_State *L, const char *const *mutators)
 {
     lua_pushnil(L);
     while (lua_next(L, -2) != 0) {
@@ -367,7 +439,10 @@ static void guard_library(lua_State *L)
         if (upvalues)
             lua_pop(L, 1);
         if (lua_tocfunction(L, -1) != NULL && !upvalues && lua_type(L, -2) == LUA_TSTRING) {
-            lua_pushcclosure(L, l_guarded, 1);
+            bool mutator = false;
+            for (size_t i = 0; mutators[i] != NULL; i++)
+                mutator |= strcmp(lua_tostring(L, -2), mutators[i]) == 0;
+            lua_pushcclosure(L, mutator ? l_guarded_mutator : l_guarded, 1);
             lua_pushvalue(L, -2);
             lua_insert(L, -2);
             lua_rawset(L, -4);      /* an existing field: allowed while traversing */
@@ -457,19 +532,21 @@ int ks_lua_open_sandbox(lua_State *L)
     lua_setfield(L, -2, "log");
     lua_pop(L, 1);
 
+    static const char *const none[] = { NULL };
+    static const char *const table_mutators[] = { "insert", "remove", "sort", NULL };
     luaL_requiref(L, "string", luaopen_string, 1);
     drop_field(L, "dump");
     wrap_field(L, "rep", l_rep);
-    guard_library(L);
+    guard_library(L, none);
     lua_pop(L, 1);
     luaL_requiref(L, "table", luaopen_table, 1);
     wrap_field(L, "move", l_move);
-    guard_library(L);
+    guard_library(L, table_mutators);
     lua_pop(L, 1);
     luaL_requiref(L, "math", luaopen_math, 1);
     lua_pop(L, 1);
     luaL_requiref(L, "utf8", luaopen_utf8, 1);
-    guard_library(L);
+    guard_library(L, none);
     lua_pop(L, 1);
     luaL_requiref(L, "json", luaopen_cjson, 1);
     wrap_field(L, "encode", l_json_encode);

@@ -1,8 +1,12 @@
 #!/usr/bin/perl
 # The limits of tenant scripts in a running daemon: a call past its
-# timeout (a plain loop, a loop around pcall, a response hook) and a memory
+# timeout (a plain loop, a loop around pcall, around load() or
+# collectgarbage(), a response hook) and a memory
 # bomb answer 500 within the timeout, the state is rebuilt for the next
 # request while the worker lives on and other tenants keep theirs; a
+# library buffer (string.rep, table.concat) refused while the state holds
+# garbage gets a collection and a second try, and so do req:body() and
+# json.encode before they refuse for want of memory; a
 # worker stuck inside a C function (a pathological pattern) is killed by
 # the master's watchdog after hard_timeout and replaced.
 use strict;
@@ -71,6 +75,43 @@ end})
 router:add_route("GET", "/slow-pattern", {handler = function(req, res)
     res:write(tostring(string.find(string.rep("a", 40), string.rep("a*", 40) .. "b")))
 end})
+-- Fill the state to about 3.3 MB of its 4 MB with garbage that no
+-- collection has freed yet (it is all reachable until the return).
+local function garbage()
+    local t = {}
+    for i = 1, 1e6 do
+        t[i] = string.rep("g", 4000) .. i
+        if collectgarbage("count") > 3300 then return end
+    end
+end
+router:add_route("GET", "/rep-garbage", {handler = function(req, res)
+    -- string.rep's buffer of 1 MB fits only once the garbage is collected
+    garbage()
+    res:write(#string.rep("x", 1 << 20))
+end})
+router:add_route("GET", "/concat-garbage", {handler = function(req, res)
+    local parts = {}
+    for i = 1, 64 do parts[i] = string.rep("p", 16384) end
+    garbage()
+    res:write(#table.concat(parts))
+end})
+router:add_route("GET", "/rep-overflow", {handler = function(req, res)
+    -- 3 MB that stay reachable: no collection makes room for 1 MB more
+    local keep = {}
+    for i = 1, 6 do keep[i] = string.rep("k", 1 << 19) end
+    res:write(#string.rep("x", 1 << 20) + #keep)
+end})
+router:add_route("POST", "/body-garbage", {handler = function(req, res)
+    -- a body that fits once the garbage is collected
+    garbage()
+    res:write(tostring(#req:body()))
+end})
+router:add_route("GET", "/json-garbage", {handler = function(req, res)
+    -- a text of 1 MB that fits once the garbage is collected
+    local s = string.rep("j", 1 << 19)
+    garbage()
+    res:write(tostring(#json.encode({ s, s })))
+end})
 router:on_response(function(req, res)
     if req:path() == "/hook-loop" then while true do end end
 end)
@@ -80,6 +121,25 @@ count = 0
 router:add_route("GET", "/count", {handler = function(req, res)
     count = count + 1
     res:write(tostring(count))
+end})
+LUA
+$t->write_file('heavy.lua', <<'LUA');
+-- a big live heap: each full collection takes milliseconds
+heap = {}
+for i = 1, 300000 do heap[i] = {} end
+count = 0
+router:add_route("GET", "/count", {handler = function(req, res)
+    count = count + 1
+    res:write(tostring(count))
+end})
+router:add_route("GET", "/gc-loop", {handler = function(req, res)
+    -- a few instructions around each collection
+    while true do collectgarbage() end
+end})
+router:add_route("GET", "/load-loop", {handler = function(req, res)
+    -- a few instructions around compiling 2 MB of source
+    local src = string.rep("x=1 ", 500000)
+    while true do load(src) end
 end})
 LUA
 $t->write_config(<<"EOF");
@@ -96,6 +156,12 @@ lua:
 tenants:
   - name: limited
     lua_script: limits.lua
+    upstreams:
+      - { name: app, url: "http://@{[ $app->addr ]}" }
+  - name: heavy
+    domains: [heavy.test]
+    lua_script: heavy.lua
+    lua_limits: { memory: 64MB }
     upstreams:
       - { name: app, url: "http://@{[ $app->addr ]}" }
   - name: other
@@ -120,24 +186,32 @@ my @pids = worker_pids();
 is(scalar @pids, 1, 'one worker');
 
 # ---- timeouts -------------------------------------------------------------------------
-for my $path (qw(/loop /pcall-loop /caught /churn /c-loop)) {
+# (heavy.lua's loops go round load() and collectgarbage(), which do much
+# work in C for few instructions: without their own checks of the time
+# limit they ran on past it, into the watchdog)
+for my $case (map({ [ limited => $_, 2.5 ] } qw(/loop /pcall-loop /caught /churn /c-loop)),
+              map({ [ heavy => $_, 0.5 ] } qw(/gc-loop /load-loop))) {
+    my ($tenant, $path, $bound) = @$case;
+    my ($script, @host) = $tenant eq 'heavy' ? ('heavy', host => 'heavy.test') : ('limits');
     my $mark = $t->log_mark;
     my $t0 = Time::HiRes::time();
     my $c = $t->conn($port);
-    my $r = $c->request(GET => $path, headers => [ Connection => 'keep-alive' ]);
+    my $r = $c->request(GET => $path, @host, headers => [ Connection => 'keep-alive' ]);
     my $took = Time::HiRes::time() - $t0;
     is($r->{status}, 500, "$path: 500");
     is($r->{json}{error}{message}, 'Lua script timed out', "$path: says it timed out");
-    cmp_ok($took, '<', 2.5, "$path: within the timeout, not the watchdog's hard_timeout");
-    ok($t->wait_log(qr/lua-error: tenant limited, script \S+limits\.lua: timeout error in handler/, from => $mark),
+    cmp_ok($took, '<', $bound, "$path: within the timeout, not the watchdog's hard_timeout");
+    ok($t->wait_log(qr/lua-error: tenant $tenant, script \S+$script\.lua: timeout error in handler/, from => $mark),
        "$path: logged as a timeout");
-    ok($t->wait_log(qr/lua-discard: tenant limited: Lua state discarded after a timeout/, from => $mark),
+    ok($t->wait_log(qr/lua-discard: tenant $tenant: Lua state discarded after a timeout/, from => $mark),
        "$path: the state is discarded");
-    $r = $c->request(GET => '/count', headers => [ Connection => 'keep-alive' ]);
+    unlike($t->error_log($mark), qr/lua-watchdog/, "$path: the watchdog had nothing to do");
+    $r = $c->request(GET => '/count', @host, headers => [ Connection => 'keep-alive' ]);
     is($r->{status}, 200, "$path: the same connection serves the next request");
     is($r->{body}, '1', "$path: from a fresh state");
     $c->close;
 }
+is(lua_stats('heavy')->{timeouts}, 2, 'both counted as timeouts');
 is_deeply([ worker_pids() ], \@pids, 'the worker lived through every timeout');
 is($t->request($port, GET => '/count', host => 'other.test')->{body}, '2', 'the other tenant kept its state');
 is(lua_stats('limited')->{timeouts}, 5, 'timeouts counted per tenant');
@@ -191,6 +265,37 @@ my ($hwm) = join('', <$st>) =~ /^VmHWM:\s+(\d+) kB/m;
 # (ASan's shadow memory alone takes tens of MB; without the measure: 500 MB)
 cmp_ok($hwm, '<', 256 * 1024, "the worker never grew past 256 MB ($hwm kB)");
 is_deeply([ worker_pids() ], \@pids, 'still the same worker');
+
+# ---- a library buffer refused by the cap gets a collection and one more try -----------
+for my $path (qw(/rep-garbage /concat-garbage)) {
+    my $before = lua_stats('limited')->{memory};
+    $r = $t->request($port, GET => $path);
+    is($r->{status}, 200, "$path: a buffer that fits after a collection: 200");
+    is($r->{body}, 1 << 20, "$path: with the whole result");
+    is(lua_stats('limited')->{memory}, $before, "$path: no memory error counted");
+}
+is($t->request($port, GET => '/count')->{body}, '4', 'the state was kept');
+$mark = $t->log_mark;
+my $before = lua_stats('limited')->{memory};
+$r = $t->request($port, GET => '/rep-overflow');
+is($r->{status}, 500, 'a buffer that does not fit after a collection: 500');
+is($r->{json}{error}{message}, 'Lua script ran out of memory', 'says so');
+ok($t->wait_log(qr/lua-error: tenant limited, \S+ \S+: memory error in handler/, from => $mark), 'logged');
+is(lua_stats('limited')->{memory}, $before + 1, 'counted as a memory error');
+is($t->request($port, GET => '/count')->{body}, '1', 'the next request gets a fresh state');
+is_deeply([ worker_pids() ], \@pids, 'still the same worker');
+
+# ---- req:body() and json.encode measure what is left after a collection ------------------
+$before = lua_stats('limited')->{memory};
+$r = $t->request($port, POST => '/body-garbage', body => 'b' x (1 << 20));
+is($r->{status}, 200, 'req:body() of 1 MB after 3.3 MB of garbage under 4 MB: 200');
+is($r->{body}, 1 << 20, 'with the body');
+$r = $t->request($port, POST => '/body-garbage', body => 'b' x (1 << 20), chunked => 1);
+is($r->{body}, 1 << 20, 'chunked too');
+$r = $t->request($port, GET => '/json-garbage');
+is($r->{status}, 200, 'json.encode of a 1 MB text after 3.3 MB of garbage: 200');
+is($r->{body}, 2 * ((1 << 19) + 2) + 3, 'with the whole text');
+is(lua_stats('limited')->{memory}, $before, 'no memory error counted');
 
 # ---- stuck in C: the watchdog -------------------------------------------------------------
 $mark = $t->log_mark;

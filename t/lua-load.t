@@ -110,7 +110,7 @@ like($err, qr{nul-opts\.lua:9: unknown route option \(a number key\)}, 'and a li
 ($code, $out, $err) = check('slow.lua', "while true do end\n");
 like($err, qr{slow\.lua:1: the script's top level ran longer than 50 ms \(lua_limits\.timeout\)}, 'a top level that loops');
 ($code, $out, $err) = check('big.lua', "local s = string.rep('x', 64 * 1024 * 1024)\n");
-like($err, qr{big\.lua: the script's top level needs more than \d+ bytes \(lua_limits\.memory\)}, 'one that eats memory');
+like($err, qr{big\.lua:1: the script's top level needs more than \d+ bytes \(lua_limits\.memory\)}, 'one that eats memory, with its line');
 my $t0 = Time::HiRes::time();
 ($code, $out, $err) = check('stuck.lua', "string.find(string.rep('a', 40), string.rep('a*', 40) .. 'b')\n");
 is($code, 1, 'a top level stuck in C fails -t');

@@ -124,16 +124,18 @@ router:add_route("GET", "/count", {handler = function(req, res)
 end})
 LUA
 $t->write_file('heavy.lua', <<'LUA');
--- a big live heap: each full collection takes milliseconds
-heap = {}
-for i = 1, 300000 do heap[i] = {} end
 count = 0
 router:add_route("GET", "/count", {handler = function(req, res)
     count = count + 1
     res:write(tostring(count))
 end})
 router:add_route("GET", "/gc-loop", {handler = function(req, res)
-    -- a few instructions around each collection
+    -- a big live heap, so that each full collection takes milliseconds
+    -- (built here: at the top level it would take the load's time, which
+    -- a slow build, with sanitizers, can run out of)
+    local heap = {}
+    for i = 1, 300000 do heap[i] = {} end
+    -- then a few instructions around each collection
     while true do collectgarbage() end
 end})
 router:add_route("GET", "/load-loop", {handler = function(req, res)

@@ -448,18 +448,16 @@ static int l_request(lua_State *L)
             const char *name = lua_tolstring(L, -2, &nl);
             lua_pushvalue(L, -1);
             const char *value = lua_tolstring(L, -1, &vl);
-            bool ok = nl > 0;
-            for (size_t i = 0; ok && i < nl; i++)
-                ok = (unsigned char)name[i] > 0x20 && name[i] != ':' && name[i] != 0x7f;
-            if (!ok)
+            if (nl > 256 || !ks_http_is_token(name, nl))
                 return luaL_error(L, "http.request: bad header name");
             if (!ks_http_is_value(value, vl))
                 return luaL_error(L, "http.request: control characters in header %s", name);
             if (nl == 4 && strncasecmp(name, "host", 4) == 0)
                 return luaL_error(L, "http.request: Host comes from the url");
-            if ((nl == 10 && strncasecmp(name, "connection", 10) == 0) ||
-                (nl == 14 && strncasecmp(name, "content-length", 14) == 0) ||
-                (nl == 17 && strncasecmp(name, "transfer-encoding", 17) == 0))
+            /* the framing and the connection are ours, as for req:set_header
+             * (an Upgrade would turn the answer into a 101 and another
+             * protocol); a Via may be added, ours is appended all the same */
+            if (ks_http_hop_by_hop(name, nl))
                 return luaL_error(L, "http.request: %s is set by keystoned", name);
             if (++nh > MAX_HEADERS)
                 return luaL_error(L, "http.request: more than %d headers", MAX_HEADERS);

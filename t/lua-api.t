@@ -248,8 +248,10 @@ router:add_route("GET", "/fetch-trailers", {handler = function(req, res)
     local r = http.request{url = "http://" .. APP .. "/t?chunked=1&trailer=1&size=10"}
     local ok, err = pcall(http.request, {url = "http://" .. APP .. "/", method = "POST",
                                          headers = {["Content-Length"] = "3"}, body = "abcdef"})
+    local _, up_err = pcall(http.request, {url = "http://" .. APP .. "/", headers = {Upgrade = "websocket"}})
+    local _, name_err = pcall(http.request, {url = "http://" .. APP .. "/", headers = {["a(b"] = "1"}})
     res:json({body = r.body, trailer = r.headers["x-trailer"] or false, te = r.headers["transfer-encoding"],
-              cl_ok = ok, cl_err = err})
+              cl_ok = ok, cl_err = err, up_err = up_err, name_err = name_err})
 end})
 -- interim 1xx answers before the final one: skipped
 local function pct(s) return (s:gsub("[^%w]", function(c) return string.format("%%%02X", c:byte()) end)) end
@@ -616,6 +618,8 @@ is($r->{json}{body}, 'abcdefghij', 'http.request de-chunks a body');
 ok(!$r->{json}{trailer}, 'and drops its trailer fields (not headers)');
 ok(!$r->{json}{cl_ok}, 'a Content-Length from the script is refused');
 like($r->{json}{cl_err} // '', qr/Content-Length is set by keystoned/, 'saying why');
+like($r->{json}{up_err} // '', qr/http\.request: Upgrade is set by keystoned/, 'so is any hop-by-hop field');
+like($r->{json}{name_err} // '', qr/http\.request: bad header name/, 'and a name that is not a token');
 $r = $t->request($port, GET => '/fetch-interim');
 my $fin = { status => 201, final => 'yes', link => JSON::PP::false, interim => JSON::PP::false,
             backend => JSON::PP::false, body => 'hello' };

@@ -379,6 +379,8 @@ int ks_lua_handle(struct ks_exchange *x)
             log_failure(&q, res, phase, msg);
         if (x->error == NULL)
             x->error = "client gone";
+        if (x->status == 0)
+            x->status = 499;            /* nothing was sent: nginx's 499, as the proxy logs it */
         rc = -1;
     } else if (q.abort_status > 0) {
         /* the body could not be read (413, 400, 408) */

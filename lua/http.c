@@ -45,6 +45,7 @@ struct outbound {
     size_t path_len;
     int64_t deadline_ms;
     struct ks_worker *w;
+    int client_fd;                  /* looked at while the answer is awaited */
 };
 
 /* ---- resolution, with the deadline ----------------------------------------------- */
@@ -152,7 +153,8 @@ static int skip_body_for_head(http_parser *p)
 }
 
 /* Connect, send req, read the response into the scratch buffer.  Returns
- * the response length, or -1 with a reason. */
+ * the response length, or -1 with a reason, or CLIENT_LEFT. */
+#define CLIENT_LEFT (-2)
 static ssize_t exchange(struct outbound *o, const char *req, size_t reqlen, const char *body,
                         size_t bodylen, struct ks_lua_scratch *sc, size_t max, char *err,
                         size_t errlen)
@@ -218,7 +220,13 @@ static ssize_t exchange(struct outbound *o, const char *req, size_t reqlen, cons
             sc->cap = nc;
         }
         size_t got = 0;
-        io = ks_read_some(o->w, fd, sc->buf + len, sc->cap - len, o->deadline_ms, &got);
+        bool client_left;
+        io = ks_read_watching(o->w, fd, o->client_fd, sc->buf + len, sc->cap - len, o->deadline_ms, &got,
+                              &client_left);
+        if (client_left) {
+            result = CLIENT_LEFT;
+            goto out;
+        }
         if (io == KS_IO_EOF) {
             http_parser_execute(&p, &s, NULL, 0);   /* a body ending at close ends here */
             if (!done) {
@@ -495,9 +503,12 @@ static int l_request(lua_State *L)
     struct ks_lua_pause pz;
     ks_lua_pause(lx, &pz);
     o.deadline_ms = ks_now_ms() + timeout;
+    o.client_fd = q->x->c != NULL ? q->x->c->fd : -1;
     size_t max = lx->mem.limit > 65536 ? lx->mem.limit : 65536;
     ssize_t n = exchange(&o, req, reqlen, body, bodylen, q->scratch, max, err, sizeof(err));
     ks_lua_resume(lx, &pz);
+    if (n == CLIENT_LEFT)   /* nobody to answer: the request ends here */
+        return ks_lua_abort(L, q, -1, "the client closed the connection while http.request waited");
     if (n < 0)
         return fail(L, err);
     push_response(L, q->scratch->buf, (size_t)n, strcmp(o.method, "HEAD") == 0);

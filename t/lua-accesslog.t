@@ -3,7 +3,8 @@
 # names the route even when the failure discarded the Lua state (and its
 # router), and a script that runs out of time after its client left is
 # still an error-log line and a count for its tenant, logged as the
-# client gone.
+# client gone; a client that leaves while http.request waits for a slow
+# answer ends the request within a second or so, not at the answer.
 use strict;
 use warnings;
 use Test::More;
@@ -12,11 +13,16 @@ use Keystone::Test;
 
 my $t = Keystone::Test->new;
 my $port = $t->free_port;
-$t->write_file('scripts/api.lua', <<'LUA');
+my $app = $t->backend(name => 'app');
+$t->write_file('scripts/api.lua', 'APP = "' . $app->addr . '"' . "\n" . <<'LUA');
 router:add_route("GET", "/slow/{id}", {handler = function(req, res) while true do end end})
 router:add_route("GET", "/gone-loop", {handler = function(req, res)
     res:write(string.rep("x", 70000))       -- streamed: the head goes out
     while true do pcall(res.write, res, string.rep("y", 65536)) end
+end})
+router:add_route("GET", "/fetch-slow", {handler = function(req, res)
+    local r, err = http.request{url = "http://" .. APP .. "/slow?delay=20000", timeout = "30s"}
+    res:write(r and "answered" or err)
 end})
 LUA
 $t->write_config(<<"EOF");
@@ -69,6 +75,20 @@ ok($t->wait_log(qr{lua-error: tenant demo, script \S+: timeout error in handler 
                 from => $mark), 'the timeout that followed is an error-log line');
 is(timeouts(), 2, 'and counted');
 is($t->request($port, GET => '/slow/x')->{status}, 500, 'the worker serves on');
+
+# ---- the client leaves while http.request waits ---------------------------------------------
+$mark = $t->log_mark;
+$c = $t->conn($port);
+$c->send("GET /fetch-slow HTTP/1.1\r\nHost: x\r\n\r\n");
+ok($t->wait_for(sub { grep { m{/slow\?delay=20000} } $app->requests }, timeout => 5),
+   'http.request reached the slow upstream');
+$c->close;
+$line = access_line('/fetch-slow');
+is($line->{status}, 499, 'the client leaving while http.request waits: 499');
+is($line->{error}, 'client gone', 'logged as the client gone');
+ok($line->{duration_us} < 5_000_000, "within a second or so, not at the answer (20 s): $line->{duration_us} us");
+unlike($t->error_log($mark), qr/lua-error/, 'not a script error');
+is($t->request($port, GET => '/slow/y')->{status}, 500, 'the worker serves on');
 
 is($t->stop >> 8, 0, 'clean stop');
 done_testing;

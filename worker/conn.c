@@ -373,6 +373,23 @@ bool ks_peer_left(int fd)
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
+enum ks_io_result ks_read_watching(struct ks_worker *w, int fd, int client_fd, void *buf, size_t len,
+                                   int64_t deadline_ms, size_t *got, bool *client_left)
+{
+    *client_left = false;
+    for (;;) {
+        int64_t now = ks_now_ms();
+        int64_t until = deadline_ms - now > KS_CLIENT_CHECK_MS ? now + KS_CLIENT_CHECK_MS : deadline_ms;
+        enum ks_io_result io = ks_read_some(w, fd, buf, len, until, got);
+        if (io != KS_IO_TIMEOUT || until >= deadline_ms)
+            return io;
+        if (client_fd >= 0 && ks_peer_left(client_fd)) {
+            *client_left = true;
+            return io;
+        }
+    }
+}
+
 /* splice_in() by read_ms, looking at the client every KS_CLIENT_CHECK_MS
  * meanwhile: KS_IO_EOF with *client_left when it has gone. */
 static enum ks_io_result splice_in_watching(struct ks_conn *c, int in, int pipe_w, size_t max,

@@ -86,6 +86,13 @@ enum ks_io_result ks_write_all_iov(struct ks_worker *w, int fd, struct iovec *io
  * pipelined are left where they are. */
 bool ks_peer_left(int fd);
 
+/* ks_read_some() by deadline_ms from an upstream, looking at client_fd
+ * every KS_CLIENT_CHECK_MS meanwhile: a worker is not held for a client
+ * that has left.  When it has, KS_IO_TIMEOUT with *client_left.  (A
+ * client_fd of -1: no client to look at.) */
+enum ks_io_result ks_read_watching(struct ks_worker *w, int fd, int client_fd, void *buf, size_t len,
+                                   int64_t deadline_ms, size_t *got, bool *client_left);
+
 /* Client side conveniences (count bytes in the scoreboard and conn). */
 enum ks_io_result ks_conn_fill(struct ks_conn *c, int64_t deadline_ms, bool interruptible);
 enum ks_io_result ks_conn_writev(struct ks_conn *c, struct iovec *iov, int iovcnt,

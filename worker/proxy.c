@@ -604,7 +604,7 @@ enum head_result { HR_OK, HR_EMPTY, HR_TIMEOUT, HR_BAD, HR_CLIENT_GONE };
  * upstream trickling its head gets no more time per byte).  Bytes
  * already in up_buf[0..rp->len) are parsed first (what followed an
  * interim head).  While the upstream is silent, the client is looked at
- * every KS_CLIENT_CHECK_MS: a worker is not held for a client that has left. */
+ * (ks_read_watching). */
 static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struct resp *rp, int fd,
                                   int client_fd, int64_t deadline, const char **why)
 {
@@ -645,15 +645,12 @@ static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struc
             }
         }
         size_t got;
-        int64_t now = ks_now_ms();
-        int64_t until = deadline - now > KS_CLIENT_CHECK_MS ? now + KS_CLIENT_CHECK_MS : deadline;
-        enum ks_io_result io = ks_read_some(w, fd, P->up_buf + rp->len, P->up_cap - rp->len, until, &got);
-        if (io == KS_IO_TIMEOUT && until < deadline) {
-            if (ks_peer_left(client_fd)) {
-                *why = "client closed the connection before the upstream answered";
-                return HR_CLIENT_GONE;
-            }
-            continue;
+        bool client_left;
+        enum ks_io_result io = ks_read_watching(w, fd, client_fd, P->up_buf + rp->len, P->up_cap - rp->len,
+                                                deadline, &got, &client_left);
+        if (client_left) {
+            *why = "client closed the connection before the upstream answered";
+            return HR_CLIENT_GONE;
         }
         if (io == KS_IO_TIMEOUT) {
             *why = "upstream did not answer in time";
@@ -993,29 +990,6 @@ static enum attempt_result refuse_upgrade(struct ks_exchange *x, struct attempt 
     return AT_DONE;
 }
 
-/* The next bytes of the response body, by the upstream's idle deadline.
- * Meanwhile the client is looked at every KS_CLIENT_CHECK_MS, as while the
- * head is awaited: a stalled stream (a long poll, server-sent events)
- * must not hold the worker for a client that has left, nor count
- * against an upstream that did nothing wrong. */
-static enum ks_io_result read_body_bytes(struct ks_worker *w, int fd, int client_fd, char *buf, size_t cap,
-                                         int64_t idle_ms, size_t *got, bool *client_left)
-{
-    int64_t deadline = ks_now_ms() + idle_ms;
-    *client_left = false;
-    for (;;) {
-        int64_t now = ks_now_ms();
-        int64_t until = deadline - now > KS_CLIENT_CHECK_MS ? now + KS_CLIENT_CHECK_MS : deadline;
-        enum ks_io_result io = ks_read_some(w, fd, buf, cap, until, got);
-        if (io != KS_IO_TIMEOUT || until >= deadline)
-            return io;
-        if (ks_peer_left(client_fd)) {
-            *client_left = true;
-            return io;
-        }
-    }
-}
-
 /* What a failed read of the response body says about the upstream. */
 static enum ks_upstream_outcome upstream_body_trouble(enum ks_io_result io, const char **trouble)
 {
@@ -1101,8 +1075,11 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
         size_t got;
         bool client_left;
         ks_worker_set_state(w, KS_WS_PROXYING);
-        enum ks_io_result io = read_body_bytes(w, a->fd, x->c->fd, P->up_buf, P->up_cap, a->up->idle_timeout_ms,
-                                               &got, &client_left);
+        /* watching the client: a stalled stream (a long poll, server-sent
+         * events) must not hold the worker for a client that has left,
+         * nor count against an upstream that did nothing wrong */
+        enum ks_io_result io = ks_read_watching(w, a->fd, x->c->fd, P->up_buf, P->up_cap,
+                                                ks_now_ms() + a->up->idle_timeout_ms, &got, &client_left);
         ks_worker_set_state(w, KS_WS_WRITING);
         if (client_left) {
             trouble = "client closed the connection while the body was relayed";

@@ -473,13 +473,49 @@ static unsigned long host_port(const char *v, size_t len, unsigned long dflt)
     return port;
 }
 
+/* Where the empty port of "scheme://host:" followed by "/", "?" or the
+ * end lies in the target (the colon's offset), or 0 when it has none. */
+static size_t empty_port_at(const char *t, size_t len)
+{
+    const char *a = memmem(t, len, "://", 3);
+    if (a == NULL)
+        return 0;
+    a += 3;
+    const char *end = a;
+    while (end < t + len && *end != '/' && *end != '?')
+        end++;
+    return end > a && end[-1] == ':' ? (size_t)(end - 1 - t) : 0;
+}
+
+/* http_parser_parse_url(), but an empty port is no port, as RFC 9110
+ * section 4.2.3 has it ("http://example.com:/" is "http://example.com/"),
+ * where http-parser refuses it: a copy without the colon is parsed and
+ * the offsets past it moved back onto the target. */
+static int parse_target_url(const char *t, size_t len, struct http_parser_url *u)
+{
+    size_t colon = empty_port_at(t, len);
+    if (colon == 0)
+        return http_parser_parse_url(t, len, 0, u);
+    char copy[2048];
+    if (len > sizeof(copy))
+        return -1;
+    memcpy(copy, t, colon);
+    memcpy(copy + colon, t + colon + 1, len - colon - 1);
+    if (http_parser_parse_url(copy, len - 1, 0, u) != 0)
+        return -1;
+    for (int f = 0; f < UF_MAX; f++)
+        if ((u->field_set & (1 << f)) && u->field_data[f].off >= colon)
+            u->field_data[f].off++;
+    return 0;
+}
+
 /* An absolute-form target: path and query from the URL, and its authority
  * (host and port) must be the one Host names. */
 static int absolute_target(struct ks_request *r)
 {
     struct http_parser_url u;
     http_parser_url_init(&u);
-    if (http_parser_parse_url(r->target, r->target_len, 0, &u) != 0 ||
+    if (parse_target_url(r->target, r->target_len, &u) != 0 ||
         !(u.field_set & (1 << UF_HOST)) || (u.field_set & (1 << UF_USERINFO))) {
         r->error = "malformed absolute-form target";
         return 400;

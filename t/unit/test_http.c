@@ -283,6 +283,18 @@ START_TEST(test_read_forms)
     ck_assert_int_eq(head(&r, "GET http://[::1]:8080 HTTP/1.0\r\n\r\n"), 0);
     ck_assert_str_eq(r.host, "[::1]");
     ck_assert(r.origin_len == 1 && r.origin[0] == '/');
+    /* an empty port is the scheme's (RFC 9110 section 4.2.3) */
+    ck_assert_int_eq(head(&r, "GET http://example.com:/p?q HTTP/1.1\r\nHost: example.com\r\n\r\n"), 0);
+    ck_assert(r.path_len == 2 && memcmp(r.path, "/p", 2) == 0);
+    ck_assert(r.origin_len == 4 && memcmp(r.origin, "/p?q", 4) == 0);
+    ck_assert(r.query_len == 1 && r.query[0] == 'q');
+    ck_assert_int_eq(head(&r, "GET http://example.com:?q HTTP/1.1\r\nHost: example.com:80\r\n\r\n"), 0);
+    ck_assert(r.origin_len == 2 && memcmp(r.origin, "?q", 2) == 0);
+    ck_assert_int_eq(head(&r, "GET http://[::1]: HTTP/1.0\r\n\r\n"), 0);
+    ck_assert_str_eq(r.host, "[::1]");
+    ck_assert(r.origin_len == 1 && r.origin[0] == '/');
+    ck_assert_int_eq(head(&r, "GET http://example.com:/ HTTP/1.1\r\nHost: example.com:81\r\n\r\n"), 400);
+    ck_assert_int_eq(head(&r, "GET http://:/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
     ck_assert_int_eq(head(&r, "GET http://a/ HTTP/1.0\r\nHost: b\r\n\r\n"), 400);
     ck_assert_int_eq(head(&r, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
     ck_assert_int_eq(head(&r, "GET / HTTP/1.0\r\n\r\n"), 0);           /* 1.0 may omit Host */

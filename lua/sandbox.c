@@ -219,19 +219,6 @@ static int l_collectgarbage(lua_State *L)
     return nresults;
 }
 
-/* Concatenate the arguments as print does, tab-separated. */
-static void join_args(lua_State *L, int first, luaL_Buffer *b)
-{
-    int n = lua_gettop(L);
-    for (int i = first; i <= n; i++) {
-        if (i > first)
-            luaL_addchar(b, '\t');
-        size_t len;
-        luaL_tolstring(L, i, &len);
-        luaL_addvalue(b);
-    }
-}
-
 /* A script's text goes to the log as one line of printable text: line
  * breaks become spaces and other control bytes (a NUL, a terminal's ESC)
  * \xHH; a line holds at most about 2000 bytes (keystoned/log.c). */
@@ -254,16 +241,27 @@ static void write_log(lua_State *L, enum ks_log_level level, const char *text, s
     ks_log(level, "lua-log", "tenant %s: %.*s", lx->tenant, (int)n, line);
 }
 
-/* Log the arguments from first on, as print would show them. */
+/* Log the arguments from first on, as print would show them,
+ * tab-separated.  Joined in a buffer of the line's size: what does not
+ * fit in a line is never copied (a Lua buffer would copy all of it, and
+ * could run into the memory cap for a line that is then cut anyway). */
 static int log_args(lua_State *L, enum ks_log_level level, int first)
 {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    join_args(L, first, &b);
-    luaL_pushresult(&b);
-    size_t len;
-    const char *s = lua_tolstring(L, -1, &len);
-    write_log(L, level, s, len);
+    char text[2048];
+    size_t n = 0;
+    int top = lua_gettop(L);
+    for (int i = first; i <= top && n < sizeof(text); i++) {
+        if (i > first)
+            text[n++] = '\t';
+        size_t len;
+        const char *s = luaL_tolstring(L, i, &len);
+        if (len > sizeof(text) - n)
+            len = sizeof(text) - n;
+        memcpy(text + n, s, len);
+        n += len;
+        lua_pop(L, 1);
+    }
+    write_log(L, level, text, n);
     return 0;
 }
 

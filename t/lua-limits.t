@@ -106,6 +106,13 @@ router:add_route("POST", "/body-garbage", {handler = function(req, res)
     garbage()
     res:write(tostring(#req:body()))
 end})
+router:add_route("GET", "/log-big", {handler = function(req, res)
+    -- a text of 1.5 MB under 4 MB: logged as one line of its start (a
+    -- copy of all of it, and the string made of the copy, would not fit)
+    local s = string.rep("l", 1500000)
+    log("warn", "big:", s)
+    res:write("logged")
+end})
 router:add_route("GET", "/json-garbage", {handler = function(req, res)
     -- a text of 1 MB that fits once the garbage is collected
     local s = string.rep("j", 1 << 19)
@@ -297,6 +304,10 @@ is($r->{body}, 1 << 20, 'chunked too');
 $r = $t->request($port, GET => '/json-garbage');
 is($r->{status}, 200, 'json.encode of a 1 MB text after 3.3 MB of garbage: 200');
 is($r->{body}, 2 * ((1 << 19) + 2) + 3, 'with the whole text');
+$mark = $t->log_mark;
+$r = $t->request($port, GET => '/log-big');
+is($r->{status}, 200, 'log() of a 1.5 MB text under 4 MB: 200 (only what fits in a line is copied)');
+ok($t->wait_log(qr/lua-log: tenant limited: big:\tl{1900,2100}$/m, from => $mark), 'one line of its start');
 is(lua_stats('limited')->{memory}, $before, 'no memory error counted');
 
 # ---- stuck in C: the watchdog -------------------------------------------------------------

@@ -214,6 +214,23 @@ my $h2c = $t->request($port, GET => '/chat/h2c',
 is($h2c->{status}, 200, 'an h2c upgrade request is a plain request');
 ok(!grep({ lc $_->[0] eq 'upgrade' } @{ $h2c->{json}{headers} }), 'Upgrade: h2c is not forwarded');
 
+# ---- what the access log counts ---------------------------------------------------------------
+# frames sent in the packet of the handshake are the client's bytes too
+sub log_line {
+    my ($path) = @_;
+    my ($l) = grep { /"path":"\Q$path\E"/ } do { open my $fh, '<', $log; <$fh> };
+    return $l ? decode_json($l) : undef;
+}
+my $ws_head = "GET /count/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+my $sent = $ws_head . frame(1, 'e' x 1000) . frame(8, pack('n', 1000));
+my ($got) = $t->raw($port, $sent);
+like($got, qr{^HTTP/1\.1 101 }, 'a handshake with a text and a close frame in its packet');
+my $counted;
+ok($t->wait_for(sub { $counted = log_line('/count/ws') }), 'is logged');
+is($counted->{bytes_in}, length $sent, 'bytes_in counts the frames that came with the head');
+is($counted->{bytes_out}, length $got, 'bytes_out what the client got');
+
 # ---- logged, and the worker goes on ------------------------------------------------------------------------
 ok($t->wait_for(sub { grep { /"path":"\/chat\/ws"/ && /"status":101/ } do { open my $fh, '<', $log; <$fh> } }),
    'the tunnel is logged with status 101');

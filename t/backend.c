@@ -43,6 +43,10 @@
  *                 nothing for MS ms and close
  *   ?raw=BYTES    answer with exactly these (URL-decoded) bytes, then keep
  *                 the connection (or close it with ?close=1)
+ *   ?flood=1      with ?raw=: after the bytes, send the pattern for as long
+ *                 as the peer takes it (until it has taken nothing for
+ *                 200 ms), then close with RST: an upstream that leaves
+ *                 while its output is still on the way
  *   ?later=BYTES  after answering, wait ?later_ms=N (100) and send these
  *                 bytes unasked on the idle connection
  *   ?repeat=BYTES send these bytes every ?every=N ms (100) until the peer
@@ -564,6 +568,21 @@ static void conn_reset(struct conn *c)
     c->fd = -1;
 }
 
+/* Send the pattern while the peer takes it, then reset (?flood). */
+static void conn_flood(struct conn *c)
+{
+    char chunk[IO_CHUNK];
+    struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
+    size_t i;
+
+    for (i = 0; i < sizeof(chunk); i++)
+        chunk[i] = PATTERN[i % PATTERN_LEN];
+    while (poll(&pfd, 1, 200) == 1 && (pfd.revents & POLLOUT) &&
+           send(c->fd, chunk, sizeof(chunk), MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
+        ;
+    conn_reset(c);
+}
+
 /* Wait until the peer goes away, discarding whatever it sends. */
 static void conn_hang(struct conn *c)
 {
@@ -612,7 +631,7 @@ struct query {
     long delay, body_delay;
     long long size;             /* -1: JSON body */
     int chunked, trailer, close_delim, close_mid, reset, hang, hang_head;
-    int malformed, close, no_continue;
+    int malformed, close, no_continue, flood;
     long long chunk;
     long long bigheader;
     struct buf headers;         /* extra "Name: Value\r\n" lines */
@@ -995,6 +1014,8 @@ static void parse_query(const char *target, struct query *q)
             q->malformed = on;
         else if (strcmp(k, "close") == 0)
             q->close = on;
+        else if (strcmp(k, "flood") == 0)
+            q->flood = on;
         else if (strcmp(k, "no_continue") == 0)
             q->no_continue = on;
         else if (strcmp(k, "bigheader") == 0 && n >= 0 && n <= 64 * 1024 * 1024)
@@ -1150,6 +1171,10 @@ static int respond(struct conn *c, struct req *r, struct query *q,
     if (q->raw.len) {
         if (send_all(c->fd, q->raw.p, q->raw.len) != 0)
             return CLOSE;
+        if (q->flood) {
+            conn_flood(c);
+            return CLOSED;
+        }
         if (q->later.len) {
             msleep(q->later_ms);
             send_all(c->fd, q->later.p, q->later.len);

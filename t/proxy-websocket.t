@@ -39,6 +39,10 @@ tenants:
   - name: demo
     upstreams:
       - { name: app, url: "http://@{[ $app->addr ]}", idle_timeout: 2s }
+  - name: flood
+    domains: [flood.test]
+    upstreams:
+      - { name: flooder, url: "http://@{[ $app->addr ]}", idle_timeout: 20s, health_interval: 1h }
   - name: hooked
     domains: [hooked.test]
     lua_script: scripts/deny.lua
@@ -133,6 +137,36 @@ for (1 .. 7) {
 ok($ok, 'traffic within the idle timeout keeps the tunnel (2.8s > 2s)');
 $c->close;
 
+# ---- an upstream that resets while its bytes wait for the client ----------------------------------
+# The upstream floods the tunnel, the client reads nothing, then the
+# upstream resets: its socket reports POLLHUP|POLLERR to every poll while
+# the worker still holds bytes for the client.  That must not turn the
+# wait for the client (or the idle timeout) into a busy loop.
+sub cpu_ticks {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return undef;
+    my @f = split ' ', (<$fh> =~ /\)\s+(.*)/s)[0];
+    return $f[11] + $f[12];     # utime + stime (fields 14 and 15)
+}
+my ($worker) = $t->processes_of($master);
+my $open0 = $app->stats->{open};
+$c = $t->conn($port);
+$c->send("GET /flood?flood=1&raw=" . "HTTP%2F1.1%20101%20Switching%20Protocols%0D%0AUpgrade%3A%20x%0D%0A"
+       . "Connection%3A%20Upgrade%0D%0A%0D%0A HTTP/1.1\r\nHost: flood.test\r\nUpgrade: x\r\n"
+       . "Connection: Upgrade\r\n\r\n");
+like($c->read_until(qr/\r\n\r\n/) // '', qr{^HTTP/1\.1 101 }, 'a tunnel to an upstream that floods it');
+# (the 101 came through, so the upstream's connection is open by now)
+ok($t->wait_for(sub { $app->stats->{open} <= $open0 }, timeout => 10),
+   'the upstream resets once the client stopped taking its bytes');
+# a window to measure in, not a wait for something to happen
+my $cpu0 = cpu_ticks($worker);
+Time::HiRes::sleep(1.5);
+my $spent = (cpu_ticks($worker) - $cpu0) / 100;
+cmp_ok($spent, '<', 0.3, sprintf('the worker waits for the client without spinning (%.2f s of CPU in 1.5 s)', $spent));
+$c->close;
+ok($t->wait_for(sub { grep { /"path":"\/flood"/ && /"status":101/ } do { open my $fh, '<', $log; <$fh> } }),
+   'the client leaves: the tunnel ends and is logged');
+
 # ---- not tunnelled -----------------------------------------------------------------------------------
 my $r = $t->request($port, GET => '/chat/ws', headers => [ Upgrade => 'websocket' ]);
 is($r->{status}, 200, 'Upgrade without Connection: upgrade is a plain request');
@@ -179,6 +213,23 @@ my $h2c = $t->request($port, GET => '/chat/h2c',
                                    'HTTP2-Settings' => 'AAMAAABkAARAAAAAAAIAAAAA' ]);
 is($h2c->{status}, 200, 'an h2c upgrade request is a plain request');
 ok(!grep({ lc $_->[0] eq 'upgrade' } @{ $h2c->{json}{headers} }), 'Upgrade: h2c is not forwarded');
+
+# ---- what the access log counts ---------------------------------------------------------------
+# frames sent in the packet of the handshake are the client's bytes too
+sub log_line {
+    my ($path) = @_;
+    my ($l) = grep { /"path":"\Q$path\E"/ } do { open my $fh, '<', $log; <$fh> };
+    return $l ? decode_json($l) : undef;
+}
+my $ws_head = "GET /count/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+my $sent = $ws_head . frame(1, 'e' x 1000) . frame(8, pack('n', 1000));
+my ($got) = $t->raw($port, $sent);
+like($got, qr{^HTTP/1\.1 101 }, 'a handshake with a text and a close frame in its packet');
+my $counted;
+ok($t->wait_for(sub { $counted = log_line('/count/ws') }), 'is logged');
+is($counted->{bytes_in}, length $sent, 'bytes_in counts the frames that came with the head');
+is($counted->{bytes_out}, length $got, 'bytes_out what the client got');
 
 # ---- logged, and the worker goes on ------------------------------------------------------------------------
 ok($t->wait_for(sub { grep { /"path":"\/chat\/ws"/ && /"status":101/ } do { open my $fh, '<', $log; <$fh> } }),

@@ -227,7 +227,11 @@ ssize_t ks_decoder_run(struct ks_decoder *d, const char *buf, size_t len, struct
         if (e == HPE_PAUSED) {
             http_parser_pause(d->p, 0);
         } else if (e != HPE_OK) {
-            d->error = http_errno_description(e);
+            /* http-parser reports a chunk size that overflows as a bad
+             * Content-Length, which would send the reader of the log to
+             * look for one */
+            d->error = e == HPE_INVALID_CONTENT_LENGTH && d->kind == KS_BODY_CHUNKED ? "chunk size too large"
+                                                                                   : http_errno_description(e);
             return -1;
         }
         const char *s = buf + pos, *end = s + k;

@@ -939,7 +939,9 @@ static enum attempt_result tunnel(struct ks_exchange *x, struct attempt *a, stru
         return AT_DONE;
     }
     /* what the client sent after its request head already speaks the
-     * new protocol */
+     * new protocol (and is the client's, for the access log, as what
+     * the relay moves later is) */
+    x->tunnel_in = c->len - c->start;
     if (c->start < c->len) {
         size_t written;
         struct iovec ci = { .iov_base = c->buf + c->start, .iov_len = c->len - c->start };
@@ -956,7 +958,7 @@ static enum attempt_result tunnel(struct ks_exchange *x, struct attempt *a, stru
     ks_tunnel(w, c->fd, a->fd, P->out_buf, P->up_buf, cap, a->up->idle_timeout_ms, &ab, &ba);
     c->bytes_in += ab;
     c->bytes_out += ba;
-    x->tunnel_in = ab;
+    x->tunnel_in += ab;
     atomic_fetch_add_explicit(&w->score->bytes_in, ab, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->score->bytes_out, ba, memory_order_relaxed);
     close(a->fd);

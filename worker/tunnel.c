@@ -105,6 +105,14 @@ void ks_tunnel(struct ks_worker *w, int a, int b, char *buf_ab, char *buf_ba, si
             { .fd = b, .events = (short)(((d[1].len == 0 && !d[1].eof) ? POLLIN : 0) |
                                          (d[0].len > d[0].off ? POLLOUT : 0)) },
         };
+        /* A socket nothing is wanted of sits the wait out: poll reports
+         * POLLHUP and POLLERR whatever the events, so a side that reset
+         * (or closed both ways) while its bytes still wait for the other
+         * side, which is not reading, would wake every poll at once and
+         * spin until that side reads or the idle deadline. */
+        for (int i = 0; i < 2; i++)
+            if (p[i].events == 0)
+                p[i].fd = -1;
         int64_t left = deadline - ks_now_ms();
         if (left <= 0)
             break;      /* idle too long */

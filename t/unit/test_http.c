@@ -553,7 +553,9 @@ START_TEST(test_chunk_lines)
 END_TEST
 
 /* Decode a chunked body given after a minimal head; returns the decoded
- * data ("" on a framing error, with *ok false). */
+ * data ("" on a framing error, with *ok false and the reason in
+ * decode_error). */
+static const char *decode_error;
 static const char *decode_chunked(const char *body, bool *ok, size_t *consumed, char *trailers)
 {
     static char data[4096];
@@ -577,6 +579,7 @@ static const char *decode_chunked(const char *body, bool *ok, size_t *consumed, 
         ssize_t k = ks_decoder_run(&d, body + pos, 1, s, 4, &n);
         if (k < 0) {
             *ok = false;
+            decode_error = d.error;
             return "";
         }
         for (size_t i = 0; i < n; i++) {
@@ -628,6 +631,15 @@ START_TEST(test_decoder)
         decode_chunked(refused[i], &ok, &used, NULL);
         ck_assert_msg(!ok, "accepted: case %zu", i);
     }
+
+    /* a size too large for the parser is said to be one (http-parser
+     * reports it as a bad Content-Length) */
+    decode_chunked("ffffffffffffffff\r\nhello\r\n0\r\n\r\n", &ok, &used, NULL);
+    ck_assert(!ok);
+    ck_assert_str_eq(decode_error, "chunk size too large");
+    decode_chunked("10000000000000000\r\nhello\r\n0\r\n\r\n", &ok, &used, NULL);
+    ck_assert(!ok);
+    ck_assert_str_eq(decode_error, "chunk size too large");
 }
 END_TEST
 

@@ -153,7 +153,7 @@ is($r->{status}, 200, 'the worker serves on');
 is_deeply([ $t->processes_of($master) ], [$worker], 'the same worker');
 # (the worker logs a request before it serves the next)
 my ($line) = grep { $_->{path} eq '/huge' } access_log();
-is($line->{error}, 'client gone', 'logged as the client gone');
+is($line->{error}, 'client did not read the response within send_timeout', 'logged as a client that did not read in time');
 ok($line->{bytes_out} > 0 && $line->{bytes_out} < 64 * 1024 * 1024,
    "after part of the body ($line->{bytes_out} bytes)");
 

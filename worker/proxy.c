@@ -667,6 +667,13 @@ static enum head_result read_head(struct ks_worker *w, struct ks_proxy *P, struc
 
 /* ---- the response head to the client ---------------------------------------- */
 
+/* What a failed write of the response says about the client: one that
+ * stopped reading is not one that left. */
+static const char *client_trouble(enum ks_io_result io)
+{
+    return io == KS_IO_TIMEOUT ? "client did not read the response within send_timeout" : "client gone";
+}
+
 static bool skip_response_field(const struct resp *rp, const struct ks_header *h, bool upgrade,
                                 bool conn, const struct ks_response_head *rh)
 {
@@ -987,8 +994,9 @@ static enum attempt_result refuse_upgrade(struct ks_exchange *x, struct attempt 
     x->status = rh->status;
     x->responded = true;
     int64_t dl = ks_now_ms() + x->w->table->settings.send_timeout_ms;
-    if (ks_conn_write(x->c, o.buf, hlen, dl) != KS_IO_OK)
-        x->error = "client gone";
+    enum ks_io_result io = ks_conn_write(x->c, o.buf, hlen, dl);
+    if (io != KS_IO_OK)
+        x->error = client_trouble(io);
     return AT_DONE;
 }
 
@@ -1043,7 +1051,7 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
             enum ks_io_result io = ks_conn_writev(x->c, q.iov, q.n, dl);
             q_reset(&q);
             if (io != KS_IO_OK) {
-                trouble = "client gone";
+                trouble = client_trouble(io);
                 break;
             }
             head_out = true;
@@ -1071,7 +1079,7 @@ static enum attempt_result relay_body(struct ks_exchange *x, struct attempt *a, 
             if (in_failed)
                 bad = upstream_body_trouble(io, &trouble);
             else
-                trouble = "client gone";
+                trouble = client_trouble(io);
             break;
         }
         size_t got;

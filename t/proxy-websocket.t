@@ -9,6 +9,7 @@ use Test::More;
 use Digest::SHA qw(sha1_base64);
 use MIME::Base64 qw(encode_base64);
 use JSON::PP;
+use Socket ();
 use Time::HiRes qw(time);
 use Keystone::Test;
 
@@ -166,6 +167,24 @@ cmp_ok($spent, '<', 0.3, sprintf('the worker waits for the client without spinni
 $c->close;
 ok($t->wait_for(sub { grep { /"path":"\/flood"/ && /"status":101/ } do { open my $fh, '<', $log; <$fh> } }),
    'the client leaves: the tunnel ends and is logged');
+
+# ---- a client that half-closes, then resets, while the upstream is silent -------------------------
+# Nothing is then wanted of the client's socket (its direction has ended,
+# and the upstream sends nothing), but its reset must still end the
+# tunnel: the direction toward it can carry nothing more.
+$c = $t->conn($port);
+$c->send("GET /quiet?raw=" . "HTTP%2F1.1%20101%20Switching%20Protocols%0D%0AUpgrade%3A%20x%0D%0A"
+       . "Connection%3A%20Upgrade%0D%0A%0D%0A&later=late&later_ms=15000 HTTP/1.1\r\nHost: flood.test\r\n"
+       . "Upgrade: x\r\nConnection: Upgrade\r\n\r\n");
+like($c->read_until(qr/\r\n\r\n/) // '', qr{^HTTP/1\.1 101 }, 'a tunnel to an upstream silent for 15 s');
+shutdown($c->{s}, 1);
+$t0 = time;
+setsockopt($c->{s}, Socket::SOL_SOCKET(), Socket::SO_LINGER(), pack('ii', 1, 0));
+$c->close;      # with linger 0: a reset
+ok($t->wait_for(sub { grep { /"path":"\/quiet"/ && /"status":101/ } do { open my $fh, '<', $log; <$fh> } },
+                timeout => 10), 'the client half-closes, then resets: the tunnel ends');
+$took = time - $t0;
+ok($took < 5, sprintf('at the reset, not when the upstream speaks (15 s) nor at idle_timeout (20 s): %.2fs', $took));
 
 # ---- not tunnelled -----------------------------------------------------------------------------------
 my $r = $t->request($port, GET => '/chat/ws', headers => [ Upgrade => 'websocket' ]);

@@ -9,7 +9,10 @@
  * direction.  When a side closes, the other side's write half is shut
  * once its buffer is flushed, and the relay goes on in the other
  * direction until that one ends too: a close handshake of the new
- * protocol still gets through.  Any activity renews the idle deadline.
+ * protocol still gets through.  A side that resets (or has closed both
+ * ways) can take nothing more: the direction toward it ends there, even
+ * while nothing is being written to it.  Any activity renews the idle
+ * deadline.
  */
 #include <config.h>
 
@@ -33,6 +36,14 @@ struct dir {
 static bool dir_done(const struct dir *d)
 {
     return d->shut;
+}
+
+/* The socket d writes to has reset or closed both ways: what d holds or
+ * will read has nowhere to go. */
+static void dir_sink_gone(struct dir *d)
+{
+    d->len = d->off = 0;
+    d->eof = d->shut = true;
 }
 
 /* Move what can move without waiting; -1 on an error, else whether
@@ -85,6 +96,7 @@ void ks_tunnel(struct ks_worker *w, int a, int b, char *buf_ab, char *buf_ba, si
     /* the first pass tries both reads at once (read-first) */
     short ra = POLLIN, rb = POLLIN;
     short wa = 0, wb = 0;
+    bool gone[2] = { false, false };    /* a, b: reported POLLHUP or POLLERR */
     while (!(dir_done(&d[0]) && dir_done(&d[1]))) {
         int m0 = dir_step(&d[0], ra, wb);
         int m1 = dir_step(&d[1], rb, wa);
@@ -105,13 +117,15 @@ void ks_tunnel(struct ks_worker *w, int a, int b, char *buf_ab, char *buf_ba, si
             { .fd = b, .events = (short)(((d[1].len == 0 && !d[1].eof) ? POLLIN : 0) |
                                          (d[0].len > d[0].off ? POLLOUT : 0)) },
         };
-        /* A socket nothing is wanted of sits the wait out: poll reports
-         * POLLHUP and POLLERR whatever the events, so a side that reset
-         * (or closed both ways) while its bytes still wait for the other
-         * side, which is not reading, would wake every poll at once and
-         * spin until that side reads or the idle deadline. */
+        /* A socket nothing is wanted of is still watched, for poll's
+         * POLLHUP and POLLERR (reported whatever the events): a side
+         * that resets after it half-closed ends the direction toward it
+         * now, not at the idle deadline.  Once seen, it sits the wait
+         * out: a side that reset while its bytes still wait for the
+         * other side, which is not reading, would wake every poll at
+         * once and spin until that side reads or the idle deadline. */
         for (int i = 0; i < 2; i++)
-            if (p[i].events == 0)
+            if (p[i].events == 0 && gone[i])
                 p[i].fd = -1;
         int64_t left = deadline - ks_now_ms();
         if (left <= 0)
@@ -123,6 +137,11 @@ void ks_tunnel(struct ks_worker *w, int a, int b, char *buf_ab, char *buf_ba, si
             ra = rb = wa = wb = 0;
             continue;
         }
+        for (int i = 0; i < 2; i++)
+            if (p[i].events == 0 && (p[i].revents & (POLLHUP | POLLERR))) {
+                gone[i] = true;
+                dir_sink_gone(&d[1 - i]);   /* d[1] writes to a, d[0] to b */
+            }
         ra = (short)(p[0].revents & ~POLLOUT);
         wa = (short)(p[0].revents & ~POLLIN);
         rb = (short)(p[1].revents & ~POLLOUT);

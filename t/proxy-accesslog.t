@@ -108,6 +108,25 @@ is($j[4]{method}, undef, 'no method known');
 is($j[4]{error}, 'invalid character in header', 'its error (from http-parser)');
 is($j[4]{request_id}, $r5->{headers}{'x-request-id'}, 'with the id of the answer');
 
+# ---- a client that leaves in the middle of its head: logged, as nginx and HAProxy do ----
+my $cut = "GET /cut HTTP/1.1\r\nHost: shop.test\r\nX-Half: ";
+my $nc = () = lines($log);
+my $cc = $t->conn($port);
+$cc->send($cut);
+$cc->close;
+ok($t->wait_for(sub { scalar(lines($log)) > $nc }), 'a head cut short by the client is logged');
+my $cl = decode_json((lines($log))[$nc]);
+is($cl->{status}, 400, 'with the 400 it would have got');
+is($cl->{error}, 'client closed the connection in the middle of the request head', 'saying why');
+is($cl->{bytes_in}, length $cut, 'and what it sent');
+is($cl->{bytes_out}, 0, 'nothing sent to it');
+like($cl->{request_id}, qr/^[0-9a-f]{32}$/, 'with a request id');
+$cc = $t->conn($port);
+$cc->close;
+is(exchange(GET => '/after-nothing', host => 'shop.test')->{status}, 200, 'then a request on a new connection');
+ok($t->wait_for(sub { (grep { /after-nothing/ } lines($log)) > 0 }), 'is logged');
+is(scalar(lines($log)), $nc + 2, 'but not the connection that sent nothing: there was no request');
+
 # ---- many clients at once: whole lines only ------------------------------------------
 my @c = map { $t->conn($port) } 1 .. 4;
 my $n0 = () = lines($log);

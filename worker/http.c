@@ -923,7 +923,12 @@ enum ks_head_result ks_http_read_head(struct ks_conn *c, struct ks_request *r,
             r->error = "request head not received in time";
             return KS_HEAD_ERROR;
         }
-        if (io != KS_IO_OK)
-            return KS_HEAD_CLOSED;
+        if (io != KS_IO_OK) {
+            /* nobody to answer, but a request that was begun: logged,
+             * as nginx and HAProxy log it, with the 400 it would get */
+            *status = 400;
+            r->error = "client closed the connection in the middle of the request head";
+            return KS_HEAD_CUT;
+        }
     }
 }

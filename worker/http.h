@@ -90,6 +90,7 @@ enum ks_head_result {
     KS_HEAD_OK,                 /* r is filled */
     KS_HEAD_CLOSED,             /* the client closed or stayed idle: no answer owed */
     KS_HEAD_ERROR,              /* answer *status (reason in r->error) and close */
+    KS_HEAD_CUT,                /* the client left in the middle of a head: log it (400) */
 };
 
 /* Read one request head.  idle_deadline_ms bounds the wait for the first

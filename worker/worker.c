@@ -569,6 +569,14 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
         atomic_fetch_add_explicit(&w->score->requests, 1, memory_order_relaxed);
         w->requests++;
         c.requests++;
+        if (hr == KS_HEAD_CUT) {
+            ks_worker_request_id(w, &r);
+            count_response(w, NULL, status);
+            r.status = status;
+            reopen_logs(w);
+            ks_accesslog_write(w, &c, &r, NULL, c.len, 0);
+            break;
+        }
         if (hr == KS_HEAD_ERROR) {
             /* a head we refuse is never forwarded, and nothing after it
              * on this connection can be trusted: answer and close */

@@ -105,4 +105,8 @@ char *ks_path_join(const char *dir, const char *path);
  * name one process: a pid alone may have been reused since. */
 uint64_t ks_proc_start_ticks(pid_t pid);
 
+/* Whether process pid has exited but is not reaped yet (a zombie):
+ * kill(pid, 0) still succeeds on it, yet it holds nothing any more. */
+bool ks_proc_exited(pid_t pid);
+
 #endif

@@ -493,7 +493,8 @@ START_TEST(test_path_join)
 END_TEST
 
 /* A pid's start time, also when its name has spaces and parentheses
- * (the name is in the middle of /proc/PID/stat); 0 once it is gone. */
+ * (the name is in the middle of /proc/PID/stat); 0 once it is gone.
+ * A zombie is told apart (ks_proc_exited). */
 START_TEST(test_proc_start_ticks)
 {
     uint64_t self = ks_proc_start_ticks(getpid());
@@ -517,10 +518,19 @@ START_TEST(test_proc_start_ticks)
     uint64_t after = ks_proc_start_ticks(child);
     ck_assert_uint_ge(before, self);
     ck_assert_uint_eq(after, before);
+    ck_assert(!ks_proc_exited(child));
+    ck_assert(!ks_proc_exited(getpid()));
 
+    /* killed, not reaped: a zombie, which kill(pid, 0) does not tell */
     kill(child, SIGKILL);
+    for (int i = 0; i < 200 && !ks_proc_exited(child); i++)
+        usleep(5000);
+    ck_assert(ks_proc_exited(child));
+    ck_assert_int_eq(kill(child, 0), 0);
+    ck_assert_uint_eq(ks_proc_start_ticks(child), before);
     ck_assert_int_eq(waitpid(child, NULL, 0), child);
     ck_assert_uint_eq(ks_proc_start_ticks(child), 0);
+    ck_assert(!ks_proc_exited(child));
     close(ready[0]);
     close(ready[1]);
 }

@@ -210,7 +210,7 @@ int main(int argc, char **argv)
         return 1;
     }
     /* bind before daemonizing: "address in use" belongs on the terminal */
-    struct ks_master *m = ks_master_new(cfg, foreground, err, sizeof(err));
+    struct ks_master *m = ks_master_new(cfg, foreground, debug, err, sizeof(err));
     if (m == NULL) {
         fprintf(stderr, "keystoned: %s\n", err);
         ks_config_free(cfg);

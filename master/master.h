@@ -12,9 +12,11 @@
 struct ks_master;
 
 /* Bind the listeners of cfg (before daemonizing, so that an address in use
- * is reported on the terminal).  Takes ownership of cfg.  NULL on error
- * with err filled. */
-struct ks_master *ks_master_new(struct ks_config *cfg, bool foreground, char *err, size_t errlen);
+ * is reported on the terminal).  Takes ownership of cfg.  debug (-d): the
+ * master and the workers log at level debug whatever server.log_level
+ * says, on every reload.  NULL on error with err filled. */
+struct ks_master *ks_master_new(struct ks_config *cfg, bool foreground, bool debug, char *err,
+                                size_t errlen);
 
 /* Create the shared segment and control socket, drop privileges, fork the
  * workers and run the event loop until stopped.  ready_fd (or -1) receives

@@ -156,10 +156,20 @@ int main(int argc, char **argv)
         usage();
     if (debug)
         ks_log_set_level(KS_LOG_DEBUG);
-    /* absolute: reloads happen after chdir("/") */
-    char abs_config[PATH_MAX];
-    if (realpath(config_path, abs_config) != NULL)
-        config_path = abs_config;
+    /* absolute: reloads happen after chdir("/").  Only made absolute,
+     * not resolved: every reload must follow the symbolic links again, as
+     * nginx does (a deploy swapping keystone.yaml -> v2.yaml, a Kubernetes
+     * ConfigMap whose ..data link moves to a new directory and whose old
+     * one is deleted). */
+    char abs_config[PATH_MAX], cwd[PATH_MAX];
+    if (config_path[0] != '/' && getcwd(cwd, sizeof(cwd)) != NULL) {
+        char *joined = ks_path_join(cwd, config_path);
+        if (joined != NULL && strlen(joined) < sizeof(abs_config)) {
+            ks_strlcpy(abs_config, joined, sizeof(abs_config));
+            config_path = abs_config;
+        }
+        free(joined);
+    }
 
     struct ks_diag diag = { 0 };
     struct ks_config *cfg = ks_master_load_config(config_path, &diag);

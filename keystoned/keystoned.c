@@ -126,9 +126,24 @@ static int daemonize(void)
     return ready[1];
 }
 
+/* Started with descriptor 0, 1 or 2 closed (by an init system, cron, a
+ * "keystoned <&- >&-"), the first files and sockets opened would take
+ * them: daemonize() then points them at /dev/null, and a listener, the
+ * locked pid file (its lock with it) or the error log is lost.  Fill them
+ * with /dev/null first, as OpenSSH's sanitise_stdfd() does. */
+static void stdio_fill(void)
+{
+    int fd;
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
+        ;
+    if (fd > 2)
+        close(fd);
+}
+
 int main(int argc, char **argv)
 {
     const char *config_path = DEFAULT_CONFIG;
+    stdio_fill();
     bool foreground = false, test_only = false, debug = false;
     int ch;
     while ((ch = getopt(argc, argv, "c:dftv")) != -1) {

@@ -75,6 +75,21 @@ my $junk = $t->write_file('junk.yaml', "server: [\n  public_addr: {\n");
 is($code, 1, 'invalid YAML: exit 1');
 like($err, qr/^\Q$junk\E:\d+:\d+: /m, 'with a position');
 
+# ---- a tab in the indentation: said in so many words ----------------------------------
+# libyaml's own words ("found character that cannot start any token",
+# "a tab character that violates indentation") do not say that YAML
+# indents with spaces only.
+for my $case (["server:\n  public_addr: 127.0.0.1:$port\nlimits:\n\tmax_headers: 5\ntenants: []\n", 4],
+              ["server:\n  public_addr: 127.0.0.1:$port\n  \tworkers: 2\ntenants: []\n", 3],
+              ["server:\n  public_addr: 127.0.0.1:$port\ntenants:\n\t- name: a\n", 4]) {
+    my ($yaml, $line) = @$case;
+    my $tabbed = $t->write_file('tabbed.yaml', $yaml);
+    ($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $tabbed]);
+    is($code, 1, "tab in the indentation of line $line: exit 1");
+    like($err, qr/^\Q$tabbed\E:$line:\d+: .*a tab in the indentation: YAML indents with spaces only/m,
+         "line $line: the error says so") or diag($err);
+}
+
 # ---- a route table larger than limits.route_table_size ------------------------------------
 sub many_tenants {
     my ($n, $size) = @_;

@@ -335,6 +335,11 @@ int ks_parse_url(const char *s, struct ks_url *out, char *err, size_t errlen)
         return -1;
     }
     p = sep + 3;
+    /* userinfo first: the ':' of "user:password@" is not the port's */
+    if (memchr(p, '@', strcspn(p, "/?#")) != NULL) {
+        snprintf(err, errlen, "user names in URLs are not supported");
+        return -1;
+    }
     if (*p == '[') {
         struct in6_addr a6;
 
@@ -363,7 +368,7 @@ int ks_parse_url(const char *s, struct ks_url *out, char *err, size_t errlen)
             p++;
         n = (size_t)(p - hs);
         if (n == 0) {
-            snprintf(err, errlen, *p == '@' || strchr(p, '@') ? "user names in URLs are not supported" : "missing host");
+            snprintf(err, errlen, "missing host");
             return -1;
         }
         if (n >= sizeof(out->host)) {
@@ -382,10 +387,6 @@ int ks_parse_url(const char *s, struct ks_url *out, char *err, size_t errlen)
             snprintf(err, errlen, "the port must be a number from 1 to 65535");
             return -1;
         }
-    }
-    if (*p == '@') {
-        snprintf(err, errlen, "user names in URLs are not supported");
-        return -1;
     }
     if (*p == '/')
         p++;

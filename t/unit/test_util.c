@@ -200,6 +200,13 @@ START_TEST(test_url)
     ck_assert_str_eq(err, "a query or fragment is not supported");
     ck_assert_int_eq(ks_parse_url("http://u@h", &u, err, sizeof(err)), -1);
     ck_assert_str_eq(err, "user names in URLs are not supported");
+    /* the ':' of a password is not the port's */
+    ck_assert_int_eq(ks_parse_url("http://u:pw@h:80", &u, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "user names in URLs are not supported");
+    ck_assert_int_eq(ks_parse_url("http://u:8080@h", &u, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "user names in URLs are not supported");
+    ck_assert_int_eq(ks_parse_url("http://[::1]:1@h", &u, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "user names in URLs are not supported");
     ck_assert_int_eq(ks_parse_url("http://h:0", &u, err, sizeof(err)), -1);
     ck_assert_str_eq(err, "the port must be a number from 1 to 65535");
     ck_assert_int_eq(ks_parse_url("http://h:", &u, err, sizeof(err)), -1);

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <netinet/in.h>
 
 #include "keystoned/util.h"
@@ -1576,6 +1577,13 @@ static void server_check(struct ks_load *ld, void *obj, int line, int col, struc
                   s->public_addr.text);
     }
     server_files_check(ld, s, line, col, path->s);
+    if (s->control_socket != NULL &&
+        strlen(s->control_socket) >= sizeof(((struct sockaddr_un *)NULL)->sun_path)) {
+        snprintf(p1, sizeof(p1), "%s.control_socket", path->s);
+        err_w(ld, where_of(ld, &s->control_socket, NULL, line, col, p1),
+              "%s is %zu bytes long, more than a Unix socket path may be (%zu)", s->control_socket,
+              strlen(s->control_socket), sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
+    }
 }
 
 static void lua_check(struct ks_load *ld, void *obj, int line, int col, struct kpath *path)

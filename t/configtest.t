@@ -90,6 +90,16 @@ for my $case (["server:\n  public_addr: 127.0.0.1:$port\nlimits:\n\tmax_headers:
          "line $line: the error says so") or diag($err);
 }
 
+# ---- a control socket path too long for a Unix socket: a configuration error ---------------
+# (it was "configuration OK", then "path too long" at start, with no line)
+my $long = 's' x 120;
+my $socky = $t->write_file('socky.yaml', "server:\n  public_addr: 127.0.0.1:$port\n"
+                                       . "  control_socket: /tmp/$long.sock\ntenants: []\n");
+($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $socky]);
+is($code, 1, 'control_socket of 130 bytes: -t exits 1');
+like($err, qr/^\Q$socky\E:3:19: server\.control_socket: \/tmp\/s+\.sock is 130 bytes long, more than a Unix socket path may be \(107\)$/m,
+     'and says why, where') or diag($err);
+
 # ---- a route table larger than limits.route_table_size ------------------------------------
 sub many_tenants {
     my ($n, $size) = @_;

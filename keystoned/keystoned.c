@@ -32,12 +32,17 @@ static _Noreturn void usage(void)
 
 /* Lock the pid file so that a second instance refuses to start.  The lock
  * belongs to the open file description, so it survives daemonizing and is
- * released by the kernel when the master exits, however it exits. */
+ * released by the kernel when the master exits, however it exits.  It is
+ * opened as root, often in a directory server.user may write to: a
+ * symbolic link there is not followed (root would truncate its target). */
 static int pidfile_lock(const char *path, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot open pid file %s: %s", path, strerror(errno));
+        if (errno == ELOOP)
+            snprintf(err, errlen, "cannot open pid file %s: it is a symbolic link (not followed)", path);
+        else
+            snprintf(err, errlen, "cannot open pid file %s: %s", path, strerror(errno));
         return -1;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {

@@ -795,6 +795,13 @@ char *ks_read_file(const char *path, size_t max, size_t *len_out, char *err, siz
     return buf;
 }
 
+int ks_open_new(const char *path, mode_t mode)
+{
+    if (unlink(path) < 0 && errno != ENOENT)
+        return -1;
+    return open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+}
+
 char *ks_path_join(const char *dir, const char *path)
 {
     size_t dl, pl;

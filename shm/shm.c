@@ -101,7 +101,7 @@ int ks_shm_create(struct ks_shm *shm, const char *path, const struct ks_shm_limi
      * half-initialised one. */
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
-    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int fd = ks_open_new(tmp, 0640);
     if (fd < 0) {
         snprintf(err, errlen, "cannot create state file %s: %s", tmp, strerror(errno));
         return -1;

@@ -67,6 +67,17 @@ refused('c.yaml', config(state => 'adir', pid => 'c.pid'),
         'state_file is a directory');
 ok(-d "$dir/adir", 'the directory is still there');
 
+# ---- a symbolic link at the pid file's path is not written through -----------------
+# (the pid file is opened as root, in a directory the shipped service
+# makes server.user's: a link there to any file had root truncate it)
+$t->write_file('victim.txt', $data);
+symlink("$dir/victim.txt", "$dir/linked.pid") or die "symlink: $!";
+refused('l.yaml', config(pid => 'linked.pid', state => 'l.state', socket => 'l.sock'),
+        qr/cannot open pid file \Q$dir\E\/linked\.pid: it is a symbolic link/,
+        'pid_file is a symbolic link');
+is(slurp("$dir/victim.txt"), $data, 'the file it points at is left as it was');
+ok(-l "$dir/linked.pid", 'and the link too');
+
 # ---- a second instance on the same state file or socket ---------------------------
 $t->write_config(config());
 my $master = $t->start;

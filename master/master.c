@@ -825,6 +825,9 @@ static void handle_signals(struct ks_master *m)
         case SIGHUP:
             if (!m->stopping)
                 reload(m, NULL, 0);
+            else    /* keystonectl reload is told so too (control_command) */
+                ks_log_warn("reload", "SIGHUP ignored: keystoned is stopping (from pid %d)",
+                            (int)si.ssi_pid);
             break;
         case SIGTERM:
         case SIGINT:

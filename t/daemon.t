@@ -85,6 +85,10 @@ ok($t->wait_for(sub {
 }), 'a worker is reading the half-sent head');
 $t->signal('TERM');
 ok($t->wait_log(qr/graceful stop/), 'graceful stop begins');
+# a reload asked for meanwhile (logrotate, a deploy) is refused in words
+$t->signal('HUP');
+ok($t->wait_log(qr/\[warn\] $master reload: SIGHUP ignored: keystoned is stopping/),
+   'HUP during the stop: logged as ignored');
 $c->send("st: localhost\r\n\r\n");
 $r = $c->response(timeout => 5);
 is($r->{status}, 200, 'the in-flight request completed after TERM');

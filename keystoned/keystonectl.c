@@ -505,7 +505,7 @@ static int cmd_configtest(struct ctl *c)
         path = from_state;
     }
     struct ks_diag diag = { 0 };
-    struct ks_config *cfg = ks_master_load_config(path, &diag);
+    struct ks_config *cfg = ks_master_load_config(path, KS_CONFIG_START, &diag);
     if (cfg == NULL) {
         for (size_t i = 0; i < diag.n; i++)
             fprintf(stderr, "%s\n", diag.msgs[i]);

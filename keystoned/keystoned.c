@@ -192,7 +192,10 @@ int main(int argc, char **argv)
     }
 
     struct ks_diag diag = { 0 };
-    struct ks_config *cfg = ks_master_load_config(config_path, &diag);
+    /* -t cannot know whether the start will have -f: it checks for one
+     * without, which opens server.error_log */
+    unsigned flags = KS_CONFIG_START | (foreground && !test_only ? KS_CONFIG_FOREGROUND : 0);
+    struct ks_config *cfg = ks_master_load_config(config_path, flags, &diag);
     if (cfg == NULL) {
         for (size_t i = 0; i < diag.n; i++)
             fprintf(stderr, "%s\n", diag.msgs[i]);

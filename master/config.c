@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <netinet/in.h>
 
@@ -220,6 +221,7 @@ struct ks_load {
     bool oom;
     struct loc *locs;           /* open addressing, cap a power of two */
     size_t nlocs, loccap;
+    unsigned flags;             /* KS_CONFIG_START, KS_CONFIG_FOREGROUND */
 };
 
 struct kpath {
@@ -1478,11 +1480,32 @@ static void canonical_path(const char *path, char *out, size_t len)
     snprintf(out, len, "%s", path);
 }
 
+/* For a start (KS_CONFIG_START): the directory of a file keystoned must
+ * create or open before it serves. */
+static void dir_check(struct ks_load *ld, const char *file, struct where w)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(file, '/');
+    struct stat st;
+
+    if (slash == NULL || slash == file || (size_t)(slash - file) >= sizeof(dir))
+        return;
+    memcpy(dir, file, (size_t)(slash - file));
+    dir[slash - file] = '\0';
+    if (stat(dir, &st) < 0)
+        err_w(ld, w, "the directory %s %s", dir,
+              errno == ENOENT ? "does not exist" : strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        err_w(ld, w, "%s is not a directory", dir);
+}
+
 /*
  * The run-time files must each have a path of their own, and none may be
  * the configuration file: the access log appended to the state file would
  * write into the mapped segment, the pid file would truncate whatever it
  * names.  Only the two logs may share a file (both are stderr by default).
+ * For a start, the directories of all but the access log (the workers
+ * serve without it) must exist.
  */
 static void server_files_check(struct ks_load *ld, struct ks_server_config *s, int line, int col,
                                const char *path)
@@ -1492,7 +1515,7 @@ static void server_files_check(struct ks_load *ld, struct ks_server_config *s, i
         const void *field;
         bool log;
         char canon[PATH_MAX];
-    } f[] = {
+    } f[] = {   /* access_log last: the only one a start does without */
         { "pid_file", s->pid_file, &s->pid_file, false, "" },
         { "state_file", s->state_file, &s->state_file, false, "" },
         { "control_socket", s->control_socket, &s->control_socket, false, "" },
@@ -1508,6 +1531,9 @@ static void server_files_check(struct ks_load *ld, struct ks_server_config *s, i
             continue;   /* "stderr", "off" */
         canonical_path(f[i].file, f[i].canon, sizeof(f[i].canon));
         snprintf(key, sizeof(key), "%s.%s", path, f[i].key);
+        if ((ld->flags & KS_CONFIG_START) && i + 1 < KS_ARRAY_LEN(f) &&
+            !(f[i].field == &s->error_log && (ld->flags & KS_CONFIG_FOREGROUND)))
+            dir_check(ld, f[i].file, where_of(ld, f[i].field, NULL, line, col, key));
         if (strcmp(f[i].canon, config) == 0) {
             err_w(ld, where_of(ld, f[i].field, NULL, line, col, key),
                   "%s is the configuration file itself", f[i].file);
@@ -2201,6 +2227,11 @@ static char *config_dir(struct ks_arena *a, const char *path)
 
 struct ks_config *ks_config_load(const char *path, struct ks_diag *diag)
 {
+    return ks_config_load_flags(path, 0, diag);
+}
+
+struct ks_config *ks_config_load_flags(const char *path, unsigned flags, struct ks_diag *diag)
+{
     struct ks_load ld;
     struct ks_config *c;
     struct ks_yaml_error yerr;
@@ -2211,6 +2242,7 @@ struct ks_config *ks_config_load(const char *path, struct ks_diag *diag)
     memset(&ld, 0, sizeof(ld));
     ld.diag = diag;
     ld.file = path;
+    ld.flags = flags;
     ld.arena = arena_new();
     ld.scratch = arena_new();
     if (ld.arena == NULL || ld.scratch == NULL ||

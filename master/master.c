@@ -181,9 +181,9 @@ static bool same_listeners(const struct ks_config *a, const struct ks_config *b)
 
 /* ---- configuration -------------------------------------------------------- */
 
-struct ks_config *ks_master_load_config(const char *path, struct ks_diag *diag)
+struct ks_config *ks_master_load_config(const char *path, unsigned flags, struct ks_diag *diag)
 {
-    struct ks_config *cfg = ks_config_load(path, diag);
+    struct ks_config *cfg = ks_config_load_flags(path, flags, diag);
     if (cfg != NULL && ks_luacheck_config(cfg, diag) < 0) {
         ks_config_free(cfg);
         return NULL;
@@ -604,7 +604,7 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
     char msg[KS_RELOAD_MSG_LEN];
     size_t pos = 0;
     ks_log_info("reload", "reloading %s", m->cfg->path);
-    struct ks_config *cfg = ks_master_load_config(m->cfg->path, &diag);
+    struct ks_config *cfg = ks_master_load_config(m->cfg->path, 0, &diag);
     if (cfg == NULL) {
         for (size_t i = 0; i < diag.n; i++)
             ks_log_error("config", "%s", diag.msgs[i]);

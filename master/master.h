@@ -28,7 +28,8 @@ int ks_master_run(struct ks_master *m, int ready_fd, int pidfile_fd);
 void ks_master_free(struct ks_master *m);
 
 /* Load a config file and check everything -t checks (YAML, values, Lua
- * scripts).  NULL with diag filled on any error. */
-struct ks_config *ks_master_load_config(const char *path, struct ks_diag *diag);
+ * scripts; flags as ks_config_load_flags).  NULL with diag filled on any
+ * error. */
+struct ks_config *ks_master_load_config(const char *path, unsigned flags, struct ks_diag *diag);
 
 #endif

@@ -100,6 +100,28 @@ is($code, 1, 'control_socket of 130 bytes: -t exits 1');
 like($err, qr/^\Q$socky\E:3:19: server\.control_socket: \/tmp\/s+\.sock is 130 bytes long, more than a Unix socket path may be \(107\)$/m,
      'and says why, where') or diag($err);
 
+# ---- a run-time file in a directory that does not exist: -t says so, as a start would ------
+for my $key (qw(pid_file state_file control_socket error_log)) {
+    my $nodir = $t->write_file("nodir-$key.yaml", "server:\n  public_addr: 127.0.0.1:$port\n"
+                                                . "  $key: /nonexistent-dir/x\ntenants: []\n");
+    ($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $nodir]);
+    is($code, 1, "$key in a missing directory: -t exits 1");
+    like($err, qr/^\Q$nodir\E:3:\d+: server\.$key: the directory \/nonexistent-dir does not exist$/m,
+         "$key: says which, where") or diag($err);
+}
+# -f logs to stderr and never opens the error log: not an error for a start with -f
+my $nolog_f = $t->write_file('nolog-f.yaml', "server:\n  public_addr: 127.0.0.1:$port\n"
+                                           . "  error_log: /nonexistent-dir/x\n  access_log: \"off\"\ntenants: []\n");
+my $fg = $t->spawn([$keystoned, '-f', '-c', $nolog_f]);
+ok($t->wait_for(sub { ($t->request($port, GET => '/admin/health')->{status} // 0) == 200 || !$t->alive($fg) })
+   && $t->alive($fg), 'error_log in a missing directory: keystoned -f starts');
+is($t->terminate($fg) >> 8, 0, 'and stops');
+# the access log is opened by the workers, who serve without it: not a start error
+my $nolog = $t->write_file('nolog.yaml', "server:\n  public_addr: 127.0.0.1:$port\n"
+                                       . "  access_log: /nonexistent-dir/x\ntenants: []\n");
+($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $nolog]);
+is($code, 0, 'access_log in a missing directory: -t exits 0') or diag($err);
+
 # ---- a route table larger than limits.route_table_size ------------------------------------
 sub many_tenants {
     my ($n, $size) = @_;

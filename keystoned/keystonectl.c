@@ -66,6 +66,11 @@ static void attach(struct ctl *c)
     if (ks_shm_open_readonly(&c->shm, path, err, sizeof(err)) < 0) {
         if (errno == ENOENT)
             fprintf(stderr, "keystonectl: keystoned is not running (no state file %s)\n", path);
+        else if (errno == EACCES)
+            /* it may well run: this user may not look */
+            fprintf(stderr, "keystonectl: cannot read the state file %s: %s (status and health need "
+                            "read access to it and its directories: root or server.group)\n",
+                    path, strerror(errno));
         else
             fprintf(stderr, "keystonectl: keystoned is not running or its state file is unusable: %s\n", err);
         exit(EXIT_NOT_RUNNING);
@@ -500,7 +505,7 @@ static int cmd_configtest(struct ctl *c)
         path = from_state;
     }
     struct ks_diag diag = { 0 };
-    struct ks_config *cfg = ks_master_load_config(path, &diag);
+    struct ks_config *cfg = ks_master_load_config(path, KS_CONFIG_START, &diag);
     if (cfg == NULL) {
         for (size_t i = 0; i < diag.n; i++)
             fprintf(stderr, "%s\n", diag.msgs[i]);

@@ -32,12 +32,17 @@ static _Noreturn void usage(void)
 
 /* Lock the pid file so that a second instance refuses to start.  The lock
  * belongs to the open file description, so it survives daemonizing and is
- * released by the kernel when the master exits, however it exits. */
+ * released by the kernel when the master exits, however it exits.  It is
+ * opened as root, often in a directory server.user may write to: a
+ * symbolic link there is not followed (root would truncate its target). */
 static int pidfile_lock(const char *path, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot open pid file %s: %s", path, strerror(errno));
+        if (errno == ELOOP)
+            snprintf(err, errlen, "cannot open pid file %s: it is a symbolic link (not followed)", path);
+        else
+            snprintf(err, errlen, "cannot open pid file %s: %s", path, strerror(errno));
         return -1;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -126,9 +131,24 @@ static int daemonize(void)
     return ready[1];
 }
 
+/* Started with descriptor 0, 1 or 2 closed (by an init system, cron, a
+ * "keystoned <&- >&-"), the first files and sockets opened would take
+ * them: daemonize() then points them at /dev/null, and a listener, the
+ * locked pid file (its lock with it) or the error log is lost.  Fill them
+ * with /dev/null first, as OpenSSH's sanitise_stdfd() does. */
+static void stdio_fill(void)
+{
+    int fd;
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
+        ;
+    if (fd > 2)
+        close(fd);
+}
+
 int main(int argc, char **argv)
 {
     const char *config_path = DEFAULT_CONFIG;
+    stdio_fill();
     bool foreground = false, test_only = false, debug = false;
     int ch;
     while ((ch = getopt(argc, argv, "c:dftv")) != -1) {
@@ -156,13 +176,26 @@ int main(int argc, char **argv)
         usage();
     if (debug)
         ks_log_set_level(KS_LOG_DEBUG);
-    /* absolute: reloads happen after chdir("/") */
-    char abs_config[PATH_MAX];
-    if (realpath(config_path, abs_config) != NULL)
-        config_path = abs_config;
+    /* absolute: reloads happen after chdir("/").  Only made absolute,
+     * not resolved: every reload must follow the symbolic links again, as
+     * nginx does (a deploy swapping keystone.yaml -> v2.yaml, a Kubernetes
+     * ConfigMap whose ..data link moves to a new directory and whose old
+     * one is deleted). */
+    char abs_config[PATH_MAX], cwd[PATH_MAX];
+    if (config_path[0] != '/' && getcwd(cwd, sizeof(cwd)) != NULL) {
+        char *joined = ks_path_join(cwd, config_path);
+        if (joined != NULL && strlen(joined) < sizeof(abs_config)) {
+            ks_strlcpy(abs_config, joined, sizeof(abs_config));
+            config_path = abs_config;
+        }
+        free(joined);
+    }
 
     struct ks_diag diag = { 0 };
-    struct ks_config *cfg = ks_master_load_config(config_path, &diag);
+    /* -t cannot know whether the start will have -f: it checks for one
+     * without, which opens server.error_log */
+    unsigned flags = KS_CONFIG_START | (foreground && !test_only ? KS_CONFIG_FOREGROUND : 0);
+    struct ks_config *cfg = ks_master_load_config(config_path, flags, &diag);
     if (cfg == NULL) {
         for (size_t i = 0; i < diag.n; i++)
             fprintf(stderr, "%s\n", diag.msgs[i]);
@@ -210,7 +243,7 @@ int main(int argc, char **argv)
         return 1;
     }
     /* bind before daemonizing: "address in use" belongs on the terminal */
-    struct ks_master *m = ks_master_new(cfg, foreground, err, sizeof(err));
+    struct ks_master *m = ks_master_new(cfg, foreground, debug, err, sizeof(err));
     if (m == NULL) {
         fprintf(stderr, "keystoned: %s\n", err);
         ks_config_free(cfg);

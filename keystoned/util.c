@@ -335,6 +335,11 @@ int ks_parse_url(const char *s, struct ks_url *out, char *err, size_t errlen)
         return -1;
     }
     p = sep + 3;
+    /* userinfo first: the ':' of "user:password@" is not the port's */
+    if (memchr(p, '@', strcspn(p, "/?#")) != NULL) {
+        snprintf(err, errlen, "user names in URLs are not supported");
+        return -1;
+    }
     if (*p == '[') {
         struct in6_addr a6;
 
@@ -363,7 +368,7 @@ int ks_parse_url(const char *s, struct ks_url *out, char *err, size_t errlen)
             p++;
         n = (size_t)(p - hs);
         if (n == 0) {
-            snprintf(err, errlen, *p == '@' || strchr(p, '@') ? "user names in URLs are not supported" : "missing host");
+            snprintf(err, errlen, "missing host");
             return -1;
         }
         if (n >= sizeof(out->host)) {
@@ -382,10 +387,6 @@ int ks_parse_url(const char *s, struct ks_url *out, char *err, size_t errlen)
             snprintf(err, errlen, "the port must be a number from 1 to 65535");
             return -1;
         }
-    }
-    if (*p == '@') {
-        snprintf(err, errlen, "user names in URLs are not supported");
-        return -1;
     }
     if (*p == '/')
         p++;
@@ -794,6 +795,13 @@ char *ks_read_file(const char *path, size_t max, size_t *len_out, char *err, siz
     return buf;
 }
 
+int ks_open_new(const char *path, mode_t mode)
+{
+    if (unlink(path) < 0 && errno != ENOENT)
+        return -1;
+    return open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+}
+
 char *ks_path_join(const char *dir, const char *path)
 {
     size_t dl, pl;
@@ -827,29 +835,46 @@ char *ks_path_join(const char *dir, const char *path)
 
 /* ---- processes --------------------------------------------------------- */
 
-uint64_t ks_proc_start_ticks(pid_t pid)
+/* The fields of /proc/PID/stat after "pid (comm) ", in buf; NULL when it
+ * cannot be read.  comm may hold spaces and parentheses, so the fields
+ * start after the last ')'. */
+static const char *proc_stat_fields(pid_t pid, char *buf, size_t len)
 {
-    char path[64], buf[1024];
+    char path[64];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        return NULL;
+    ssize_t n = read(fd, buf, len - 1);
     close(fd);
     if (n <= 0)
-        return 0;
+        return NULL;
     buf[n] = '\0';
-    /* "pid (comm) state ppid ...": comm may hold spaces and parentheses,
-     * so count the fields from the last ')'; starttime is the 22nd. */
     char *p = strrchr(buf, ')');
+    return p != NULL && p[1] == ' ' ? p + 2 : NULL;
+}
+
+bool ks_proc_exited(pid_t pid)
+{
+    char buf[1024];
+    const char *f = proc_stat_fields(pid, buf, sizeof(buf));
+    return f != NULL && (f[0] == 'Z' || f[0] == 'X');
+}
+
+uint64_t ks_proc_start_ticks(pid_t pid)
+{
+    char buf[1024];
+    const char *p = proc_stat_fields(pid, buf, sizeof(buf));
     if (p == NULL)
         return 0;
-    for (int field = 2; field < 22; field++) {
-        p = strchr(p + 1, ' ');
+    /* the state is field 3, starttime field 22 */
+    for (int field = 3; field < 22; field++) {   /* p is at field number field */
+        p = strchr(p, ' ');
         if (p == NULL)
             return 0;
+        p++;
     }
     char *end;
-    unsigned long long ticks = strtoull(p + 1, &end, 10);
-    return end == p + 1 ? 0 : (uint64_t)ticks;
+    unsigned long long ticks = strtoull(p, &end, 10);
+    return end == p ? 0 : (uint64_t)ticks;
 }

@@ -87,6 +87,12 @@ int ks_write_all(int fd, const void *buf, size_t len);
 /* Read a whole small file into a NUL-terminated malloc'd buffer, refusing
  * files larger than max bytes. */
 char *ks_read_file(const char *path, size_t max, size_t *len_out, char *err, size_t errlen);
+/* Create path as a new file for reading and writing, never through a
+ * symbolic link: whatever is at the name (a file left by a crash, a link
+ * planted by someone who may write to the directory) is removed first,
+ * and O_EXCL | O_NOFOLLOW refuse anything made there in between.  For
+ * the temporary names that are renamed into place. */
+int ks_open_new(const char *path, mode_t mode);
 /* Join a path relative to dir ("a.lua" + "/etc/k" -> "/etc/k/a.lua");
  * absolute paths are copied.  Returns malloc'd string. */
 char *ks_path_join(const char *dir, const char *path);
@@ -104,5 +110,9 @@ char *ks_path_join(const char *dir, const char *path);
  * /proc/PID/stat); 0 when that cannot be read.  A pid and its start time
  * name one process: a pid alone may have been reused since. */
 uint64_t ks_proc_start_ticks(pid_t pid);
+
+/* Whether process pid has exited but is not reaped yet (a zombie):
+ * kill(pid, 0) still succeeds on it, yet it holds nothing any more. */
+bool ks_proc_exited(pid_t pid);
 
 #endif

@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <netinet/in.h>
 
 #include "keystoned/util.h"
@@ -219,6 +221,7 @@ struct ks_load {
     bool oom;
     struct loc *locs;           /* open addressing, cap a power of two */
     size_t nlocs, loccap;
+    unsigned flags;             /* KS_CONFIG_START, KS_CONFIG_FOREGROUND */
 };
 
 struct kpath {
@@ -1452,6 +1455,110 @@ static void health_init_unset(struct ks_health_config *h)
     h->fail_timeout_ms = -1;
 }
 
+/* A path as the kernel will find it, to tell whether two name one file:
+ * the whole of it through realpath(3) when it exists, else its directory
+ * (".", "..", symbolic links) and then its name. */
+static void canonical_path(const char *path, char *out, size_t len)
+{
+    char dir[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+
+    if (realpath(path, real) != NULL) {
+        snprintf(out, len, "%s", real);
+        return;
+    }
+    if (slash != NULL && (size_t)(slash - path) < sizeof(dir)) {
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = '\0';
+        if (realpath(slash == path ? "/" : dir, real) != NULL) {
+            int n = snprintf(out, len, "%s/%s", strcmp(real, "/") == 0 ? "" : real, slash + 1);
+
+            if (n >= 0 && (size_t)n < len)
+                return;
+        }
+    }
+    snprintf(out, len, "%s", path);
+}
+
+/* For a start (KS_CONFIG_START): the directory of a file keystoned must
+ * create or open before it serves. */
+static void dir_check(struct ks_load *ld, const char *file, struct where w)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(file, '/');
+    struct stat st;
+
+    if (slash == NULL || slash == file || (size_t)(slash - file) >= sizeof(dir))
+        return;
+    memcpy(dir, file, (size_t)(slash - file));
+    dir[slash - file] = '\0';
+    if (stat(dir, &st) < 0)
+        err_w(ld, w, "the directory %s %s", dir,
+              errno == ENOENT ? "does not exist" : strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        err_w(ld, w, "%s is not a directory", dir);
+}
+
+/*
+ * The run-time files must each have a path of their own, and none may be
+ * the configuration file: the access log appended to the state file would
+ * write into the mapped segment, the pid file would truncate whatever it
+ * names.  Only the two logs may share a file (both are stderr by default).
+ * For a start, the directories of all but the access log (the workers
+ * serve without it) must exist.
+ */
+static void server_files_check(struct ks_load *ld, struct ks_server_config *s, int line, int col,
+                               const char *path)
+{
+    struct {
+        const char *key, *file;
+        const void *field;
+        bool log;
+        char canon[PATH_MAX];
+    } f[] = {   /* access_log last: the only one a start does without */
+        { "pid_file", s->pid_file, &s->pid_file, false, "" },
+        { "state_file", s->state_file, &s->state_file, false, "" },
+        { "control_socket", s->control_socket, &s->control_socket, false, "" },
+        { "error_log", s->error_log, &s->error_log, true, "" },
+        { "access_log", s->access_log, &s->access_log, true, "" },
+    };
+    char config[PATH_MAX], key[300];
+    size_t i, j;
+
+    canonical_path(ld->cfg->path, config, sizeof(config));
+    for (i = 0; i < KS_ARRAY_LEN(f); i++) {
+        if (f[i].file == NULL || f[i].file[0] != '/')
+            continue;   /* "stderr", "off" */
+        canonical_path(f[i].file, f[i].canon, sizeof(f[i].canon));
+        snprintf(key, sizeof(key), "%s.%s", path, f[i].key);
+        if ((ld->flags & KS_CONFIG_START) && i + 1 < KS_ARRAY_LEN(f) &&
+            !(f[i].field == &s->error_log && (ld->flags & KS_CONFIG_FOREGROUND)))
+            dir_check(ld, f[i].file, where_of(ld, f[i].field, NULL, line, col, key));
+        if (strcmp(f[i].canon, config) == 0) {
+            err_w(ld, where_of(ld, f[i].field, NULL, line, col, key),
+                  "%s is the configuration file itself", f[i].file);
+            continue;
+        }
+        for (j = 0; j < i; j++) {
+            if (f[j].canon[0] == '\0' || strcmp(f[i].canon, f[j].canon) != 0 || (f[i].log && f[j].log))
+                continue;
+            /* said at the one further down the file, naming the other */
+            const struct loc *li = loc_get(ld, f[i].field), *lj = loc_get(ld, f[j].field);
+            size_t at = lj != NULL && (li == NULL || lj->line > li->line) ? j : i, other = at == i ? j : i;
+            const struct loc *lo = at == i ? lj : li;
+            char where[32] = "its default";
+
+            if (lo != NULL)
+                snprintf(where, sizeof(where), "line %d", lo->line);
+            snprintf(key, sizeof(key), "%s.%s", path, f[at].key);
+            err_w(ld, where_of(ld, f[at].field, NULL, line, col, key),
+                  "%s is also %s.%s (%s); each needs a file of its own", f[at].file, path,
+                  f[other].key, where);
+            break;
+        }
+    }
+}
+
 static void server_check(struct ks_load *ld, void *obj, int line, int col, struct kpath *path)
 {
     struct ks_server_config *s = obj;
@@ -1494,6 +1601,14 @@ static void server_check(struct ks_load *ld, void *obj, int line, int col, struc
             err_w(ld, where_of(ld, &s->admin_addr, NULL, line, col, path->s),
                   "admin_addr %s clashes with public_addr %s", s->admin_addr.text,
                   s->public_addr.text);
+    }
+    server_files_check(ld, s, line, col, path->s);
+    if (s->control_socket != NULL &&
+        strlen(s->control_socket) >= sizeof(((struct sockaddr_un *)NULL)->sun_path)) {
+        snprintf(p1, sizeof(p1), "%s.control_socket", path->s);
+        err_w(ld, where_of(ld, &s->control_socket, NULL, line, col, p1),
+              "%s is %zu bytes long, more than a Unix socket path may be (%zu)", s->control_socket,
+              strlen(s->control_socket), sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
     }
 }
 
@@ -2112,6 +2227,11 @@ static char *config_dir(struct ks_arena *a, const char *path)
 
 struct ks_config *ks_config_load(const char *path, struct ks_diag *diag)
 {
+    return ks_config_load_flags(path, 0, diag);
+}
+
+struct ks_config *ks_config_load_flags(const char *path, unsigned flags, struct ks_diag *diag)
+{
     struct ks_load ld;
     struct ks_config *c;
     struct ks_yaml_error yerr;
@@ -2122,6 +2242,7 @@ struct ks_config *ks_config_load(const char *path, struct ks_diag *diag)
     memset(&ld, 0, sizeof(ld));
     ld.diag = diag;
     ld.file = path;
+    ld.flags = flags;
     ld.arena = arena_new();
     ld.scratch = arena_new();
     if (ld.arena == NULL || ld.scratch == NULL ||

@@ -172,6 +172,15 @@ struct ks_config {
 /* Read, validate and return a config, or NULL with every problem added to
  * diag (in file order). */
 struct ks_config *ks_config_load(const char *path, struct ks_diag *diag);
+/* The same, with KS_CONFIG_START: also what only a start needs, that the
+ * directories of the pid file, state file, control socket and error log
+ * exist (keystoned -t, a start, keystonectl configtest; a reload keeps
+ * the files it has and cannot change them).  KS_CONFIG_FOREGROUND with
+ * it: a start with -f, which logs to stderr and never opens the error
+ * log. */
+#define KS_CONFIG_START 1u
+#define KS_CONFIG_FOREGROUND 2u
+struct ks_config *ks_config_load_flags(const char *path, unsigned flags, struct ks_diag *diag);
 void ks_config_free(struct ks_config *cfg);
 
 const struct ks_tenant_config *ks_config_tenant(const struct ks_config *cfg, const char *name);

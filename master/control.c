@@ -111,15 +111,17 @@ static int listen_at(struct ks_control *c, char *err, size_t errlen)
         return -1;
     }
     /* the owner stays who made it (root, or server.user once privileges
-     * are dropped): only the group is set */
+     * are dropped): only the group is set.  The mode is the umask's
+     * above.  lchown, lstat: a link put at the path since the bind (the
+     * directory may be server.user's) must not give its target our
+     * group, nor 0660. */
     struct stat st;
-    if ((c->gid != (gid_t)-1 && chown(c->path, (uid_t)-1, c->gid) < 0) || stat(c->path, &st) < 0) {
+    if ((c->gid != (gid_t)-1 && lchown(c->path, (uid_t)-1, c->gid) < 0) || lstat(c->path, &st) < 0) {
         snprintf(err, errlen, "cannot chown control socket %s: %s", c->path, strerror(errno));
         close(fd);
         unlink(c->path);
         return -1;
     }
-    chmod(c->path, 0660);
     c->dev = st.st_dev;
     c->ino = st.st_ino;
     return fd;

@@ -67,6 +67,7 @@ struct ks_listener {
 struct ks_master {
     struct ks_config *cfg;
     bool foreground;
+    bool debug;                 /* -d: debug level whatever server.log_level says */
     struct ks_shm shm;
     struct ks_listener listeners[KS_MAX_LISTENERS];
     int nlisteners;
@@ -180,9 +181,9 @@ static bool same_listeners(const struct ks_config *a, const struct ks_config *b)
 
 /* ---- configuration -------------------------------------------------------- */
 
-struct ks_config *ks_master_load_config(const char *path, struct ks_diag *diag)
+struct ks_config *ks_master_load_config(const char *path, unsigned flags, struct ks_diag *diag)
 {
-    struct ks_config *cfg = ks_config_load(path, diag);
+    struct ks_config *cfg = ks_config_load_flags(path, flags, diag);
     if (cfg != NULL && ks_luacheck_config(cfg, diag) < 0) {
         ks_config_free(cfg);
         return NULL;
@@ -190,11 +191,15 @@ struct ks_config *ks_master_load_config(const char *path, struct ks_diag *diag)
     return cfg;
 }
 
-static void apply_log_level(const struct ks_config *cfg)
+/* -d wins over the configuration, but only -d: a level of debug that
+ * came from server.log_level goes with the next reload that lowers it. */
+static void apply_log_level(const struct ks_master *m, const struct ks_config *cfg)
 {
     static const char *const levels[] = { "error", "warn", "info", "debug" };
-    if (ks_log_get_level() == KS_LOG_DEBUG)
-        return;     /* -d wins over the config */
+    if (m->debug) {
+        ks_log_set_level(KS_LOG_DEBUG);
+        return;
+    }
     for (int i = 0; i < 4; i++)
         if (strcmp(cfg->server.log_level, levels[i]) == 0)
             ks_log_set_level((enum ks_log_level)i);
@@ -208,6 +213,9 @@ static int publish(struct ks_master *m, const struct ks_config *cfg, char *err, 
     size_t len = ks_publish_build_dyn(cfg, m->dyn, m->token_key, &m->shm, m->table_buf, cap, err, errlen);
     if (len == 0)
         return -1;
+    /* the workers take their level from the table (worker.c apply_table) */
+    if (m->debug)
+        ((struct ks_table *)(void *)m->table_buf)->settings.log_level = KS_LOG_DEBUG;
     uint64_t gen = ks_shm_routes_publish(&m->shm, m->table_buf, len);
     ks_publish_sweep(cfg, &m->shm);
     ks_log_info("publish", "route table published: generation %llu, %zu bytes, %zu tenants",
@@ -596,7 +604,7 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
     char msg[KS_RELOAD_MSG_LEN];
     size_t pos = 0;
     ks_log_info("reload", "reloading %s", m->cfg->path);
-    struct ks_config *cfg = ks_master_load_config(m->cfg->path, &diag);
+    struct ks_config *cfg = ks_master_load_config(m->cfg->path, 0, &diag);
     if (cfg == NULL) {
         for (size_t i = 0; i < diag.n; i++)
             ks_log_error("config", "%s", diag.msgs[i]);
@@ -661,7 +669,7 @@ static enum ks_reload_result reload(struct ks_master *m, char *reply, size_t rep
     m->cfg = cfg;
     ks_dynroutes_prune(m->dyn, cfg);
     ks_watch_set(m->watch, cfg);
-    apply_log_level(cfg);
+    apply_log_level(m, cfg);
     m->fatal_gen = 0;
     if (new_listeners)
         replace_listeners(m, fresh, nfresh);
@@ -817,6 +825,9 @@ static void handle_signals(struct ks_master *m)
         case SIGHUP:
             if (!m->stopping)
                 reload(m, NULL, 0);
+            else    /* keystonectl reload is told so too (control_command) */
+                ks_log_warn("reload", "SIGHUP ignored: keystoned is stopping (from pid %d)",
+                            (int)si.ssi_pid);
             break;
         case SIGTERM:
         case SIGINT:
@@ -902,7 +913,8 @@ static void control_command(void *arg, const char *cmd, char *reply, size_t len)
 
 /* ---- start-up ------------------------------------------------------------------ */
 
-struct ks_master *ks_master_new(struct ks_config *cfg, bool foreground, char *err, size_t errlen)
+struct ks_master *ks_master_new(struct ks_config *cfg, bool foreground, bool debug, char *err,
+                                size_t errlen)
 {
     struct ks_master *m = calloc(1, sizeof(*m));
     if (m == NULL) {
@@ -911,6 +923,7 @@ struct ks_master *ks_master_new(struct ks_config *cfg, bool foreground, char *er
     }
     m->cfg = cfg;
     m->foreground = foreground;
+    m->debug = debug;
     m->sigfd = -1;
     m->lifeline[0] = m->lifeline[1] = -1;
     m->shm.fd = -1;
@@ -978,7 +991,7 @@ static int become_user(struct ks_master *m, gid_t gid, char *err, size_t errlen)
 static int start(struct ks_master *m, char *err, size_t errlen)
 {
     const struct ks_config *cfg = m->cfg;
-    apply_log_level(cfg);
+    apply_log_level(m, cfg);
 
     sigset_t set;
     sigemptyset(&set);

@@ -352,6 +352,22 @@ static void offset_to_mark(const char *buf, size_t len, size_t off, yaml_mark_t 
     }
 }
 
+/* Whether line (0-based) of buf is indented with a tab, or spaces and a
+ * tab: libyaml refuses it in words that do not say why. */
+#define TAB_HINT "; a tab in the indentation: YAML indents with spaces only"
+static bool tab_indented(const char *buf, size_t len, size_t line)
+{
+    size_t i = 0;
+
+    for (size_t l = 0; l < line && i < len; i++)
+        if (buf[i] == '\n')
+            l++;
+    for (; i < len && (buf[i] == ' ' || buf[i] == '\t'); i++)
+        if (buf[i] == '\t')
+            return true;
+    return false;
+}
+
 static void parser_error(struct builder *b, const yaml_parser_t *p, const char *buf, size_t len)
 {
     char msg[256];
@@ -372,12 +388,14 @@ static void parser_error(struct builder *b, const yaml_parser_t *p, const char *
         break;
     default:
         if (p->context != NULL)
-            snprintf(msg, sizeof(msg), "invalid YAML: %s (%s at line %zu, column %zu)",
+            snprintf(msg, sizeof(msg), "invalid YAML: %s (%s at line %zu, column %zu)%s",
                      p->problem ? p->problem : "syntax error", p->context,
-                     p->context_mark.line + 1, p->context_mark.column + 1);
+                     p->context_mark.line + 1, p->context_mark.column + 1,
+                     tab_indented(buf, len, m.line) ? TAB_HINT : "");
         else
-            snprintf(msg, sizeof(msg), "invalid YAML: %s",
-                     p->problem ? p->problem : "syntax error");
+            snprintf(msg, sizeof(msg), "invalid YAML: %s%s",
+                     p->problem ? p->problem : "syntax error",
+                     tab_indented(buf, len, m.line) ? TAB_HINT : "");
         break;
     }
     fail(b, &m, msg);

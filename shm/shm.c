@@ -101,7 +101,7 @@ int ks_shm_create(struct ks_shm *shm, const char *path, const struct ks_shm_limi
      * half-initialised one. */
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
-    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int fd = ks_open_new(tmp, 0640);
     if (fd < 0) {
         snprintf(err, errlen, "cannot create state file %s: %s", tmp, strerror(errno));
         return -1;
@@ -243,8 +243,10 @@ int ks_shm_open_readonly(struct ks_shm *shm, const char *path, char *err, size_t
 enum ks_master_liveness ks_shm_master_liveness(const struct ks_shm_header *h)
 {
     pid_t pid = h->master_pid;
-    /* EPERM: it lives, as another user */
-    if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
+    /* EPERM: it lives, as another user.  A zombie is gone too: killed,
+     * its files closed and its sockets unbound, only its parent has not
+     * reaped it yet (a supervisor or a pid 1 that reaps late). */
+    if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH) || ks_proc_exited(pid))
         return KS_MASTER_GONE;
     uint64_t ticks = h->master_start_ticks, now_ticks = ks_proc_start_ticks(pid);
     if (ticks != 0 && now_ticks != 0 && ticks != now_ticks)

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keystoned/util.h"
 #include "shm/statefile.h"
 
 /* ---- truncation -------------------------------------------------------- */
@@ -107,7 +108,7 @@ int ks_statefile_recreate(struct ks_shm *shm, gid_t gid, char *err, size_t errle
     const char *path = shm->pristine->state_path;
     char tmp[sizeof(shm->pristine->state_path) + 32];
     snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
-    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int fd = ks_open_new(tmp, 0640);
     if (fd < 0) {
         snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
         return -1;

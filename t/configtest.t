@@ -75,6 +75,53 @@ my $junk = $t->write_file('junk.yaml', "server: [\n  public_addr: {\n");
 is($code, 1, 'invalid YAML: exit 1');
 like($err, qr/^\Q$junk\E:\d+:\d+: /m, 'with a position');
 
+# ---- a tab in the indentation: said in so many words ----------------------------------
+# libyaml's own words ("found character that cannot start any token",
+# "a tab character that violates indentation") do not say that YAML
+# indents with spaces only.
+for my $case (["server:\n  public_addr: 127.0.0.1:$port\nlimits:\n\tmax_headers: 5\ntenants: []\n", 4],
+              ["server:\n  public_addr: 127.0.0.1:$port\n  \tworkers: 2\ntenants: []\n", 3],
+              ["server:\n  public_addr: 127.0.0.1:$port\ntenants:\n\t- name: a\n", 4]) {
+    my ($yaml, $line) = @$case;
+    my $tabbed = $t->write_file('tabbed.yaml', $yaml);
+    ($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $tabbed]);
+    is($code, 1, "tab in the indentation of line $line: exit 1");
+    like($err, qr/^\Q$tabbed\E:$line:\d+: .*a tab in the indentation: YAML indents with spaces only/m,
+         "line $line: the error says so") or diag($err);
+}
+
+# ---- a control socket path too long for a Unix socket: a configuration error ---------------
+# (it was "configuration OK", then "path too long" at start, with no line)
+my $long = 's' x 120;
+my $socky = $t->write_file('socky.yaml', "server:\n  public_addr: 127.0.0.1:$port\n"
+                                       . "  control_socket: /tmp/$long.sock\ntenants: []\n");
+($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $socky]);
+is($code, 1, 'control_socket of 130 bytes: -t exits 1');
+like($err, qr/^\Q$socky\E:3:19: server\.control_socket: \/tmp\/s+\.sock is 130 bytes long, more than a Unix socket path may be \(107\)$/m,
+     'and says why, where') or diag($err);
+
+# ---- a run-time file in a directory that does not exist: -t says so, as a start would ------
+for my $key (qw(pid_file state_file control_socket error_log)) {
+    my $nodir = $t->write_file("nodir-$key.yaml", "server:\n  public_addr: 127.0.0.1:$port\n"
+                                                . "  $key: /nonexistent-dir/x\ntenants: []\n");
+    ($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $nodir]);
+    is($code, 1, "$key in a missing directory: -t exits 1");
+    like($err, qr/^\Q$nodir\E:3:\d+: server\.$key: the directory \/nonexistent-dir does not exist$/m,
+         "$key: says which, where") or diag($err);
+}
+# -f logs to stderr and never opens the error log: not an error for a start with -f
+my $nolog_f = $t->write_file('nolog-f.yaml', "server:\n  public_addr: 127.0.0.1:$port\n"
+                                           . "  error_log: /nonexistent-dir/x\n  access_log: \"off\"\ntenants: []\n");
+my $fg = $t->spawn([$keystoned, '-f', '-c', $nolog_f]);
+ok($t->wait_for(sub { ($t->request($port, GET => '/admin/health')->{status} // 0) == 200 || !$t->alive($fg) })
+   && $t->alive($fg), 'error_log in a missing directory: keystoned -f starts');
+is($t->terminate($fg) >> 8, 0, 'and stops');
+# the access log is opened by the workers, who serve without it: not a start error
+my $nolog = $t->write_file('nolog.yaml', "server:\n  public_addr: 127.0.0.1:$port\n"
+                                       . "  access_log: /nonexistent-dir/x\ntenants: []\n");
+($code, $out, $err) = $t->run([$keystoned, '-t', '-c', $nolog]);
+is($code, 0, 'access_log in a missing directory: -t exits 0') or diag($err);
+
 # ---- a route table larger than limits.route_table_size ------------------------------------
 sub many_tenants {
     my ($n, $size) = @_;

@@ -131,6 +131,22 @@ is($code, 0, 'health exits 0');
 unlike($out, qr/^workers:/m, 'health leaves out the workers');
 like($out, qr{^\s+a\s+http://127\.0\.0\.1:9\s}m, 'health lists upstream a');
 
+# ---- a user who may not read the state file: told so, not "not running" ----------------
+SKIP: {
+    skip 'needs root, setpriv and a user nobody', 4
+        unless $> == 0 && defined getpwnam('nobody') && -x '/usr/bin/setpriv';
+    # the test directory is root's 0700 and the state file 0640: nobody
+    # can read neither
+    my @as_nobody = ('/usr/bin/setpriv', '--reuid=nobody', '--regid=' . (getpwnam('nobody'))[3],
+                     '--clear-groups');
+    for my $cmd (qw(status health)) {
+        ($code, $out, $err) = $t->run([@as_nobody, $t->bin('keystonectl'), '-s', $state, $cmd]);
+        is($code, 1, "$cmd as a user without read access: exit 1");
+        like($err, qr/^keystonectl: cannot read the state file \Q$state\E: Permission denied \(.*read access/m,
+             "$cmd: says it may not read it, not that keystoned is not running") or diag($err);
+    }
+}
+
 # ---- stop through the control socket ------------------------------------------------------------------
 ($code, $out) = $t->ctl('-s', $state, 'stop');
 is($code, 0, 'stop exits 0');

@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # The process model: N workers + master, worker respawn, master death,
-# graceful TERM with a request in flight, QUIT, pid file, daemonizing.
+# graceful TERM with a request in flight, QUIT, pid file, daemonizing (also
+# with the standard descriptors closed).
 use strict;
 use warnings;
 use Test::More;
@@ -84,6 +85,10 @@ ok($t->wait_for(sub {
 }), 'a worker is reading the half-sent head');
 $t->signal('TERM');
 ok($t->wait_log(qr/graceful stop/), 'graceful stop begins');
+# a reload asked for meanwhile (logrotate, a deploy) is refused in words
+$t->signal('HUP');
+ok($t->wait_log(qr/\[warn\] $master reload: SIGHUP ignored: keystoned is stopping/),
+   'HUP during the stop: logged as ignored');
 $c->send("st: localhost\r\n\r\n");
 $r = $c->response(timeout => 5);
 is($r->{status}, 200, 'the in-flight request completed after TERM');
@@ -147,6 +152,44 @@ my $blocker = IO::Socket::INET->new(LocalAddr => "127.0.0.1:$port2", Listen => 5
 is($code, 1, 'start fails when the port is in use');
 like($err, qr/cannot listen on 127\.0\.0\.1:$port2: Address already in use/, 'and says so on the terminal');
 close $blocker;
+
+# ---- started with standard input, output and error closed (some init
+# systems, cron jobs, "keystoned <&- >&- 2>&-"): the files and sockets it
+# opens must not take descriptors 0 to 2, which daemonizing points at
+# /dev/null (a listener, the locked pid file or the error log lost)
+my $admin2 = $t->free_port;
+$t->write_file('closed.yaml', config($t, $port2, workers => 2, error_log => 'closed.log',
+                                     extra => "  admin_addr: 127.0.0.1:$admin2"));
+my $starter = fork // die "fork: $!";
+if ($starter == 0) {
+    close STDIN;
+    close STDOUT;
+    close STDERR;
+    exec { $t->bin('keystoned') } 'keystoned', '-c', "$t->{dir}/closed.yaml";
+    POSIX::_exit(127);
+}
+$t->track_pid($starter);
+$t->reap($starter);
+ok($t->wait_for(sub { -s "$t->{dir}/keystoned.pid" }), 'stdio closed: the pid file is written');
+$pid = do { local (@ARGV, $/) = "$t->{dir}/keystoned.pid"; <> } // '';
+chomp $pid;
+like($pid, qr/^\d+$/, 'with the pid');
+if ($pid !~ /^\d+$/) {     # so that a failure leaves no daemon behind
+    my (undef, $json) = $t->ctl('-c', "$t->{dir}/closed.yaml", 'status', '-j');
+    ($pid) = ($json // '') =~ /"master_pid":(\d+)/;
+    $pid //= 0;
+}
+$t->track_pid($pid) if $pid;
+is($t->request($port2, GET => '/admin/health')->{status}, 200, 'the public listener serves');
+is($t->request($admin2, GET => '/admin/health')->{status}, 200, 'the admin listener serves');
+like(do { local (@ARGV, $/) = "$t->{dir}/closed.log"; <> } // '', qr/ start: keystoned .* started: pid $pid\b/,
+     'the error log has the start-up line');
+($code, $out, $err) = $t->run([$t->bin('keystoned'), '-c', "$t->{dir}/closed.yaml"]);
+is($code, 1, 'a second start is refused: the pid file is still locked');
+like($err, qr/keystoned is already running \(pid $pid,/, 'naming the first');
+($code) = $t->ctl('-c', "$t->{dir}/closed.yaml", 'stop');
+is($code, 0, 'keystonectl stop');
+ok($t->wait_for(sub { !$t->alive($pid) }), 'the daemon exits');
 
 # ---- -v -------------------------------------------------------------------------------
 ($code, $out) = $t->run([$t->bin('keystoned'), '-v']);

@@ -1174,7 +1174,8 @@ START_TEST(test_yaml_errors)
     load("server:\n  public_addr: 1\n   workers: 3\n");
     assert_only_err("3:11: invalid YAML: mapping values are not allowed in this context");
     load("server:\n\tworkers: 3\n");
-    assert_only_err("2:1: invalid YAML: found character that cannot start any token (while scanning for the next token at line 2, column 1)");
+    assert_only_err("2:1: invalid YAML: found character that cannot start any token (while scanning for the next token at line 2, column 1); "
+                    "a tab in the indentation: YAML indents with spaces only");
     load("a: \xff\n");
     assert_only_err("1:4: invalid YAML: invalid leading UTF-8 octet (byte 0xff)");
 }

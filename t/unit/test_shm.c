@@ -271,6 +271,45 @@ START_TEST(state_file_repair_and_recreate)
 }
 END_TEST
 
+/* The state file is made under a temporary name next to it, in a
+ * directory server.user may write to: a symbolic link planted at that
+ * name (or a file left there) must never be written through, or root
+ * would overwrite whatever it points at. */
+START_TEST(tmp_name_not_followed)
+{
+    char victim[600], tmp[600];
+    static const char precious[] = "precious\n";
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
+    int fd = open(victim, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, precious, sizeof(precious) - 1), (ssize_t)sizeof(precious) - 1);
+    close(fd);
+
+    ck_assert_int_eq(symlink(victim, tmp), 0);
+    struct ks_shm shm;
+    create(&shm);
+    struct stat st;
+    ck_assert_int_eq(lstat(path, &st), 0);
+    ck_assert(S_ISREG(st.st_mode));
+    ck_assert_int_eq(stat(victim, &st), 0);
+    ck_assert_uint_eq((size_t)st.st_size, sizeof(precious) - 1);
+
+    /* and when the file is made again while running */
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(symlink(victim, tmp), 0);
+    char err[256];
+    ck_assert_msg(ks_statefile_recreate(&shm, (gid_t)-1, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(lstat(path, &st), 0);
+    ck_assert(S_ISREG(st.st_mode));
+    ck_assert_int_eq(stat(victim, &st), 0);
+    ck_assert_uint_eq((size_t)st.st_size, sizeof(precious) - 1);
+    ck_assert_int_ne(access(tmp, F_OK), 0);
+    ks_shm_close(&shm);
+    unlink(victim);
+}
+END_TEST
+
 /* The master publishes as fast as it can in one process while another
  * process copies tables: every accepted copy must be a whole table of one
  * publish, and generations must only grow. */
@@ -535,6 +574,7 @@ int main(void)
     tcase_add_test(tc, wrr_schedule);
     tcase_add_test(tc, wrr_schedule_many);
     tcase_add_test(tc, state_file_repair_and_recreate);
+    tcase_add_test(tc, tmp_name_not_followed);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

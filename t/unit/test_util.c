@@ -200,6 +200,13 @@ START_TEST(test_url)
     ck_assert_str_eq(err, "a query or fragment is not supported");
     ck_assert_int_eq(ks_parse_url("http://u@h", &u, err, sizeof(err)), -1);
     ck_assert_str_eq(err, "user names in URLs are not supported");
+    /* the ':' of a password is not the port's */
+    ck_assert_int_eq(ks_parse_url("http://u:pw@h:80", &u, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "user names in URLs are not supported");
+    ck_assert_int_eq(ks_parse_url("http://u:8080@h", &u, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "user names in URLs are not supported");
+    ck_assert_int_eq(ks_parse_url("http://[::1]:1@h", &u, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "user names in URLs are not supported");
     ck_assert_int_eq(ks_parse_url("http://h:0", &u, err, sizeof(err)), -1);
     ck_assert_str_eq(err, "the port must be a number from 1 to 65535");
     ck_assert_int_eq(ks_parse_url("http://h:", &u, err, sizeof(err)), -1);
@@ -493,7 +500,8 @@ START_TEST(test_path_join)
 END_TEST
 
 /* A pid's start time, also when its name has spaces and parentheses
- * (the name is in the middle of /proc/PID/stat); 0 once it is gone. */
+ * (the name is in the middle of /proc/PID/stat); 0 once it is gone.
+ * A zombie is told apart (ks_proc_exited). */
 START_TEST(test_proc_start_ticks)
 {
     uint64_t self = ks_proc_start_ticks(getpid());
@@ -517,10 +525,19 @@ START_TEST(test_proc_start_ticks)
     uint64_t after = ks_proc_start_ticks(child);
     ck_assert_uint_ge(before, self);
     ck_assert_uint_eq(after, before);
+    ck_assert(!ks_proc_exited(child));
+    ck_assert(!ks_proc_exited(getpid()));
 
+    /* killed, not reaped: a zombie, which kill(pid, 0) does not tell */
     kill(child, SIGKILL);
+    for (int i = 0; i < 200 && !ks_proc_exited(child); i++)
+        usleep(5000);
+    ck_assert(ks_proc_exited(child));
+    ck_assert_int_eq(kill(child, 0), 0);
+    ck_assert_uint_eq(ks_proc_start_ticks(child), before);
     ck_assert_int_eq(waitpid(child, NULL, 0), child);
     ck_assert_uint_eq(ks_proc_start_ticks(child), 0);
+    ck_assert(!ks_proc_exited(child));
     close(ready[0]);
     close(ready[1]);
 }

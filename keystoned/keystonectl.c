@@ -28,11 +28,32 @@
 #define EXIT_CONFIG_INVALID 4
 #define CONTROL_TIMEOUT_MS 60000
 
+#define USAGE "usage: keystonectl [-h] [-c config | -s state_file] command [-j]\n"
+
 static _Noreturn void usage(void)
 {
-    fprintf(stderr, "usage: keystonectl [-c config | -s state_file] command [-j]\n"
-                    "commands: status [-j], health [-j], routes [-j], reload, stop, configtest\n");
+    fputs(USAGE "commands: status [-j], health [-j], routes [-j], reload, stop, configtest\n", stderr);
     exit(2);
+}
+
+/* -h: the options and commands in a line each (keystonectl(8) has more) */
+static _Noreturn void help(void)
+{
+    printf(USAGE
+           "  -c config      find the daemon by this configuration's server.state_file\n"
+           "                 (default %s)\n"
+           "  -s state_file  find the daemon by this state file\n"
+           "  -j             print JSON (status, health, routes)\n"
+           "  -h             print this help and exit\n"
+           "commands:\n"
+           "  status         master, reload, counters, workers, tenants and upstreams\n"
+           "  health         each tenant's upstreams: state, checks, breaker\n"
+           "  routes         each tenant's routes, static and dynamic\n"
+           "  reload         reload the configuration (as kill -HUP) and say how it went\n"
+           "  stop           ask the daemon for a graceful stop (as kill -TERM)\n"
+           "  configtest     check the configuration file, or with -s the daemon's\n",
+           DEFAULT_CONFIG);
+    exit(0);
 }
 
 struct ctl {
@@ -538,7 +559,7 @@ int main(int argc, char **argv)
     struct ctl c = { .config_path = DEFAULT_CONFIG, .bad_config_exit = EXIT_NOT_RUNNING,
                      .shm = { .fd = -1 } };
     int ch;
-    while ((ch = getopt(argc, argv, "+c:s:j")) != -1) {
+    while ((ch = getopt(argc, argv, "+c:s:jh")) != -1) {
         switch (ch) {
         case 'c':
             c.config_path = optarg;
@@ -549,6 +570,8 @@ int main(int argc, char **argv)
         case 'j':
             c.json = true;
             break;
+        case 'h':
+            help();
         default:
             usage();
         }

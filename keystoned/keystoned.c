@@ -24,10 +24,26 @@
 
 #define DEFAULT_CONFIG KS_SYSCONFDIR "/keystone/keystone.yaml"
 
+#define USAGE "usage: keystoned [-dfhtv] [-c file]\n"
+
 static _Noreturn void usage(void)
 {
-    fprintf(stderr, "usage: keystoned [-dftv] [-c file]\n");
+    fputs(USAGE, stderr);
     exit(1);
+}
+
+/* -h: what each option does, as nginx -h shows it (keystoned(8) has more) */
+static _Noreturn void help(void)
+{
+    printf(USAGE
+           "  -c file  the configuration (default %s)\n"
+           "  -d       log at level debug, whatever log_level says\n"
+           "  -f       stay in the foreground, logging to stderr\n"
+           "  -h       print this help and exit\n"
+           "  -t       check the configuration and exit\n"
+           "  -v       print the version and exit\n",
+           DEFAULT_CONFIG);
+    exit(0);
 }
 
 /* Lock the pid file so that a second instance refuses to start.  The lock
@@ -151,7 +167,7 @@ int main(int argc, char **argv)
     stdio_fill();
     bool foreground = false, test_only = false, debug = false;
     int ch;
-    while ((ch = getopt(argc, argv, "c:dftv")) != -1) {
+    while ((ch = getopt(argc, argv, "c:dfhtv")) != -1) {
         switch (ch) {
         case 'c':
             config_path = optarg;
@@ -165,6 +181,8 @@ int main(int argc, char **argv)
         case 't':
             test_only = true;
             break;
+        case 'h':
+            help();
         case 'v':
             printf("keystoned %s\n", PACKAGE_VERSION);
             return 0;

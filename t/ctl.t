@@ -180,4 +180,7 @@ $t->terminate($other);
 ($code, $out, $err) = $t->ctl('frobnicate');
 is($code, 2, 'unknown command: exit 2');
 like($err, qr/usage: keystonectl/, 'and the usage');
+($code, $out, $err) = $t->ctl('-h');
+is($code, 0, '-h: exit 0');
+like($out, qr/^  $_ /m, "-h says what $_ does") for qw(status health routes reload stop configtest);
 done_testing;

@@ -197,6 +197,11 @@ is($code, 0, '-v exits 0');
 like($out, qr/^keystoned \d+\.\d+\.\d+$/m, '-v prints the version');
 ($code, $out, $err) = $t->run([$t->bin('keystoned'), '-x']);
 is($code, 1, 'unknown flag exits 1');
-like($err, qr/usage: keystoned \[-dftv\] \[-c file\]/, 'and prints the usage');
+like($err, qr/usage: keystoned \[-dfhtv\] \[-c file\]/, 'and prints the usage');
+($code, $out, $err) = $t->run([$t->bin('keystoned'), '-h']);
+is($code, 0, '-h exits 0');
+like($out, qr/^usage: keystoned /, '-h prints the usage on stdout');
+like($out, qr/^  -$_ /m, "and says what -$_ does") for qw(c d f h t v);
+is($err, '', 'nothing on stderr');
 
 done_testing;

@@ -569,21 +569,20 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
         atomic_fetch_add_explicit(&w->score->requests, 1, memory_order_relaxed);
         w->requests++;
         c.requests++;
-        if (hr == KS_HEAD_CUT) {
-            ks_worker_request_id(w, &r);
-            count_response(w, NULL, status);
-            r.status = status;
-            reopen_logs(w);
-            ks_accesslog_write(w, &c, &r, NULL, c.len, 0);
-            break;
-        }
-        if (hr == KS_HEAD_ERROR) {
+        if (hr == KS_HEAD_ERROR || hr == KS_HEAD_CUT) {
             /* a head we refuse is never forwarded, and nothing after it
-             * on this connection can be trusted: answer and close */
+             * on this connection can be trusted: answer and close (a
+             * head the client cut short has nobody to answer: it is only
+             * logged) */
             ks_worker_request_id(w, &r);
             count_response(w, NULL, status);
-            ks_worker_set_state(w, KS_WS_WRITING);
-            ks_respond_error(&c, &r, status, r.error ? r.error : head_error_message(status), NULL, false);
+            if (hr == KS_HEAD_CUT) {
+                r.status = status;
+            } else {
+                ks_worker_set_state(w, KS_WS_WRITING);
+                ks_respond_error(&c, &r, status, r.error ? r.error : head_error_message(status), NULL, false);
+                may_be_sending = true;
+            }
             if (status == 508)  /* a configuration mistake, not a client's */
                 ks_log_warn("loop", "%.*s %s%.*s (request %s) came back through this gateway %d times: "
                             "an upstream or a script's http.request leads back to it; answered 508",
@@ -591,7 +590,6 @@ static void serve(struct ks_worker *w, int fd, enum ks_listener_kind kind,
                             r.target, r.id, KS_MAX_PASSES);
             reopen_logs(w);
             ks_accesslog_write(w, &c, &r, NULL, c.len, c.bytes_out - out0);
-            may_be_sending = true;
             break;
         }
         request_id(w, &r);

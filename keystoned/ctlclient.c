@@ -14,24 +14,43 @@
 #include "keystoned/ctlclient.h"
 #include "keystoned/util.h"
 
-/* Wait for fd; 0 when ready, -1 at the deadline or on error. */
-static int wait_for(int fd, short events, int64_t deadline)
+/* A stopped master answers nothing until it is continued, which may be
+ * never: the wait looks at it once a second instead of sitting out the
+ * whole timeout. */
+#define STOPPED_CHECK_MS 1000
+
+enum wait_result { WAIT_READY, WAIT_TIMEOUT, WAIT_STOPPED };
+
+/* Wait for fd until the deadline, or until master (when not 0) is seen
+ * stopped. */
+static enum wait_result wait_for(int fd, short events, pid_t master, int64_t deadline)
 {
     for (;;) {
         int64_t left = deadline - ks_now_ms();
         if (left <= 0)
-            return -1;
+            return WAIT_TIMEOUT;
+        if (master > 0 && left > STOPPED_CHECK_MS)
+            left = STOPPED_CHECK_MS;
         struct pollfd p = { .fd = fd, .events = events };
         int rc = poll(&p, 1, (int)left);
         if (rc > 0)
-            return 0;
+            return WAIT_READY;
         if (rc < 0 && errno != EINTR)
-            return -1;
+            return WAIT_TIMEOUT;
+        if (rc == 0 && master > 0 && ks_proc_stopped(master))
+            return WAIT_STOPPED;
     }
 }
 
-int ks_ctl_call(const char *path, const char *command, char *reply, size_t cap, int64_t timeout_ms,
-                char *err, size_t errlen)
+static void say_stopped(pid_t master, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "keystoned's master (pid %d) is stopped (SIGSTOP or a debugger): it "
+             "reads the command only when it is continued (kill -CONT %d)", (int)master,
+             (int)master);
+}
+
+int ks_ctl_call(const char *path, pid_t master, const char *command, char *reply, size_t cap,
+                int64_t timeout_ms, char *err, size_t errlen)
 {
     int64_t deadline = ks_now_ms() + timeout_ms;
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -63,9 +82,13 @@ int ks_ctl_call(const char *path, const char *command, char *reply, size_t cap, 
             close(fd);
             return off > 0 ? -2 : -1;
         }
-        if (w < 0 && errno == EAGAIN && wait_for(fd, POLLOUT, deadline) < 0) {
-            snprintf(err, errlen, "keystoned did not take the command within %lld ms",
-                     (long long)timeout_ms);
+        enum wait_result wr = WAIT_READY;
+        if (w < 0 && errno == EAGAIN && (wr = wait_for(fd, POLLOUT, master, deadline)) != WAIT_READY) {
+            if (wr == WAIT_STOPPED)
+                say_stopped(master, err, errlen);
+            else
+                snprintf(err, errlen, "keystoned did not take the command within %lld ms",
+                         (long long)timeout_ms);
             close(fd);
             return off > 0 ? -2 : -1;
         }
@@ -83,8 +106,13 @@ int ks_ctl_call(const char *path, const char *command, char *reply, size_t cap, 
             break;
         if (errno == EINTR)
             continue;
-        if (errno != EAGAIN || wait_for(fd, POLLIN, deadline) < 0) {
-            snprintf(err, errlen, "no answer from keystoned within %lld ms", (long long)timeout_ms);
+        enum wait_result wr = errno == EAGAIN ? wait_for(fd, POLLIN, master, deadline) : WAIT_TIMEOUT;
+        if (wr != WAIT_READY) {
+            if (wr == WAIT_STOPPED)
+                say_stopped(master, err, errlen);
+            else
+                snprintf(err, errlen, "no answer from keystoned within %lld ms",
+                         (long long)timeout_ms);
             close(fd);
             return -2;
         }

@@ -499,8 +499,8 @@ static int cmd_control(struct ctl *c, const char *command)
     attach(c);
     /* the reply: "<code> <message>\n" then detail lines, then EOF */
     char reply[65536], err[512];
-    if (ks_ctl_call(c->shm.hdr->control_socket, command, reply, sizeof(reply), CONTROL_TIMEOUT_MS,
-                    err, sizeof(err)) < 0) {
+    if (ks_ctl_call(c->shm.hdr->control_socket, c->shm.hdr->master_pid, command, reply,
+                    sizeof(reply), CONTROL_TIMEOUT_MS, err, sizeof(err)) < 0) {
         fprintf(stderr, "keystonectl: %s\n", err);
         return EXIT_NOT_RUNNING;
     }

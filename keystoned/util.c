@@ -861,6 +861,13 @@ bool ks_proc_exited(pid_t pid)
     return f != NULL && (f[0] == 'Z' || f[0] == 'X');
 }
 
+bool ks_proc_stopped(pid_t pid)
+{
+    char buf[1024];
+    const char *f = proc_stat_fields(pid, buf, sizeof(buf));
+    return f != NULL && (f[0] == 'T' || f[0] == 't');
+}
+
 uint64_t ks_proc_start_ticks(pid_t pid)
 {
     char buf[1024];

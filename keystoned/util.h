@@ -115,4 +115,8 @@ uint64_t ks_proc_start_ticks(pid_t pid);
  * kill(pid, 0) still succeeds on it, yet it holds nothing any more. */
 bool ks_proc_exited(pid_t pid);
 
+/* Whether process pid is stopped (SIGSTOP, SIGTSTP or a debugger): alive,
+ * but it will not run until it is continued. */
+bool ks_proc_stopped(pid_t pid);
+
 #endif

@@ -293,15 +293,16 @@ int ks_lua_send_route(struct ks_worker *w, const struct ks_route_spec *s, bool d
     *http_status = 400;
     /* The deadline travels with the change: a master that reads it after
      * the deadline (it was stopped or busy) refuses it instead of applying
-     * a change whose requester was told there was no answer.  Near the
+     * a change whose requester was told there was no answer (so the wait
+     * does not end early when the master is seen stopped).  Near the
      * deadline it may still take one whose verdict arrives too late, so
      * that answer says the outcome is unknown. */
     if (ks_route_spec_encode(s, del, ks_now_ms() + CONTROL_TIMEOUT_MS, line, sizeof(line)) < 0) {
         snprintf(err, errlen, "the route is too large to send");
         return -1;
     }
-    int rc = ks_ctl_call(w->shm->hdr->control_socket, line, reply, sizeof(reply), CONTROL_TIMEOUT_MS,
-                         why, sizeof(why));
+    int rc = ks_ctl_call(w->shm->hdr->control_socket, 0, line, reply, sizeof(reply),
+                         CONTROL_TIMEOUT_MS, why, sizeof(why));
     if (rc < 0) {
         *http_status = 503;
         if (rc == -2)

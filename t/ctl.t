@@ -147,6 +147,19 @@ SKIP: {
     }
 }
 
+# ---- a stopped master: told so, not a minute's wait --------------------------------------------
+# the command waits in the socket; the master carries it out once continued
+kill 'STOP', $master;
+($code, $out, $err) = $t->ctl('-s', $state, 'reload');
+kill 'CONT', $master;
+is($code, 1, 'reload with the master stopped: exit 1, before the 60 s control timeout');
+like($err, qr/^keystonectl: keystoned's master \(pid $master\) is stopped \(SIGSTOP or a debugger\): it reads the command only when it is continued \(kill -CONT $master\)$/m,
+     'says the master is stopped and how to continue it') or diag($err);
+ok($t->wait_for(sub {
+    (undef, my $j) = $t->ctl('-s', $state, 'status', '-j');
+    decode_json($j)->{reload}{result} eq 'applied';
+}), 'continued, the master carries out the reload it was sent');
+
 # ---- stop through the control socket ------------------------------------------------------------------
 ($code, $out) = $t->ctl('-s', $state, 'stop');
 is($code, 0, 'stop exits 0');

@@ -37,17 +37,31 @@ static struct ks_lua_req *cur(lua_State *L)
     return ks_lua_current(L, KS_LUA_REQ_CLASS, ks_lua_of(L)->req_self);
 }
 
+/* A block to build a string in, as a userdata: allocated as Lua
+ * allocates, so a refusal by the memory cap gets a full collection and
+ * one more try, which a luaL_Buffer's block (over LUAL_BUFFERSIZE) does
+ * not get.  push_built pushes the string built and drops the block. */
+static char *scratch(lua_State *L, size_t n)
+{
+    return lua_newuserdata(L, n > 0 ? n : 1);
+}
+
+static void push_built(lua_State *L, const char *d, size_t n)
+{
+    lua_pushlstring(L, d, n);
+    lua_remove(L, -2);
+}
+
 static void push_lower(lua_State *L, const char *s, size_t n)
 {
     char small[128];
-    luaL_Buffer b;
-    char *d = n <= sizeof(small) ? small : luaL_buffinitsize(L, &b, n);
+    char *d = n <= sizeof(small) ? small : scratch(L, n);
     for (size_t i = 0; i < n; i++)
         d[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
     if (n <= sizeof(small))
         lua_pushlstring(L, small, n);
     else
-        luaL_pushresultsize(&b, n);
+        push_built(L, d, n);
 }
 
 static bool name_is(const char *a, size_t al, const char *b, size_t bl)
@@ -102,8 +116,7 @@ static int hexval(char c)
 /* Push the form-decoded s ('+' is a space, %XX a byte). */
 static void push_decoded(lua_State *L, const char *s, size_t n)
 {
-    luaL_Buffer b;
-    char *d = luaL_buffinitsize(L, &b, n);
+    char *d = scratch(L, n);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '+')
@@ -114,7 +127,7 @@ static void push_decoded(lua_State *L, const char *s, size_t n)
         } else
             d[k++] = s[i];
     }
-    luaL_pushresultsize(&b, k);
+    push_built(L, d, k);
 }
 
 /* req:query() -> {name = value} (first value, decoded); req:query(name) -> value or nil */
@@ -233,19 +246,26 @@ static int l_header(lua_State *L)
     } else if (found == 1) {
         lua_pushlstring(L, first->value, first->value_len);
     } else {
-        luaL_Buffer b;
-        luaL_buffinit(L, &b);
-        bool sep = false;
+        const char *sep = joiner(name, n);
+        size_t len = 0;
+        for (size_t i = 0; i < r->nheaders; i++)
+            if (name_is(r->headers[i].name, r->headers[i].name_len, name, n))
+                len += r->headers[i].value_len + 2;
+        char *d = scratch(L, len), *p = d;
+        bool more = false;
         for (size_t i = 0; i < r->nheaders; i++) {
             const struct ks_header *h = &r->headers[i];
             if (!name_is(h->name, h->name_len, name, n))
                 continue;
-            if (sep)
-                luaL_addlstring(&b, joiner(name, n), 2);
-            luaL_addlstring(&b, h->value, h->value_len);
-            sep = true;
+            if (more) {
+                memcpy(p, sep, 2);
+                p += 2;
+            }
+            more = true;
+            memcpy(p, h->value, h->value_len);
+            p += h->value_len;
         }
-        luaL_pushresult(&b);
+        push_built(L, d, (size_t)(p - d));
     }
     return 1;
 }

@@ -5,8 +5,9 @@
 # bomb answer 500 within the timeout, the state is rebuilt for the next
 # request while the worker lives on and other tenants keep theirs; a
 # library buffer (string.rep, table.concat) refused while the state holds
-# garbage gets a collection and a second try, and so do req:body() and
-# json.encode before they refuse for want of memory; a
+# garbage gets a collection and a second try, and so do the strings of
+# req:query, req:header and req:headers; req:body() and json.encode
+# collect before they refuse for want of memory; a
 # worker stuck inside a C function (a pathological pattern) is killed by
 # the master's watchdog after hard_timeout and replaced.
 use strict;
@@ -101,6 +102,32 @@ router:add_route("GET", "/rep-overflow", {handler = function(req, res)
     for i = 1, 6 do keep[i] = string.rep("k", 1 << 19) end
     res:write(#string.rep("x", 1 << 20) + #keep)
 end})
+-- Fill the state to within 6 KB of its cap with garbage, in small
+-- pieces (a list: no table grows by a large block on the way).
+local function garbage_to_the_brim()
+    local head
+    for i = 1, 1e6 do
+        if collectgarbage("count") > 4096 - 6 then return end
+        head = { string.rep("h", 400) .. i, head }
+    end
+end
+router:add_route("GET", "/query-garbage", {handler = function(req, res)
+    -- the decoded value (16 KB) fits only once the garbage is collected
+    garbage_to_the_brim()
+    res:write(#req:query("v"))
+end})
+router:add_route("GET", "/headers-garbage", {handler = function(req, res)
+    -- two X-Big headers joined (16 KB), and a 9,000-byte name lowered
+    -- (the first header: nothing before it makes Lua collect)
+    garbage_to_the_brim()
+    local joined = #req:header("X-Big")
+    garbage_to_the_brim()
+    local long_name
+    for name in pairs(req:headers()) do
+        if #name == 9000 then long_name = name end
+    end
+    res:write(joined .. " " .. tostring(long_name == string.rep("n", 9000)))
+end})
 router:add_route("POST", "/body-garbage", {handler = function(req, res)
     -- a body that fits once the garbage is collected
     garbage()
@@ -158,6 +185,9 @@ server:
   min_spare: 0
   max_spare: 2
   access_log: "off"
+limits:
+  max_request_line: 64KB
+  max_header_bytes: 64KB
 lua:
   timeout: 100ms
   memory: 4MB
@@ -293,6 +323,18 @@ ok($t->wait_log(qr/lua-error: tenant limited, \S+ \S+: memory error in handler/,
 is(lua_stats('limited')->{memory}, $before + 1, 'counted as a memory error');
 is($t->request($port, GET => '/count')->{body}, '1', 'the next request gets a fresh state');
 is_deeply([ worker_pids() ], \@pids, 'still the same worker');
+
+# ---- the request accessors' strings, built near the cap, get the same second try ---------
+$before = lua_stats('limited')->{memory};
+$r = $t->request($port, GET => '/query-garbage?v=' . ('%41' x 16384));
+is($r->{status}, 200, 'req:query of a 16 KB decoded value within 6 KB of the cap: 200') or diag($r->{body});
+is($r->{body}, 16384, 'with the whole value');
+$r = $t->request($port, GET => '/headers-garbage',
+                 headers => [ ('N' x 9000) => 'v', 'X-Big' => 'a' x 8000, 'X-Big' => 'b' x 8000 ]);
+is($r->{status}, 200, 'req:header joining 16 KB, req:headers lowering a long name, at the cap: 200')
+    or diag($r->{body});
+is($r->{body}, '16002 true', 'with the whole value and the lowered name');
+is(lua_stats('limited')->{memory}, $before, 'no memory error counted');
 
 # ---- req:body() and json.encode measure what is left after a collection ------------------
 $before = lua_stats('limited')->{memory};

@@ -413,6 +413,16 @@ static const struct loc *loc_get(const struct ks_load *ld, const void *addr)
     return NULL;
 }
 
+/* Whether the file gave field a or b (b may be NULL) a value that was
+ * refused: a cross-field check then skips them, or it would blame the
+ * default left in the refused one's place. */
+static bool refused(const struct ks_load *ld, const void *a, const void *b)
+{
+    const struct loc *la = loc_get(ld, a), *lb = b != NULL ? loc_get(ld, b) : NULL;
+
+    return (la != NULL && la->failed) || (lb != NULL && lb->failed);
+}
+
 /* Cross-field error: at the first of the candidate fields that was set in
  * the file, else at the fallback place. */
 struct where {
@@ -1567,13 +1577,24 @@ static void server_check(struct ks_load *ld, void *obj, int line, int col, struc
     snprintf(p1, sizeof(p1), "%s.max_workers", path->s);
     snprintf(p2, sizeof(p2), "%s.max_spare", path->s);
     s->has_admin_addr = s->admin_addr.len > 0;
-    if (s->workers > s->max_workers)
+    /* min_spare <= max_spare <= max_workers, and workers <= max_workers.
+     * A default gives way to the values the file sets (max_workers: 2
+     * alone lowers the default workers and max_spare to 2), as Apache's
+     * do; two values the file sets that disagree are an error, unless one
+     * of them was refused already (its default would be blamed). */
+    if (loc_get(ld, &s->workers) == NULL && s->workers > s->max_workers)
+        s->workers = s->max_workers;
+    if (loc_get(ld, &s->max_spare) == NULL && s->max_spare > s->max_workers)
+        s->max_spare = s->max_workers;
+    if (loc_get(ld, &s->min_spare) == NULL && s->min_spare > s->max_spare)
+        s->min_spare = s->max_spare;
+    if (s->workers > s->max_workers && !refused(ld, &s->workers, &s->max_workers))
         err_w(ld, where_of(ld, &s->workers, &s->max_workers, line, col, p1),
               "workers (%d) cannot exceed max_workers (%d)", s->workers, s->max_workers);
-    if (s->max_spare > s->max_workers)
+    if (s->max_spare > s->max_workers && !refused(ld, &s->max_spare, &s->max_workers))
         err_w(ld, where_of(ld, &s->max_spare, &s->max_workers, line, col, p1),
               "max_spare (%d) cannot exceed max_workers (%d)", s->max_spare, s->max_workers);
-    if (s->min_spare > s->max_spare)
+    if (s->min_spare > s->max_spare && !refused(ld, &s->min_spare, &s->max_spare))
         err_w(ld, where_of(ld, &s->min_spare, &s->max_spare, line, col, p2),
               "min_spare (%d) cannot exceed max_spare (%d)", s->min_spare, s->max_spare);
     if (s->has_admin_addr && s->public_addr.len > 0 &&
@@ -1618,7 +1639,8 @@ static void lua_check(struct ks_load *ld, void *obj, int line, int col, struct k
     char a[32], b[32], p[300];
 
     snprintf(p, sizeof(p), "%s.hard_timeout", path->s);
-    if (l->hard_timeout_ms <= l->limits.timeout_ms)
+    if (l->hard_timeout_ms <= l->limits.timeout_ms &&
+        !refused(ld, &l->hard_timeout_ms, &l->limits.timeout_ms))
         err_w(ld, where_of(ld, &l->hard_timeout_ms, &l->limits.timeout_ms, line, col, p),
               "hard_timeout (%s) must exceed timeout (%s)",
               fmt_duration(a, sizeof(a), l->hard_timeout_ms),
@@ -1997,7 +2019,7 @@ static void health_resolve(struct ks_load *ld, struct ks_health_config *h,
                                                                         : HEALTH_TIMEOUT_DEFAULT_MS;
         h->timeout_set = false;
     }
-    if (own && h->timeout_set && h->timeout_ms >= h->interval_ms)
+    if (own && h->timeout_set && h->timeout_ms >= h->interval_ms && !refused(ld, ti, iv))
         err_w(ld, where_of(ld, ti, iv, line, col, path),
               "health timeout (%s) must be below the health interval (%s)",
               fmt_duration(a, sizeof(a), h->timeout_ms), fmt_duration(b, sizeof(b), h->interval_ms));
@@ -2186,7 +2208,8 @@ static void validate(struct ks_load *ld, size_t file_size)
         if (ll->max_middlewares < 0)
             ll->max_middlewares = c->lua.limits.max_middlewares;
         snprintf(path, sizeof(path), "tenants[%zu].lua_limits.timeout", i);
-        if (loc_get(ld, &ll->timeout_ms) != NULL && ll->timeout_ms >= c->lua.hard_timeout_ms)
+        if (loc_get(ld, &ll->timeout_ms) != NULL && ll->timeout_ms >= c->lua.hard_timeout_ms &&
+            !refused(ld, &ll->timeout_ms, &c->lua.hard_timeout_ms))
             err_w(ld, where_of(ld, &ll->timeout_ms, NULL, t->line, t->col, path),
                   "timeout (%s) must be below lua.hard_timeout (%s)",
                   fmt_duration(a, sizeof(a), ll->timeout_ms),

@@ -858,16 +858,33 @@ START_TEST(test_server_cross_field)
 {
     load(SERVER "  workers: 10\n  max_workers: 8\n");
     assert_only_err("3:12: server.workers: workers (10) cannot exceed max_workers (8)");
-    /* only max_workers set: it is the key to blame */
-    load(SERVER "  max_workers: 3\n");
-    ck_assert_uint_eq(diag.n, 2);
-    assert_err("3:16: server.max_workers: workers (4) cannot exceed max_workers (3)");
-    assert_err("3:16: server.max_workers: max_spare (8) cannot exceed max_workers (3)");
+    /* only max_workers set: the defaults of workers and max_spare (4, 8)
+     * give way to it, as Apache's do */
+    load_ok(SERVER "  max_workers: 3\n");
+    ck_assert_int_eq(cfg->server.workers, 3);
+    ck_assert_int_eq(cfg->server.max_spare, 3);
+    ck_assert_int_eq(cfg->server.min_spare, 2);
+    load_ok(SERVER "  max_workers: 1\n");
+    ck_assert_int_eq(cfg->server.workers, 1);
+    ck_assert_int_eq(cfg->server.max_spare, 1);
+    ck_assert_int_eq(cfg->server.min_spare, 1);
+    /* and the default min_spare (2) to max_spare */
+    load_ok(SERVER "  max_spare: 1\n");
+    ck_assert_int_eq(cfg->server.min_spare, 1);
+    /* two values the file sets that disagree: an error, at the later one */
+    load(SERVER "  max_workers: 3\n  max_spare: 5\n");
+    assert_only_err("4:14: server.max_spare: max_spare (5) cannot exceed max_workers (3)");
     load(SERVER "  min_spare: 9\n");
     assert_only_err("3:14: server.min_spare: min_spare (9) cannot exceed max_spare (8)");
-    load(SERVER "  max_spare: 1\n");
-    assert_only_err("3:14: server.max_spare: min_spare (2) cannot exceed max_spare (1)");
     load_ok(SERVER "  workers: 64\n  min_spare: 8\n");
+    /* a refused value is not compared with the others: its default would
+     * be blamed */
+    load(SERVER "  workers: -1\n  max_workers: 1\n");
+    assert_only_err("3:12: server.workers: expected an integer between 1 and 4096, got \"-1\"");
+    load(SERVER "  min_spare: 9\n  max_spare: many\n");
+    assert_only_err("4:14: server.max_spare: expected an integer between 1 and 4096, got \"many\"");
+    load(SERVER "lua:\n  timeout: 5s\n  hard_timeout: soon\n");
+    assert_only_err("5:17: lua.hard_timeout: expected a duration like \"250ms\", \"5s\" or \"2m\", got \"soon\"");
 
     load(SERVER "lua:\n  timeout: 2s\n");
     assert_only_err("4:12: lua.timeout: hard_timeout (2s) must exceed timeout (2s)");

@@ -41,6 +41,8 @@
  *   ?no_continue=1  do not answer "Expect: 100-continue"
  *   ?early=MS     answer 403 "early" before reading the body, then read
  *                 nothing for MS ms and close
+ *   ?early_continue=N  with ?early=: first an unasked 100 (Continue), then
+ *                 read N bytes of what follows the head, then the 403
  *   ?raw=BYTES    answer with exactly these (URL-decoded) bytes, then keep
  *                 the connection (or close it with ?close=1)
  *   ?flood=1      with ?raw=: after the bytes, send the pattern for as long
@@ -638,6 +640,7 @@ struct query {
     struct buf raw, later, repeat;
     long later_ms, every;
     long early;                 /* answer before the body, then stall */
+    long long early_continue;   /* -1, or: a 100 first, then read this much */
 };
 
 static void req_free(struct req *r)
@@ -969,6 +972,7 @@ static void parse_query(const char *target, struct query *q)
     q->size = -1;
     q->chunk = 4096;
     q->later_ms = q->every = 100;
+    q->early_continue = -1;
     if (p == NULL)
         return;
     p++;
@@ -1028,6 +1032,8 @@ static void parse_query(const char *target, struct query *q)
             buf_str(&q->repeat, v);
         else if (strcmp(k, "early") == 0 && n > 0 && n < 86400000)
             q->early = (long)n;
+        else if (strcmp(k, "early_continue") == 0 && n >= 0)
+            q->early_continue = n;
         else if (strcmp(k, "later_ms") == 0 && n >= 0 && n < 86400000)
             q->later_ms = (long)n;
         else if (strcmp(k, "every") == 0 && n > 0 && n < 86400000)
@@ -1425,6 +1431,16 @@ static int serve(struct conn *c)
          * reads its body nor closes */
         static const char no[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n"
                                  "Connection: close\r\n\r\nearly";
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (q.early_continue >= 0) {
+            /* unasked, and the 403 only once part of the body is in */
+            long long want = q.early_continue;
+            if (send_all(c->fd, cont, sizeof(cont) - 1) != 0)
+                goto out;
+            while ((long long)(c->end - c->start) < want)
+                if (conn_fill(c) <= 0)
+                    goto out;
+        }
         send_all(c->fd, no, sizeof(no) - 1);
         msleep(q.early);
         goto out;

@@ -194,7 +194,7 @@ sub early_refusal {
     my ($sent, $in, $t0) = (0, '', time);
     my $chunk = 'u' x 65536;
     my $sel = IO::Select->new($s);
-    while (time - $t0 < 30 && $in !~ /\r\n\r\n.{5}/s) {
+    while (time - $t0 < 30 && final_part($in) !~ /\r\n\r\n.{5}/s) {
         if ($sent < $len && length($out) < 65536) {
             $out .= $o{chunked} ? sprintf("%x\r\n%s\r\n", 65536, $chunk) : $chunk;
             $sent += 65536;
@@ -211,6 +211,8 @@ sub early_refusal {
     }
     return ($in, time - $t0, $sent);
 }
+# what came after the interim heads
+sub final_part { my ($in) = @_; $in =~ s{^(?:HTTP/1\.1 1\d\d [^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n)+}{}; $in }
 use IO::Select;
 use IO::Socket::INET;
 use Time::HiRes qw(time);
@@ -221,6 +223,16 @@ for my $chunked (0, 1) {
     ok($took < 15, sprintf("passed on while the upload went on, not at idle_timeout (%.1fs, %d MB sent)",
                            $took, $sent >> 20));
     like($in, qr{\r\nConnection: close\r\n}i, 'and the connection is to close');
+
+    # the same after an unasked 100 (Continue) and part of the upload:
+    # the final answer after the interim one is still watched for, and
+    # both are passed on, as 1xx heads are
+    ($in, $took, $sent) = early_refusal('/refuse?early=40000&early_continue=200000', chunked => $chunked);
+    like($in, qr{^HTTP/1\.1 100 Continue\r\n\r\nHTTP/1\.1 403 Forbidden\r\n.*\r\n\r\nearly}s,
+         "$what refused by the upstream after its unasked 100: the 100, then the 403");
+    ok($took < 15, sprintf("the 403 passed on while the upload went on, not at idle_timeout (%.1fs, %d MB sent)",
+                           $took, $sent >> 20));
+    like(final_part($in), qr{\r\nConnection: close\r\n}i, 'and the connection is to close');
 }
 
 # The same while the *client* is slow: what it sent so far went up, the
@@ -236,6 +248,12 @@ for my $chunked (0, 1) {
     like($in, qr{^HTTP/1\.1 403 Forbidden\r\n.*\r\n\r\nearly}s,
          "$what the client stalls in: the upstream's early 403 is passed on") or diag("ended: $how");
     like($in, qr{\r\nConnection: close\r\n}i, 'and the connection is to close');
+
+    (my $after_100 = $head) =~ s{early=40000}{early=40000&early_continue=0};
+    ($in, $how) = $t->raw($port, $after_100, one => 1, timeout => 10);
+    like($in, qr{^HTTP/1\.1 100 Continue\r\n\r\nHTTP/1\.1 403 Forbidden\r\n.*\r\n\r\nearly}s,
+         "$what the client stalls in, after an unasked 100: the 100, then the 403") or diag("ended: $how");
+    like(final_part($in), qr{\r\nConnection: close\r\n}i, 'and the connection is to close');
 }
 
 done_testing;

@@ -188,9 +188,11 @@ enum ks_io_result ks_wait_fd(struct ks_worker *w, int fd, short events, int64_t 
         if (watch)
             up = same ? p[0].revents : p[0].revents == 0 ? p[1].revents : 0;
         if (rc > 0 && up != 0 && (up & (POLLIN | POLLOUT | POLLERR | POLLHUP)) == POLLIN) {
-            if (w->answer_final(w->answer_fd))
+            enum ks_answer seen = w->answer_seen(w);
+            if (seen == KS_ANSWER_FINAL)
                 return KS_IO_ANSWERED;
-            w->answer_fd = -1;  /* an interim head: it is read with the answer */
+            if (seen == KS_ANSWER_LEFT)
+                w->answer_fd = -1;  /* it is read with the answer */
             continue;
         }
         if (rc > 0 && up != 0 && !same) {

@@ -1227,13 +1227,31 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
 
 /* Bytes from the upstream while its request is written: a final answer,
  * or an interim head (which the upstream may send unasked, and which
- * the rest of the request must still follow)?  Peeked, never read. */
-static bool final_answer_waiting(int fd)
+ * the rest of the request must still follow)?  A final answer is only
+ * peeked at.  A whole interim head is read into P->early, so that its
+ * bytes no longer wake the wait and a final answer after it (a 100,
+ * then a 413 to an upload it will not read) still ends the write; it is
+ * relayed with that answer.  One not yet whole, or too large for
+ * P->early, is left on the socket, and the rest of the request is
+ * written unwatched. */
+static enum ks_answer answer_seen(struct ks_worker *w)
 {
-    char b[12];
-    ssize_t n = recv(fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
-    bool interim = n == (ssize_t)sizeof(b) && memcmp(b, "HTTP/1.", 7) == 0 && b[8] == ' ' && b[9] == '1';
-    return !interim;
+    struct ks_proxy *P = w->proxy;
+    char *b = P->early + P->early_len;
+    size_t room = sizeof(P->early) - P->early_len;
+    ssize_t n = recv(w->answer_fd, b, room, MSG_PEEK | MSG_DONTWAIT);
+    bool interim = n >= 12 && memcmp(b, "HTTP/1.", 7) == 0 && b[8] == ' ' && b[9] == '1';
+    if (!interim)
+        return room < 12 ? KS_ANSWER_LEFT : KS_ANSWER_FINAL;
+    const char *end = memmem(b, (size_t)n, "\r\n\r\n", 4);
+    if (end == NULL)
+        return KS_ANSWER_LEFT;
+    /* it is all there (peeked): this read takes exactly the head */
+    size_t len = (size_t)(end + 4 - b);
+    ssize_t got = recv(w->answer_fd, b, len, MSG_DONTWAIT);
+    if (got > 0)
+        P->early_len += (size_t)got;
+    return got == (ssize_t)len ? KS_ANSWER_TAKEN : KS_ANSWER_LEFT;
 }
 
 static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
@@ -1286,7 +1304,8 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
          * written to it (a 403 to an upload it will not read) ends the
          * write: its answer is read at once, not after idle_timeout */
         w->answer_fd = a->fd;
-        w->answer_final = final_answer_waiting;
+        w->answer_seen = answer_seen;
+        P->early_len = 0;
         enum send_result sr = send_request(x, a, tn, tunnelling, mark);
         w->answer_fd = -1;
         if (sr == SEND_TOO_BIG)
@@ -1309,7 +1328,8 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
          * early 413, say): read what it says */
         struct resp rp;
         resp_start(&rp, P, x->r->head_method);
-        rp.len = 0;
+        memcpy(P->up_buf, P->early, P->early_len);
+        rp.len = P->early_len;
         int64_t timeout = x->timeout_ms > 0 ? x->timeout_ms : a->up->response_timeout_ms;
         if (sr == SEND_UPSTREAM)
             x->close = true;

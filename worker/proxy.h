@@ -39,6 +39,10 @@ struct ks_proxy {
     char *body_buf;             /* ks_body_read_all() */
     size_t body_cap;
     struct ks_header_edit resp_edits[64];   /* on_response's edits */
+    /* interim heads taken off the upstream's socket while the request
+     * was written (proxy.c answer_seen), parsed first with the answer */
+    char early[4096];
+    size_t early_len;
     int pipe_fd[2];             /* for splice(2), when have_pipe */
     bool have_pipe;
 };

@@ -24,6 +24,13 @@ struct ks_sock_timeo;
 
 enum ks_listener_kind { KS_LISTEN_PUBLIC, KS_LISTEN_ADMIN };
 
+/* What came from w->answer_fd while a request was written (answer_seen). */
+enum ks_answer {
+    KS_ANSWER_FINAL,    /* a final answer: the wait ends */
+    KS_ANSWER_TAKEN,    /* an interim head, taken off the socket: watching goes on */
+    KS_ANSWER_LEFT,     /* left there for the answer's read: no more watching */
+};
+
 /* What the master hands a freshly forked worker. */
 struct ks_worker_args {
     struct ks_shm *shm;             /* mapped read-write, inherited */
@@ -98,11 +105,11 @@ struct ks_worker {
     bool waiting_seen;              /* and the last look saw one */
     /* While a request is written to an upstream (proxy.c): its socket,
      * whose readability ends a wait to write there, or to read the
-     * client's body meanwhile, when answer_final says what came is a
+     * client's body meanwhile, when answer_seen says what came is a
      * final answer (the upstream answered early, without reading the
      * rest).  -1: none. */
     int answer_fd;
-    bool (*answer_final)(int fd);
+    enum ks_answer (*answer_seen)(struct ks_worker *w);
     /* per descriptor: the kernel timeouts conn.c set on blocking sockets */
     struct ks_sock_timeo *sock_timeo;
     size_t nsock_timeo;

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# Smoke test of the benchmark harness: t/bench/run --quick --scenario 1
+# Smoke test of the benchmark harness: t/bench/run --quick --scenario 1,2
 # starts the backend, keystoned, nginx and HAProxy, measures them and
 # prints its tables.  Speed is not asserted (make check never times
 # anything); the shape of the report is.  The peers are not build
@@ -15,8 +15,8 @@ plan skip_all => "needs @missing (t/bench/run installs them when run by hand as 
 
 my $t = Keystone::Test->new;
 my $run = $t->srcdir . '/t/bench/run';
-my ($code, $out, $err) = $t->run([ $^X, $run, '--quick', '--scenario', '1', '--keep' ], timeout => 60);
-is($code, 0, 't/bench/run --quick --scenario 1 exits 0') or diag($err);
+my ($code, $out, $err) = $t->run([ $^X, $run, '--quick', '--scenario', '1,2', '--keep' ], timeout => 90);
+is($code, 0, 't/bench/run --quick --scenario 1,2 exits 0') or diag($err);
 
 like($out, qr/^- machine: \d+ CPUs /m, 'the report names the machine');
 for my $c (16, 64) {
@@ -39,6 +39,13 @@ for my $c (16, 64) {
     like($table, qr{^keystoned/floor: }m, "C=$c: keystoned/floor ratio line");
     like($table, qr{^floor/nginx: req/s x[\d.]+, }m, "C=$c: floor/nginx ratio line");
 }
+# Scenario 2's floor answers "Hello World" itself (no upstream); the
+# run checks each target's answer before measuring it.
+my ($lua) = $out =~ /^(### 2\. Lua GET \/hello.*?)(?=^###|\z)/ms;
+ok($lua, 'a table for scenario 2');
+like($lua // '', qr/^\| floor +\| +\d+ \| +[\d.]+ ms \| +[\d.]+ ms \| +[\d.]+ us \| +[\d.]+ \| +0 \|$/m,
+     'scenario 2: the answering floor measured, without errors');
+like($lua // '', qr{^keystoned/floor: }m, 'scenario 2: keystoned/floor ratio line');
 like($err, qr/^\[1 C=16\] round 1\/1 nginx +\d+ req\/s/m, 'progress lines on stderr');
 
 # Scenarios 7 and 8 (memory and start-up, reload under load) have tables

@@ -1,6 +1,6 @@
 /*
  * floor.c: the least a prefork proxy with blocking I/O can do, as a
- * measuring stick for t/bench/run (scenario 1).  Not part of keystoned.
+ * measuring stick for t/bench/run (scenarios 1 and 2).  Not part of keystoned.
  *
  * N processes share one listener; each serves one client connection at a
  * time over one keep-alive upstream connection, the model keystoned is
@@ -15,6 +15,9 @@
  * with Content-Length); anything else closes the client connection.
  *
  * usage: floor LISTEN_PORT UPSTREAM_PORT PROCESSES [batch]   (127.0.0.1 both)
+ * UPSTREAM_PORT 0: no upstream; every request gets the fixed "Hello World"
+ * answer of scenario 2, the least a prefork server answering in-process
+ * can do (keystoned answering from Lua).
  * batch: the processes run under SCHED_BATCH, as keystoned's workers do
  * by default (server.worker_scheduling), so that the two compare alike.
  */
@@ -36,6 +39,7 @@
 #include <unistd.h>
 
 #define BUF_SIZE 65536
+#define ANSWER "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nHello World"
 
 static struct sockaddr_in loopback(int port)
 {
@@ -117,7 +121,7 @@ static void serve(int listen_fd, int upstream_port, bool batch)
     struct sched_param sp = { .sched_priority = 0 };
     if (batch && sched_setscheduler(0, SCHED_BATCH, &sp) < 0)
         perror("floor: SCHED_BATCH");
-    int up = upstream_connect(upstream_port);
+    int up = upstream_port > 0 ? upstream_connect(upstream_port) : -1;
     for (;;) {
         int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0)
@@ -127,6 +131,11 @@ static void serve(int listen_fd, int upstream_port, bool batch)
             ssize_t n = read_message(c, req, false);
             if (n < 0)
                 break;
+            if (up < 0) {   /* no upstream: the fixed answer of scenario 2 */
+                if (write_all(c, ANSWER, sizeof(ANSWER) - 1) < 0)
+                    break;
+                continue;
+            }
             /* an upstream connection the backend closed (after a request
              * with Connection: close, the probes'): once more on a new one */
             ssize_t m = -1;

@@ -43,6 +43,9 @@
  *                 nothing for MS ms and close
  *   ?early_continue=N  with ?early=: first an unasked 100 (Continue), then
  *                 read N bytes of what follows the head, then the 403
+ *   ?early_split=MS  with ?early_continue=: the 100 in three writes (at
+ *                 its bytes 5 and 12), MS ms apart
+ *   ?early_lf=1   with ?early_continue=: the 100 ends its lines in bare LF
  *   ?raw=BYTES    answer with exactly these (URL-decoded) bytes, then keep
  *                 the connection (or close it with ?close=1)
  *   ?flood=1      with ?raw=: after the bytes, send the pattern for as long
@@ -641,6 +644,8 @@ struct query {
     long later_ms, every;
     long early;                 /* answer before the body, then stall */
     long long early_continue;   /* -1, or: a 100 first, then read this much */
+    long early_split;           /* its 100 in three writes, this many ms apart */
+    int early_lf;               /* its 100 with bare LF line ends */
 };
 
 static void req_free(struct req *r)
@@ -1034,6 +1039,10 @@ static void parse_query(const char *target, struct query *q)
             q->early = (long)n;
         else if (strcmp(k, "early_continue") == 0 && n >= 0)
             q->early_continue = n;
+        else if (strcmp(k, "early_split") == 0 && n > 0)
+            q->early_split = (long)n;
+        else if (strcmp(k, "early_lf") == 0)
+            q->early_lf = on;
         else if (strcmp(k, "later_ms") == 0 && n >= 0 && n < 86400000)
             q->later_ms = (long)n;
         else if (strcmp(k, "every") == 0 && n > 0 && n < 86400000)
@@ -1431,12 +1440,18 @@ static int serve(struct conn *c)
          * reads its body nor closes */
         static const char no[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n"
                                  "Connection: close\r\n\r\nearly";
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        const char *cont = q.early_lf ? "HTTP/1.1 100 Continue\n\n" : "HTTP/1.1 100 Continue\r\n\r\n";
         if (q.early_continue >= 0) {
             /* unasked, and the 403 only once part of the body is in */
             long long want = q.early_continue;
-            if (send_all(c->fd, cont, sizeof(cont) - 1) != 0)
-                goto out;
+            size_t cut[] = { 5, 12, strlen(cont) }, from = 0;  /* where each write ends */
+            for (size_t i = q.early_split > 0 ? 0 : 2; i < 3; i++) {
+                if (from > 0)
+                    msleep(q.early_split);
+                if (send_all(c->fd, cont + from, cut[i] - from) != 0)
+                    goto out;
+                from = cut[i];
+            }
             while ((long long)(c->end - c->start) < want)
                 if (conn_fill(c) <= 0)
                     goto out;

@@ -6,6 +6,9 @@
 use strict;
 use warnings;
 use Test::More;
+use IO::Select;
+use IO::Socket::INET;
+use Time::HiRes qw(time);
 use Keystone::Test;
 
 my $t = Keystone::Test->new;
@@ -213,9 +216,6 @@ sub early_refusal {
 }
 # what came after the interim heads
 sub final_part { my ($in) = @_; $in =~ s{^(?:HTTP/1\.1 1\d\d [^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n)+}{}; $in }
-use IO::Select;
-use IO::Socket::INET;
-use Time::HiRes qw(time);
 for my $chunked (0, 1) {
     my $what = $chunked ? 'a chunked upload' : 'an upload';
     my ($in, $took, $sent) = early_refusal('/refuse?early=40000', chunked => $chunked);
@@ -233,6 +233,23 @@ for my $chunked (0, 1) {
     ok($took < 15, sprintf("the 403 passed on while the upload went on, not at idle_timeout (%.1fs, %d MB sent)",
                            $took, $sent >> 20));
     like(final_part($in), qr{\r\nConnection: close\r\n}i, 'and the connection is to close');
+
+    # the 100 in three segments, 50 ms apart: the part already there is
+    # taken and the watch goes on until the head is whole, and the upload
+    # with it (the upstream answers after 20 MB of it)
+    ($in, $took, $sent) = early_refusal('/refuse?early=40000&early_continue=20000000&early_split=50',
+                                        chunked => $chunked);
+    like($in, qr{^HTTP/1\.1 100 Continue\r\n\r\nHTTP/1\.1 403 Forbidden\r\n.*\r\n\r\nearly}s,
+         "$what refused after an unasked 100 sent in pieces: the 100, then the 403");
+    ok($took < 15, sprintf("the 403 passed on while the upload went on (%.1fs, %d MB sent)",
+                           $took, $sent >> 20));
+
+    # a 100 with bare LF line ends is no HTTP/1.1 head: the upload ends
+    # there with a 502, not at idle_timeout
+    ($in, $took, $sent) = early_refusal('/refuse?early=40000&early_continue=20000000&early_lf=1',
+                                        chunked => $chunked);
+    like($in, qr{^HTTP/1\.1 502 }, "$what answered by a malformed 100: a 502");
+    ok($took < 15, sprintf("at once, while the upload went on (%.1fs, %d MB sent)", $took, $sent >> 20));
 }
 
 # The same while the *client* is slow: what it sent so far went up, the

@@ -1226,32 +1226,48 @@ static enum attempt_result relay_response(struct ks_exchange *x, struct attempt 
 }
 
 /* Bytes from the upstream while its request is written: a final answer,
- * or an interim head (which the upstream may send unasked, and which
- * the rest of the request must still follow)?  A final answer is only
- * peeked at.  A whole interim head is read into P->early, so that its
- * bytes no longer wake the wait and a final answer after it (a 100,
- * then a 413 to an upload it will not read) still ends the write; it is
- * relayed with that answer.  One not yet whole, or too large for
- * P->early, is left on the socket, and the rest of the request is
- * written unwatched. */
+ * or an interim head (which the upstream may send unasked, and which the
+ * rest of the request must still follow)?  What has come is taken off
+ * the socket into P->early, so that it no longer wakes the wait, and it
+ * is parsed first with the answer.  Interim heads, whole or still coming
+ * (split across segments), keep the watch on: a final answer after them
+ * (a 100, then a 413 to an upload the upstream will not read) still ends
+ * the write.  Anything else ends it at once: a final answer, or bytes
+ * that cannot start one (bare LF line ends, not a status line), which
+ * the answer's parser then refuses.  Only interim heads filling
+ * P->early (4 KB) end the watch, with the rest left on the socket. */
 static enum ks_answer answer_seen(struct ks_worker *w)
 {
     struct ks_proxy *P = w->proxy;
-    char *b = P->early + P->early_len;
     size_t room = sizeof(P->early) - P->early_len;
-    ssize_t n = recv(w->answer_fd, b, room, MSG_PEEK | MSG_DONTWAIT);
-    bool interim = n >= 12 && memcmp(b, "HTTP/1.", 7) == 0 && b[8] == ' ' && b[9] == '1';
-    if (!interim)
-        return room < 12 ? KS_ANSWER_LEFT : KS_ANSWER_FINAL;
-    const char *end = memmem(b, (size_t)n, "\r\n\r\n", 4);
-    if (end == NULL)
+    if (room == 0)
         return KS_ANSWER_LEFT;
-    /* it is all there (peeked): this read takes exactly the head */
-    size_t len = (size_t)(end + 4 - b);
-    ssize_t got = recv(w->answer_fd, b, len, MSG_DONTWAIT);
-    if (got > 0)
-        P->early_len += (size_t)got;
-    return got == (ssize_t)len ? KS_ANSWER_TAKEN : KS_ANSWER_LEFT;
+    ssize_t n = recv(w->answer_fd, P->early + P->early_len, room, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return KS_ANSWER_TAKEN;     /* nothing after all: watch on */
+    if (n <= 0)
+        return KS_ANSWER_FINAL;     /* closed or failed: the answer's read says so */
+    P->early_len += (size_t)n;
+    static const char version[] = "HTTP/1.";
+    for (;;) {
+        const char *h = P->early + P->early_done;
+        size_t have = P->early_len - P->early_done;
+        size_t v = have < 7 ? have : 7;
+        if (memcmp(h, version, v) != 0)
+            return KS_ANSWER_FINAL;
+        if (have < 10)
+            return KS_ANSWER_TAKEN; /* "HTTP/1.x 1" not all there yet */
+        if (h[8] != ' ' || h[9] != '1')
+            return KS_ANSWER_FINAL;
+        const char *end = memmem(h, have, "\r\n\r\n", 4);
+        for (const char *lf = memchr(h, '\n', have); lf != NULL && (end == NULL || lf < end);
+             lf = memchr(lf + 1, '\n', have - (size_t)(lf + 1 - h)))
+            if (lf == h || lf[-1] != '\r')
+                return KS_ANSWER_FINAL; /* malformed: for the parser to refuse */
+        if (end == NULL)
+            return P->early_len == sizeof(P->early) ? KS_ANSWER_LEFT : KS_ANSWER_TAKEN;
+        P->early_done += (size_t)(end + 4 - h);
+    }
 }
 
 static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
@@ -1305,7 +1321,7 @@ static enum attempt_result attempt(struct ks_exchange *x, struct attempt *a,
          * write: its answer is read at once, not after idle_timeout */
         w->answer_fd = a->fd;
         w->answer_seen = answer_seen;
-        P->early_len = 0;
+        P->early_len = P->early_done = 0;
         enum send_result sr = send_request(x, a, tn, tunnelling, mark);
         w->answer_fd = -1;
         if (sr == SEND_TOO_BIG)

@@ -39,10 +39,11 @@ struct ks_proxy {
     char *body_buf;             /* ks_body_read_all() */
     size_t body_cap;
     struct ks_header_edit resp_edits[64];   /* on_response's edits */
-    /* interim heads taken off the upstream's socket while the request
-     * was written (proxy.c answer_seen), parsed first with the answer */
+    /* what the upstream sent while the request was written, taken off
+     * its socket (proxy.c answer_seen) and parsed first with the answer:
+     * early_done bytes of whole interim heads, then the rest */
     char early[4096];
-    size_t early_len;
+    size_t early_len, early_done;
     int pipe_fd[2];             /* for splice(2), when have_pipe */
     bool have_pipe;
 };
